@@ -1,0 +1,3 @@
+from b2cryptfs.cli.main import main
+
+raise SystemExit(main())

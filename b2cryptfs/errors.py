@@ -1,0 +1,116 @@
+"""Exceptions shared by every layer.
+
+Each carries a one-line, user-facing message (``str(exc)``), a process exit code for the
+command-line tools and an errno for the filesystem layer, so that no layer has to know how
+another one reports failures.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class B2CryptfsError(Exception):
+    """Base class: an expected failure with a message fit for the user."""
+
+    exit_code: int = 1
+    errno: int = _errno.EIO
+
+
+# --- usage -----------------------------------------------------------------------------
+
+
+class UsageError(B2CryptfsError):
+    exit_code = 2
+    errno = _errno.EINVAL
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+class KeyError_(B2CryptfsError):
+    """A key could not be loaded or does not fit (base of the key errors)."""
+
+    exit_code = 3
+    errno = _errno.EACCES
+
+
+class KeyFileError(KeyError_):
+    """A key file is missing, unreadable or not in a format we understand."""
+
+
+class WrongPassphrase(KeyError_):
+    """The passphrase does not decrypt the private key."""
+
+
+class NoMatchingIdentity(KeyError_):
+    """None of the given private keys can unwrap this file's key object."""
+
+
+class NoPrivateKey(KeyError_):
+    """The operation needs a private key and only public keys were given (write-only)."""
+
+
+# --- formats ---------------------------------------------------------------------------
+
+
+class FormatError(B2CryptfsError):
+    """An object is not in a format we know, or is malformed."""
+
+    exit_code = 4
+
+
+class IntegrityError(FormatError):
+    """Authentication failed: the object was tampered with, truncated or reordered."""
+
+
+class PairMismatch(IntegrityError):
+    """A key object does not belong to the content object next to it."""
+
+
+# --- store -----------------------------------------------------------------------------
+
+
+class StoreError(B2CryptfsError):
+    """The store failed an operation (base of the store errors)."""
+
+    exit_code = 5
+
+
+class NotFound(StoreError):
+    errno = _errno.ENOENT
+
+
+class AlreadyExists(StoreError):
+    errno = _errno.EEXIST
+
+
+class AuthError(StoreError):
+    """Bad or expired credentials, or a key without the needed capability."""
+
+    errno = _errno.EACCES
+
+
+class NoSuchBucket(StoreError):
+    errno = _errno.ENOENT
+
+
+class InvalidName(StoreError):
+    """The store refuses this object name."""
+
+    errno = _errno.EINVAL
+
+
+class NameTooLong(InvalidName):
+    errno = _errno.ENAMETOOLONG
+
+
+class TransientError(StoreError):
+    """A failure that persisted through retries (network, 5xx, throttling)."""
+
+
+class NameCollision(B2CryptfsError):
+    """``P.key`` and ``P`` would share an object: refuse to create one while the other exists."""
+
+    errno = _errno.EEXIST
+    exit_code = 1
