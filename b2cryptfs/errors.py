@@ -114,3 +114,7 @@ class NameCollision(B2CryptfsError):
 
     errno = _errno.EEXIST
     exit_code = 1
+
+
+class DirectoryNotEmpty(B2CryptfsError):
+    errno = _errno.ENOTEMPTY

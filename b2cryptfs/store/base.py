@@ -113,7 +113,9 @@ def validate_name(name: str) -> None:
     if not name or name.startswith("/"):
         raise InvalidName(f"invalid object name {name!r}")
     if len(raw) > MAX_NAME_BYTES:
-        raise NameTooLong(f"object name is {len(raw)} bytes, B2 allows {MAX_NAME_BYTES}: {name[:60]}…")
+        raise NameTooLong(
+            f"object name is {len(raw)} bytes, B2 allows {MAX_NAME_BYTES}: {name[:60]}…"
+        )
     for seg in name.split("/"):
         if len(seg.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES:
             raise NameTooLong(f"a path segment is over {MAX_SEGMENT_BYTES} bytes: {seg[:60]}…")

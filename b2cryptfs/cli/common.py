@@ -1,0 +1,146 @@
+"""Options and loading steps shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from b2cryptfs.errors import UsageError
+from b2cryptfs.formats import FORMATS
+from b2cryptfs.keys.types import Identity, Recipient
+from b2cryptfs.store.base import Store
+
+ENV_PRIVATE_KEY = "B2CRYPTFS_PRIVATE_KEY"
+ENV_PUBLIC_KEY = "B2CRYPTFS_PUBLIC_KEY"
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--b2-realm",
+        metavar="URL",
+        help="B2 realm or API URL (default: $B2_ENVIRONMENT, else production)",
+    )
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("keys")
+    g.add_argument(
+        "--private-key",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help=f"private key to decrypt with (repeatable; default ${ENV_PRIVATE_KEY})",
+    )
+    g.add_argument(
+        "--public-key",
+        metavar="KEY",
+        action="append",
+        default=[],
+        help="recipient to encrypt to: a public key file, an 'age1…' or 'ssh-rsa …' string "
+        f"(repeatable; default ${ENV_PUBLIC_KEY}, else the private keys' public halves)",
+    )
+    g.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="read the private key's passphrase from FILE "
+        "(else $B2CRYPTFS_PASSPHRASE, else a prompt on the terminal)",
+    )
+    g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="age",
+        help="format of newly written files (default: age)",
+    )
+    g.add_argument(
+        "--openssl-md",
+        choices=("auto", "sha256", "md5"),
+        default="auto",
+        help="openssl format key derivation digest (auto: SHA-256 then MD5 when reading; "
+        "SHA-256 when writing)",
+    )
+    add_store_options(parser)
+
+
+def _private_key_paths(args: argparse.Namespace) -> list[str]:
+    paths = list(getattr(args, "private_key", []) or [])
+    if not paths and os.environ.get(ENV_PRIVATE_KEY):
+        paths = [os.environ[ENV_PRIVATE_KEY]]
+    return paths
+
+
+def _public_key_specs(args: argparse.Namespace) -> list[str]:
+    specs = list(getattr(args, "public_key", []) or [])
+    if not specs and os.environ.get(ENV_PUBLIC_KEY):
+        specs = [os.environ[ENV_PUBLIC_KEY]]
+    return specs
+
+
+def load_identities_from_args(args: argparse.Namespace) -> list[Identity]:
+    from b2cryptfs.keys.loader import load_identities
+    from b2cryptfs.keys.passphrase import passphrase_source
+
+    source = passphrase_source(getattr(args, "passphrase_file", None))
+    identities: list[Identity] = []
+    for path in _private_key_paths(args):
+        identities.extend(load_identities(path, source))
+    return identities
+
+
+def load_recipients_from_args(
+    args: argparse.Namespace, identities: Sequence[Identity] = ()
+) -> list[Recipient]:
+    from b2cryptfs.keys.loader import load_recipients
+
+    recipients: list[Recipient] = []
+    for spec in _public_key_specs(args):
+        recipients.extend(load_recipients(spec))
+    if not recipients:
+        recipients = [i.recipient() for i in identities]
+    return recipients
+
+
+def load_keys_from_args(
+    args: argparse.Namespace, *, need_read: bool = False, need_write: bool = False
+) -> tuple[list[Recipient], list[Identity]]:
+    """(recipients, identities); private keys are loaded only when given."""
+    identities = load_identities_from_args(args)
+    if need_read and not identities:
+        raise UsageError(f"this needs a private key: give --private-key or ${ENV_PRIVATE_KEY}")
+    recipients = load_recipients_from_args(args, identities) if need_write or not need_read else []
+    if need_write and not recipients:
+        raise UsageError(
+            "no key to encrypt to: give --public-key (or --private-key) "
+            f"or ${ENV_PUBLIC_KEY}"
+        )
+    if getattr(args, "format", "age") == "openssl" and need_write:
+        from b2cryptfs.keys.types import RsaRecipient
+
+        if len(recipients) != 1 or not isinstance(recipients[0], RsaRecipient):
+            raise UsageError("--format openssl needs exactly one RSA public key")
+    return recipients, identities
+
+
+def open_store_from_args(args: argparse.Namespace, url: str) -> Store:
+    from b2cryptfs.store import open_store
+
+    return open_store(url, realm=getattr(args, "b2_realm", None))
+
+
+def split_location(spec: str) -> tuple[str, str]:
+    """Split ``STORE/PATH`` into (store url, path inside the store).
+
+    ``b2://BUCKET/a/b`` → (``b2://BUCKET``, ``a/b``). A local spec names a directory (the
+    store itself) or a file inside one: (directory, leaf).
+    """
+    if spec.startswith("b2://"):
+        rest = spec[len("b2://") :]
+        bucket, _, path = rest.partition("/")
+        if not bucket:
+            raise UsageError(f"no bucket in {spec!r}")
+        return f"b2://{bucket}", path
+    local = spec[len("file://") :] if spec.startswith("file://") else spec
+    if os.path.isdir(local):
+        return local, ""
+    parent, leaf = os.path.split(local.rstrip("/"))
+    return parent or ".", leaf

@@ -1,0 +1,30 @@
+"""Everything a mount needs to know, gathered by the command line before it starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from b2cryptfs.keys.types import Identity, Recipient
+
+
+@dataclass
+class MountConfig:
+    store_url: str
+    mountpoint: str
+    recipients: list[Recipient] = field(default_factory=list)
+    # Empty: a write-only mount (public keys only); reads of existing content fail with EACCES.
+    identities: list[Identity] = field(default_factory=list)
+    format: str = "age"
+    openssl_md: str = "auto"
+    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/b2cryptfs/<store id>
+    cache_size: int = 1 << 30  # bytes of ciphertext kept in the read cache
+    dir_cache_time: float = 30.0  # seconds a directory listing is trusted
+    read_only: bool = False
+    allow_other: bool = False
+    hard_delete: bool = False
+    sync_upload: bool = False  # close() waits for the upload and reports its failure
+    debug: bool = False
+    b2_realm: str | None = None
+    upload_workers: int = 4
+    store_threads: int = 8  # concurrent blocking store calls
+    fsname: str = ""  # shown in /proc/mounts; defaults to store_url

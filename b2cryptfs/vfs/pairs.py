@@ -1,0 +1,356 @@
+"""The pair layer: a plaintext path is two objects, ``PATH.key.enc`` and ``PATH.enc``.
+
+This module maps paths to object pairs and back, and enforces the pairing rules: the key
+object is uploaded first, a listing is driven by content objects (an orphan key object is
+invisible), a reader proves the pair matches and falls back to older key versions when it
+does not, and ``P.key``/``P`` never share an object. It is blocking and holds no state but
+its settings, so the CLI calls it directly and the mount calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from b2cryptfs.errors import (
+    AlreadyExists,
+    B2CryptfsError,
+    DirectoryNotEmpty,
+    NameCollision,
+    NoPrivateKey,
+    NotFound,
+    PairMismatch,
+    UsageError,
+)
+from b2cryptfs.formats import Codec, ContentReader, Sealed, detect_format, get_codec
+from b2cryptfs.keys.types import Identity, Recipient
+from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+KEY_SUFFIX = ".key.enc"
+CONTENT_SUFFIX = ".enc"
+EMPTY_MARKER = ".bzEmpty"
+INFO_FORMAT = "b2cryptfs-format"
+# RSA modulus sizes: an openssl-format key object is exactly one RSA block.
+_RSA_BLOCK_SIZES = frozenset({128, 256, 384, 512, 768, 1024})
+
+
+def content_name(path: str) -> str:
+    return path + CONTENT_SUFFIX
+
+
+def key_name(path: str) -> str:
+    return path + KEY_SUFFIX
+
+
+def _join(dirpath: str, leaf: str) -> str:
+    return f"{dirpath}/{leaf}" if dirpath else leaf
+
+
+def _dir_prefix(dirpath: str) -> str:
+    dirpath = dirpath.strip("/")
+    return dirpath + "/" if dirpath else ""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    content: ObjectInfo
+    key: ObjectInfo | None
+    format: str | None
+    size: int | None
+    size_estimate: int
+    mtime_ms: int
+
+
+@dataclass(frozen=True)
+class DirListing:
+    files: dict[str, FileEntry]
+    dirs: set[str]
+    has_marker: bool
+
+
+def _openssl_layout(content_size: int) -> bool:
+    """Could this many bytes be `openssl enc -a` output (64-char base64 lines + newlines)?"""
+    full, rest = divmod(content_size, 65)
+    if rest:
+        chars = rest - 1
+        if chars <= 0 or chars % 4:
+            return False
+    raw = full * 48 + (rest - 1) * 3 // 4 if rest else full * 48
+    return raw >= 32
+
+
+def _openssl_estimate(content_size: int) -> int:
+    """Upper bound of the plaintext size of an openssl content object (padding unknown)."""
+    full, rest = divmod(content_size, 65)
+    raw = full * 48 + (max(rest - 1, 0) * 3 // 4)
+    return max(raw - 16 - 1, 0)
+
+
+class PairStore:
+    """Paired-object operations over a Store, with the keys and format of one session."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        recipients: Sequence[Recipient] = (),
+        identities: Sequence[Identity] = (),
+        format: str = "age",
+        openssl_md: str = "auto",
+        hard_delete: bool = False,
+    ) -> None:
+        self.store = store
+        self.recipients = list(recipients)
+        self.identities = list(identities)
+        self.format = format
+        self.openssl_md = openssl_md
+        self.hard_delete = hard_delete
+        self.codec: Codec = get_codec(format, openssl_md=openssl_md)
+
+    @property
+    def can_read(self) -> bool:
+        return bool(self.identities)
+
+    @property
+    def can_write(self) -> bool:
+        return bool(self.recipients)
+
+    def codec_for(self, fmt: str) -> Codec:
+        return self.codec if fmt == self.format else get_codec(fmt, openssl_md=self.openssl_md)
+
+    # --- listing -----------------------------------------------------------------------
+
+    def make_entry(self, path: str, content: ObjectInfo, key: ObjectInfo | None) -> FileEntry:
+        """Describe a file from its listing rows alone (no request)."""
+        fmt = content.info.get(INFO_FORMAT)
+        if fmt is None:
+            # Written by another tool: the seed's objects are one RSA block and base64 text.
+            if key is not None and key.size in _RSA_BLOCK_SIZES and _openssl_layout(content.size):
+                fmt = "openssl"
+            elif key is not None:
+                fmt = "age"
+        size = None
+        if fmt in ("age", "openssl"):
+            try:
+                size = self.codec_for(fmt).plaintext_size_hint(content.size, content.info)
+            except B2CryptfsError:
+                size = None
+        if size is not None:
+            estimate = size
+        elif fmt == "age" or fmt is None and not _openssl_layout(content.size):
+            estimate = max(content.size - 16, 0)
+        else:
+            estimate = _openssl_estimate(content.size)
+        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms)
+
+    def list_dir(self, dirpath: str) -> DirListing:
+        """One directory level in one listing (B2 delimiter)."""
+        dirpath = dirpath.strip("/")
+        prefix = _dir_prefix(dirpath)
+        listing = self.store.list_dir(prefix)
+        by_leaf = {o.name[len(prefix) :]: o for o in listing.objects}
+        files: dict[str, FileEntry] = {}
+        for leaf, obj in by_leaf.items():
+            if not leaf.endswith(CONTENT_SUFFIX) or leaf == CONTENT_SUFFIX:
+                continue
+            name = leaf[: -len(CONTENT_SUFFIX)]
+            # X.key.enc is X's key object when X.enc exists; only otherwise a file "X.key".
+            if name.endswith(".key") and name[:-4] + CONTENT_SUFFIX in by_leaf:
+                continue
+            files[name] = self.make_entry(_join(dirpath, name), obj, by_leaf.get(name + KEY_SUFFIX))
+        dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
+        dirs.discard("")
+        return DirListing(files, dirs, EMPTY_MARKER in by_leaf)
+
+    def stat_file(self, path: str) -> FileEntry | None:
+        """A file by path with two stat requests, or None (no content object)."""
+        path = path.strip("/")
+        content = self.store.stat(content_name(path))
+        if content is None:
+            return None
+        if path.endswith(".key") and self.store.stat(content_name(path[:-4])) is not None:
+            return None  # that object is the key of path[:-4], not a file
+        return self.make_entry(path, content, self.store.stat(key_name(path)))
+
+    def is_dir(self, dirpath: str) -> bool:
+        dirpath = dirpath.strip("/")
+        if not dirpath:
+            return True
+        parent, _, leaf = dirpath.rpartition("/")
+        return leaf in self.list_dir(parent).dirs
+
+    # --- reading -----------------------------------------------------------------------
+
+    def exact_size(self, entry: FileEntry) -> int:
+        if entry.size is not None:
+            return entry.size
+        return self.open(entry).plaintext_size
+
+    def open(self, entry: FileEntry, source: object | None = None) -> ContentReader:
+        """Unwrap the file key and prove the pair matches; fall back to older key versions."""
+        if not self.can_read:
+            raise NoPrivateKey(f"{entry.path}: no private key given (write-only): cannot read")
+        if entry.key is None:
+            raise NotFound(f"{entry.path}: key object {key_name(entry.path)} is missing")
+        src = source if source is not None else StoreSource(self.store, entry.content)
+        try:
+            return self._open_with(entry, entry.key, src)
+        except PairMismatch as first:
+            for older in self.store.versions(key_name(entry.path)):
+                if older.action != "upload" or older.version_id == entry.key.version_id:
+                    continue
+                try:
+                    reader = self._open_with(entry, older, src)
+                except (PairMismatch, B2CryptfsError):
+                    continue
+                log.warning(
+                    "%s: newest key object does not match its content; using an older version",
+                    key_name(entry.path),
+                )
+                return reader
+            raise PairMismatch(
+                f"{key_name(entry.path)} does not belong to {content_name(entry.path)} "
+                "(no version of the key object matches)"
+            ) from first
+
+    def _open_with(self, entry: FileEntry, key: ObjectInfo, src: object) -> ContentReader:
+        key_object = self.store.read(key)
+        fmt = detect_format(key_object)
+        return self.codec_for(fmt).open(key_object, self.identities, src, entry.content.info)
+
+    # --- writing -----------------------------------------------------------------------
+
+    def seal(self, src: BinaryIO, content_out: BinaryIO) -> Sealed:
+        if not self.can_write:
+            raise UsageError("no public key to encrypt to (give --public-key or --private-key)")
+        sealed = self.codec.seal(src, content_out, self.recipients)
+        sealed.info.setdefault(INFO_FORMAT, self.format)
+        return sealed
+
+    def collision_names(self, path: str) -> list[tuple[str, str]]:
+        """(object that must not exist, the file it would belong to) for creating ``path``."""
+        out = [(key_name(path + ".key"), path + ".key")]
+        if path.endswith(".key"):
+            out.append((content_name(path[:-4]), path[:-4]))
+        return out
+
+    def check_collision(self, path: str) -> None:
+        for obj, other in self.collision_names(path):
+            if self.store.stat(obj) is not None:
+                raise NameCollision(
+                    f"cannot create {path!r}: {other!r} exists and the two would share the "
+                    f"object {key_name(path) if other.endswith('.key') else content_name(path)}"
+                )
+
+    def upload_pair(
+        self,
+        path: str,
+        key_object: bytes,
+        content_file: str,
+        content_info: dict[str, str],
+        mtime_ms: int,
+    ) -> FileEntry:
+        """Upload key object first, then content: a crash between leaves an invisible orphan."""
+        path = path.strip("/")
+        self.check_collision(path)
+        info = dict(content_info)
+        info[MTIME_KEY] = str(int(mtime_ms))
+        info.setdefault(INFO_FORMAT, self.format)
+        key = self.store.upload_bytes(key_name(path), key_object, {INFO_FORMAT: info[INFO_FORMAT]})
+        content = self.store.upload_file(content_name(path), content_file, info)
+        return self.make_entry(path, content, key)
+
+    def put_file(self, path: str, local_path: str, mtime_ms: int | None = None) -> FileEntry:
+        """Encrypt a local file into a temporary ciphertext file, then upload the pair."""
+        path = path.strip("/")
+        if mtime_ms is None:
+            mtime_ms = int(os.stat(local_path).st_mtime * 1000)
+        self.check_collision(path)
+        with tempfile.TemporaryDirectory(prefix="b2cryptfs-put-") as tmp:
+            out_path = os.path.join(tmp, "content")
+            with open(local_path, "rb") as src, open(out_path, "wb") as out:
+                sealed = self.seal(src, out)
+            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms)
+
+    # --- namespace changes -------------------------------------------------------------
+
+    def _remove(self, name: str) -> None:
+        if self.hard_delete:
+            for v in self.store.versions(name):
+                self.store.delete_version(v)
+        else:
+            self.store.hide(name)
+
+    def delete(self, path: str) -> None:
+        """Content first: the pair then becomes an invisible orphan, never a keyless file."""
+        path = path.strip("/")
+        if self.store.stat(content_name(path)) is None:
+            raise NotFound(f"{path}: no such file")
+        self._remove(content_name(path))
+        self._remove(key_name(path))
+
+    def rename(self, old: str, new: str) -> FileEntry:
+        """Copy both objects, then remove the old ones: one name resolves at every moment."""
+        old, new = old.strip("/"), new.strip("/")
+        content = self.store.stat(content_name(old))
+        key = self.store.stat(key_name(old))
+        if content is None:
+            raise NotFound(f"{old}: no such file")
+        if key is None:
+            raise NotFound(f"{old}: key object {key_name(old)} is missing")
+        self.check_collision(new)
+        new_key = self.store.copy(key, key_name(new))
+        new_content = self.store.copy(content, content_name(new))
+        self._remove(content_name(old))
+        self._remove(key_name(old))
+        return self.make_entry(new, new_content, new_key)
+
+    def mkdir(self, dirpath: str) -> None:
+        dirpath = dirpath.strip("/")
+        marker = _dir_prefix(dirpath) + EMPTY_MARKER
+        if self.store.stat(marker) is not None:
+            raise AlreadyExists(f"{dirpath}: directory exists")
+        self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
+
+    def rmdir(self, dirpath: str) -> None:
+        """Remove an empty directory: its marker and any orphan key objects (unreadable)."""
+        dirpath = dirpath.strip("/")
+        listing = self.list_dir(dirpath)
+        if listing.files or listing.dirs:
+            raise DirectoryNotEmpty(f"{dirpath}: directory not empty")
+        prefix = _dir_prefix(dirpath)
+        for obj in self.store.list_dir(prefix).objects:
+            self._remove(obj.name)
+
+
+class StoreSource:
+    """A ContentSource reading one exact content object version from the store."""
+
+    def __init__(self, store: Store, obj: ObjectInfo) -> None:
+        self.store = store
+        self.obj = obj
+        self.size = obj.size
+
+    def fetch(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        return self.store.read(self.obj, start, end - start)
+
+
+def fetch_plaintext_to(reader: ContentReader, out: BinaryIO, chunks_per_request: int = 16) -> int:
+    """Write a reader's whole plaintext to ``out``, a few chunks per request; bounded memory."""
+    step = reader.chunk_size * chunks_per_request
+    done = 0
+    while done < reader.plaintext_size:
+        data = reader.read(done, step)
+        out.write(data)
+        done += len(data)
+    return done
