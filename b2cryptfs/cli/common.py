@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 
 from b2cryptfs.errors import UsageError
@@ -110,8 +111,7 @@ def load_keys_from_args(
     recipients = load_recipients_from_args(args, identities) if need_write or not need_read else []
     if need_write and not recipients:
         raise UsageError(
-            "no key to encrypt to: give --public-key (or --private-key) "
-            f"or ${ENV_PUBLIC_KEY}"
+            f"no key to encrypt to: give --public-key (or --private-key) or ${ENV_PUBLIC_KEY}"
         )
     if getattr(args, "format", "age") == "openssl" and need_write:
         from b2cryptfs.keys.types import RsaRecipient
@@ -139,6 +139,8 @@ def split_location(spec: str) -> tuple[str, str]:
         if not bucket:
             raise UsageError(f"no bucket in {spec!r}")
         return f"b2://{bucket}", path
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec) and not spec.startswith("file://"):
+        raise UsageError(f"unknown store scheme in {spec!r} (use b2://, file:// or a directory)")
     local = spec[len("file://") :] if spec.startswith("file://") else spec
     if os.path.isdir(local):
         return local, ""

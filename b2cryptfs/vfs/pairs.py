@@ -196,35 +196,49 @@ class PairStore:
 
     def open(self, entry: FileEntry, source: object | None = None) -> ContentReader:
         """Unwrap the file key and prove the pair matches; fall back to older key versions."""
+        return self._open_matching(entry, source)[0]
+
+    def matching_key_object(self, entry: FileEntry) -> bytes:
+        """The bytes of the newest key object version that matches the content object."""
+        return self._open_matching(entry, None)[1]
+
+    def _open_matching(
+        self, entry: FileEntry, source: object | None
+    ) -> tuple[ContentReader, bytes]:
         if not self.can_read:
             raise NoPrivateKey(f"{entry.path}: no private key given (write-only): cannot read")
         if entry.key is None:
             raise NotFound(f"{entry.path}: key object {key_name(entry.path)} is missing")
         src = source if source is not None else StoreSource(self.store, entry.content)
         try:
-            return self._open_with(entry, entry.key, src)
+            return self.open_version(entry, entry.key, src)
         except PairMismatch as first:
             for older in self.store.versions(key_name(entry.path)):
                 if older.action != "upload" or older.version_id == entry.key.version_id:
                     continue
                 try:
-                    reader = self._open_with(entry, older, src)
-                except (PairMismatch, B2CryptfsError):
+                    opened = self.open_version(entry, older, src)
+                except B2CryptfsError:
                     continue
                 log.warning(
                     "%s: newest key object does not match its content; using an older version",
                     key_name(entry.path),
                 )
-                return reader
+                return opened
             raise PairMismatch(
                 f"{key_name(entry.path)} does not belong to {content_name(entry.path)} "
                 "(no version of the key object matches)"
             ) from first
 
-    def _open_with(self, entry: FileEntry, key: ObjectInfo, src: object) -> ContentReader:
+    def open_version(
+        self, entry: FileEntry, key: ObjectInfo, source: object | None = None
+    ) -> tuple[ContentReader, bytes]:
+        """Open with exactly this key object version: (reader, key object bytes)."""
+        src = source if source is not None else StoreSource(self.store, entry.content)
         key_object = self.store.read(key)
         fmt = detect_format(key_object)
-        return self.codec_for(fmt).open(key_object, self.identities, src, entry.content.info)
+        codec = self.codec_for(fmt)
+        return codec.open(key_object, self.identities, src, entry.content.info), key_object
 
     # --- writing -----------------------------------------------------------------------
 

@@ -126,7 +126,9 @@ def split(data: bytes) -> tuple[Header, bytes]:
         while True:
             body_line = next_line()
             if not _BODY_LINE.fullmatch(body_line):
-                raise FormatError("age header: stanza body line is not base64 of at most 64 columns")
+                raise FormatError(
+                    "age header: stanza body line is not base64 of at most 64 columns"
+                )
             body_lines.append(body_line)
             if len(body_line) < COLUMNS:
                 break

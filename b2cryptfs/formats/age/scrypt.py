@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from b2cryptfs.errors import FormatError
+from b2cryptfs.errors import FormatError, UsageError
 from b2cryptfs.formats.age import b64
 from b2cryptfs.formats.age.header import Stanza
 
@@ -50,7 +50,7 @@ class ScryptIdentity:
 
 def wrap(file_key: bytes, recipient: ScryptRecipient) -> Stanza:
     if not 1 <= recipient.work_factor <= 30:
-        raise ValueError("scrypt work factor out of range")
+        raise UsageError("scrypt work factor must be between 1 and 30")
     salt = os.urandom(16)
     key = _key(recipient.passphrase, salt, recipient.work_factor)
     body = ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, file_key, None)

@@ -1,0 +1,54 @@
+"""``fsck``: report (and with --repair clean) orphan key objects and broken pairs."""
+
+from __future__ import annotations
+
+import argparse
+
+from b2cryptfs.cli.common import (
+    add_key_options,
+    load_identities_from_args,
+    open_store_from_args,
+    split_location,
+)
+from b2cryptfs.vfs.check import check, repair
+from b2cryptfs.vfs.pairs import PairStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fsck",
+        help="check object pairs; --repair removes orphans",
+        description="List every object under the location and report orphan key objects, "
+        "content objects without keys and stray objects. With --private-key, also open every "
+        "pair to prove it matches. Exit status: 0 clean, 1 problems remain, 2 usage error.",
+    )
+    p.add_argument("location", metavar="STORE[/PREFIX]")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove orphan key objects and restore the matching version of stale key objects",
+    )
+    add_key_options(p)
+    p.set_defaults(func=cmd_fsck)
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    store_url, prefix = split_location(args.location)
+    identities = load_identities_from_args(args)
+    pairs = PairStore(
+        open_store_from_args(args, store_url), identities=identities, openssl_md=args.openssl_md
+    )
+    prefix = prefix.strip("/")
+    remaining = 0
+    for problem in check(pairs, prefix + "/" if prefix else "", verify=bool(identities)):
+        fixed = False
+        if args.repair and problem.repairable:
+            repair(pairs, problem)
+            fixed = True
+        remaining += not fixed
+        state = "repaired" if fixed else ("repairable" if problem.repairable else "")
+        print(
+            f"{problem.kind:12} {problem.name}: {problem.detail}" + (f" [{state}]" if state else "")
+        )
+    print("clean" if remaining == 0 else f"{remaining} problem(s) remain")
+    return 1 if remaining else 0

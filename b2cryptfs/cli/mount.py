@@ -1,0 +1,493 @@
+"""``b2cryptfs mount STORE MOUNTPOINT``, and the same program as a mount(8) helper.
+
+Everything that can fail for a reason the user can fix (mountpoint, keys and passphrase,
+credentials and bucket, cache directory, log file) is checked here, in the foreground,
+before the daemon is forked: the user sees one clear line and a non-zero exit status. The
+daemon only mounts and serves (``b2cryptfs.fs.mount.run_mount``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import pwd
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from b2cryptfs.cli import daemon
+from b2cryptfs.cli.common import add_key_options, load_keys_from_args, open_store_from_args
+from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
+from b2cryptfs.errors import B2CryptfsError, UsageError
+from b2cryptfs.store.base import Store
+from b2cryptfs.vfs.config import MountConfig
+
+log = logging.getLogger(__name__)
+
+FUSE_DEVICE = "/dev/fuse"
+ROOT_CACHE_ROOT = "/var/cache/b2cryptfs"
+# B2 account settings the b2 command-line tool and b2sdk read from the environment; mount(8)
+# passes no environment to a helper, so fstab lines name a file holding them instead.
+CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
+
+
+class MountError(B2CryptfsError):
+    """The mountpoint cannot be used (missing, not a directory, busy)."""
+
+    exit_code = 32  # mount(8)'s "mount failure"
+
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", metavar="STORE", help="b2://BUCKET[/PREFIX] or a directory")
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
+    add_key_options(parser)
+    g = parser.add_argument_group("mount")
+    g.add_argument(
+        "-o",
+        dest="o",
+        metavar="OPT[,OPT…]",
+        action="append",
+        default=[],
+        help="options in mount(8) form: private_key=FILE,passphrase_file=FILE,ro,… "
+        "(see mount.b2cryptfs(8))",
+    )
+    g.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    g.add_argument("--debug", action="store_true", help="log debugging details")
+    g.add_argument(
+        "--log-file",
+        metavar="FILE",
+        help="log here (default: stderr in the foreground, "
+        "else syslog, else mount.log in the cache directory)",
+    )
+    g.add_argument("--pid-file", metavar="FILE", help="write the daemon's process id here")
+    g.add_argument("--read-only", action="store_true", help="refuse all changes")
+    g.add_argument("--allow-other", action="store_true", help="let other users access the mount")
+    g.add_argument(
+        "--hard-delete",
+        action="store_true",
+        help="delete all versions of removed files (default: hide them; B2 keeps versions)",
+    )
+    g.add_argument(
+        "--sync-upload",
+        action="store_true",
+        help="close() waits until the file is uploaded and reports failure",
+    )
+    g.add_argument(
+        "--auto-unmount", action="store_true", help="unmount if the daemon dies (FUSE option)"
+    )
+    c = parser.add_argument_group("cache")
+    c.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache and outbox root (default: $XDG_CACHE_HOME/b2cryptfs, "
+        f"{ROOT_CACHE_ROOT} for root, else ~/.cache/b2cryptfs)",
+    )
+    c.add_argument(
+        "--cache-size",
+        type=_size,
+        default=MountConfig.cache_size,
+        metavar="SIZE",
+        help="bytes of ciphertext kept in the read cache: 512M, 2G … (default: 1G)",
+    )
+    c.add_argument(
+        "--dir-cache-time",
+        type=_duration,
+        default=MountConfig.dir_cache_time,
+        metavar="TIME",
+        help="how long a directory listing is trusted: 30s, 5m … (default: 30s)",
+    )
+    b = parser.add_argument_group("B2 credentials (for fstab lines, where no environment is set)")
+    b.add_argument(
+        "--b2-credentials",
+        metavar="FILE",
+        help="file of KEY=VALUE lines: B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY, "
+        "optionally B2_ENVIRONMENT",
+    )
+    b.add_argument(
+        "--b2-account-info",
+        metavar="FILE",
+        help="the b2 command-line tool's account database (from `b2 account authorize`)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "mount",
+        help="mount a store as a directory",
+        description="Mount a store; files are encrypted on close and uploaded as "
+        "PATH.enc + PATH.key.enc pairs.",
+    )
+    add_mount_arguments(parser)
+    parser.set_defaults(func=handle)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a bad option as one line (mount(8) and fstab users see nothing else)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=prog, description="Mount a b2cryptfs store.")
+    add_mount_arguments(parser)
+    return parser
+
+
+def apply_o_options(args: argparse.Namespace, prog: str = "b2cryptfs mount") -> None:
+    """Fold ``-o`` options into ``args`` as if given as long options (these win)."""
+    tokens = translate_o_options(args.o)
+    if tokens:
+        _parser(prog).parse_args([args.store, args.mountpoint, *tokens], namespace=args)
+    args.o = []
+
+
+# --- the mount(8) helper -------------------------------------------------------------------
+
+
+def helper_main(argv: list[str]) -> int:
+    """``mount.b2cryptfs STORE MNT [-sfnv] [-o OPTS]``, as mount(8) and mount.fuse3 run it.
+
+    ``argv`` excludes the program name. mount(8)'s flags: ``-f`` fakes the mount (does
+    nothing), ``-s``/``-n``/``-v`` are accepted and ignored, ``-N``/``-t`` and their values
+    are dropped. The helper always daemonizes: mount(8) waits for it to exit.
+    """
+    prog = "mount.b2cryptfs"
+    rest: list[str] = []
+    fake = False
+    it = iter(argv)
+    for token in it:
+        if token in ("-N", "-t", "--namespace", "--type"):
+            next(it, None)
+        elif re.fullmatch(r"-[sfnvrw]+", token):
+            fake = fake or "f" in token
+            if "r" in token:  # mount -r: read-only
+                rest.append("--read-only")
+        else:
+            rest.append(token)
+    try:
+        args = _parser(prog).parse_args(rest)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if fake:
+        return 0
+    args.foreground = False
+    return handle(args, prog=prog)
+
+
+# --- preparation (all before forking) ------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    config: MountConfig
+    store: Store
+    log_fd: int | None
+    pid_file: str | None
+
+
+def default_cache_root(env: dict[str, str] | None = None, euid: int | None = None) -> str:
+    """Where cache directories live when --cache-dir is not given.
+
+    Must work with the near-empty environment mount(8) gives a helper (no HOME, no PATH).
+    """
+    env = dict(os.environ if env is None else env)
+    euid = os.geteuid() if euid is None else euid
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "b2cryptfs")
+    if euid == 0:
+        return ROOT_CACHE_ROOT
+    home = env.get("HOME", "")
+    if not os.path.isabs(home):
+        try:
+            home = pwd.getpwuid(euid).pw_dir
+        except KeyError:
+            raise UsageError("no home directory to keep a cache in: give --cache-dir") from None
+    return os.path.join(home, ".cache", "b2cryptfs")
+
+
+def store_cache_name(store_url: str) -> str:
+    """One cache directory per store, so an outbox is only ever uploaded where it belongs."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", store_url).strip("_")[:60]
+    digest = hashlib.sha256(store_url.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+def check_mountpoint(path: str) -> str:
+    """The absolute mountpoint, or a MountError saying why it cannot be used."""
+    if re.fullmatch(r"/dev/fd/\d+", path):
+        return path  # mount.fuse3 drop_privileges: an already-open /dev/fuse descriptor
+    mnt = os.path.abspath(path)
+    try:
+        st = os.stat(mnt)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint does not exist: {mnt}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"mountpoint {mnt} holds a dead mount (transport endpoint is not connected): "
+                f"unmount it first with 'fusermount3 -u {mnt}'"
+            ) from None
+        raise MountError(f"cannot use mountpoint {mnt}: {exc.strerror}") from None
+    import stat as stat_mod
+
+    if not stat_mod.S_ISDIR(st.st_mode):
+        raise MountError(f"mountpoint is not a directory: {mnt}")
+    if os.path.ismount(mnt):
+        raise MountError(f"mountpoint is busy: something is already mounted on {mnt}")
+    return mnt
+
+
+def load_credentials_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (``export`` and quotes allowed, # comments) for the B2 account."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read B2 credentials file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].strip()
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in CREDENTIAL_VARS:
+            raise UsageError(
+                f"{path}, line {number}: expected one of {', '.join(CREDENTIAL_VARS)}=VALUE"
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    missing = [k for k in CREDENTIAL_VARS[:2] if not values.get(k)]
+    if missing:
+        raise UsageError(f"B2 credentials file {path} lacks {' and '.join(missing)}")
+    return values
+
+
+def _apply_b2_account_options(args: argparse.Namespace) -> None:
+    # b2sdk reads these from the environment; setting them here (before the store is opened)
+    # keeps the secret off the command line and out of /proc/PID/cmdline.
+    if args.b2_account_info:
+        os.environ["B2_ACCOUNT_INFO"] = os.path.abspath(args.b2_account_info)
+    if args.b2_credentials:
+        st = _stat_or_none(args.b2_credentials)
+        if st is not None and st.st_mode & 0o077:
+            log.warning(
+                "B2 credentials file %s is readable by others; chmod 600 it", args.b2_credentials
+            )
+        os.environ.update(load_credentials_file(args.b2_credentials))
+
+
+def _stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def prepare_cache_dir(root: str, store_url: str) -> str:
+    path = os.path.join(os.path.abspath(root), store_cache_name(store_url))
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        # Ciphertext only, but names and sizes are private too.
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"cannot use cache directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    mountpoint = check_mountpoint(args.mountpoint)
+    if not os.path.exists(FUSE_DEVICE):
+        raise MountError(f"{FUSE_DEVICE} is missing: is the fuse kernel module loaded?")
+
+    # Keys first: a wrong passphrase is the most common mistake and needs no network.
+    recipients, identities = load_keys_from_args(
+        args, need_read=args.read_only, need_write=not args.read_only
+    )
+
+    _apply_b2_account_options(args)
+    store = open_store_from_args(args, args.store)
+    # One listing call proves credentials, bucket and the right to list it, before forking.
+    store.list_dir("")
+
+    cache_root = args.cache_dir or default_cache_root()
+    cache_dir = prepare_cache_dir(cache_root, store.url)
+
+    log_fd = None
+    if args.log_file:
+        try:
+            log_fd = daemon.open_log_file(os.path.abspath(args.log_file))
+        except OSError as exc:
+            raise UsageError(f"cannot open log file {args.log_file}: {exc.strerror}") from None
+
+    config = MountConfig(
+        store_url=store.url,
+        mountpoint=mountpoint,
+        recipients=list(recipients),
+        identities=list(identities),
+        format=args.format,
+        openssl_md=args.openssl_md,
+        cache_dir=cache_dir,
+        cache_size=args.cache_size,
+        dir_cache_time=args.dir_cache_time,
+        read_only=args.read_only,
+        allow_other=args.allow_other,
+        hard_delete=args.hard_delete,
+        sync_upload=args.sync_upload,
+        debug=args.debug,
+        b2_realm=args.b2_realm,
+        fsname=args.store,
+    )
+    config.fuse_options = ["auto_unmount"] if args.auto_unmount else []  # type: ignore[attr-defined]
+    pid_file = os.path.abspath(args.pid_file) if args.pid_file else None
+    return Prepared(config=config, store=store, log_fd=log_fd, pid_file=pid_file)
+
+
+def describe(config: MountConfig) -> str:
+    """A log line about the mount; names no secret (no key material, no passphrase)."""
+    mode = "read-only" if config.read_only else "read-write"
+    if not config.identities:
+        mode = "write-only (no private key: reading existing files fails with EACCES)"
+    return (
+        f"mounting {config.fsname or config.store_url} on {config.mountpoint}: {mode}, "
+        f"format {config.format}, {len(config.recipients)} recipient(s), "
+        f"{len(config.identities)} private key(s), cache {config.cache_dir}"
+    )
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
+    # Imported before forking so that a missing pyfuse3 is reported in the foreground.
+    from b2cryptfs.fs.mount import run_mount
+
+    def serve(ready: Callable[[], None]) -> None:
+        log.info("%s", describe(prepared.config))
+        run_mount(prepared.config, prepared.store, ready)
+        log.info("unmounted %s", prepared.config.mountpoint)
+
+    return serve
+
+
+def _run_foreground(prepared: Prepared, prog: str) -> int:
+    serve = _serve(prepared)
+    config = prepared.config
+    if prepared.pid_file:
+        daemon._write_pid_file(prepared.pid_file)
+
+    def ready() -> None:
+        log.info("mounted %s on %s", config.fsname or config.store_url, config.mountpoint)
+        daemon.sd_notify("READY=1")
+
+    try:
+        serve(ready)
+    except KeyboardInterrupt:
+        return 130
+    except B2CryptfsError:
+        raise
+    except Exception as exc:
+        # pyfuse3/libfuse failures (the mount itself): one line, details with --debug.
+        log.debug("mount failed", exc_info=True)
+        print(f"{prog}: error: mount failed: {daemon.describe_exception(exc)}", file=sys.stderr)
+        return MountError.exit_code
+    finally:
+        if prepared.pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(prepared.pid_file)
+    return 0
+
+
+def _setup_daemon_logging(prepared: Prepared, debug: bool) -> Callable[[], None]:
+    def setup() -> None:
+        if prepared.log_fd is not None:
+            daemon.log_to_file(prepared.log_fd, debug)
+        elif daemon.syslog_available():
+            daemon.log_to_syslog(debug)
+        else:
+            # No syslog (containers, early boot): keep the log next to the cache.
+            path = os.path.join(prepared.config.cache_dir or "/", "mount.log")
+            daemon.log_to_file(daemon.open_log_file(path), debug)
+
+    return setup
+
+
+def handle(args: argparse.Namespace, prog: str = "b2cryptfs") -> int:
+    """The ``mount`` subcommand; returns the exit status."""
+    debug = False
+    try:
+        apply_o_options(args, prog=prog if prog != "b2cryptfs" else "b2cryptfs mount")
+        debug = args.debug
+        daemon.log_to_stderr(debug)
+        prepared = prepare(args)
+        if args.foreground:
+            if prepared.log_fd is not None:
+                daemon.log_to_file(prepared.log_fd, debug)
+            return _run_foreground(prepared, prog)
+        serve = _serve(prepared)
+        return daemon.run_daemonized(
+            serve,
+            setup_logging=_setup_daemon_logging(prepared, debug),
+            pid_file=prepared.pid_file,
+            prog=prog,
+            failure_code=MountError.exit_code,
+        )
+    except B2CryptfsError as exc:
+        _print_error(prog, str(exc), debug)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as exc:
+        _print_error(prog, f"cannot load the FUSE layer: {exc}", debug)
+        return 1
+    except OSError as exc:
+        # An unexpected system error is still one line (with a traceback only for --debug).
+        _print_error(prog, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), debug)
+        return 1
+
+
+def _print_error(prog: str, message: str, debug: bool) -> None:
+    if debug:
+        log.debug("details", exc_info=True)
+    print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the mount subcommand alone (``python -m b2cryptfs.cli.mount`` style)."""
+    args = _parser("b2cryptfs mount").parse_args(list(sys.argv[1:] if argv is None else argv))
+    return handle(args)

@@ -1,0 +1,491 @@
+"""The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
+
+An entry is three files named by a sequence number: ``N.key`` (the key object), ``N.content``
+(the content object) and ``N.json`` (the manifest: path, mtime, file info). Both objects are
+complete and encrypted before the manifest is written, and the manifest is written last
+(temporary file, fsync, rename, directory fsync): an entry exists exactly when its manifest
+does, and whatever a killed daemon left is uploaded by the next mount.
+
+Background workers upload entries oldest first, key object first (``PairStore.upload_pair``).
+Entries of one path are uploaded one at a time, in order; a new entry for a path replaces an
+older one that has not started uploading. A short settle delay lets the usual "close, then
+set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
+twice. Transient store failures are retried with backoff; any other failure is logged and
+the entry stays on disk for the next mount.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import trio
+
+from b2cryptfs.errors import B2CryptfsError, TransientError
+from b2cryptfs.vfs.pairs import FileEntry, PairStore
+
+log = logging.getLogger(__name__)
+
+QUEUED, UPLOADING, DONE, FAILED, CANCELLED = "queued", "uploading", "done", "failed", "cancelled"
+_PENDING = (QUEUED, UPLOADING, FAILED)
+_MAX_BACKOFF = 60.0
+# While draining at unmount, give up on an entry (it stays on disk) after this many failures.
+_DRAIN_ATTEMPTS = 3
+
+
+@dataclass(eq=False)
+class OutboxEntry:
+    seq: int
+    path: str
+    mtime_ms: int
+    info: dict[str, str]
+    format: str
+    plaintext_size: int
+    content_size: int
+    directory: str
+    state: str = QUEUED
+    not_before: float = 0.0
+    attempts: int = 0
+    drain_failures: int = 0
+    error: BaseException | None = None
+    result: FileEntry | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    attempted: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def stem(self) -> str:
+        return os.path.join(self.directory, f"{self.seq:012d}")
+
+    @property
+    def key_file(self) -> str:
+        return self.stem + ".key"
+
+    @property
+    def content_file(self) -> str:
+        return self.stem + ".content"
+
+    @property
+    def manifest_file(self) -> str:
+        return self.stem + ".json"
+
+    @property
+    def pending(self) -> bool:
+        return self.state in _PENDING
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "version": 1,
+            "path": self.path,
+            "mtime_ms": self.mtime_ms,
+            "info": self.info,
+            "format": self.format,
+            "plaintext_size": self.plaintext_size,
+            "content_size": self.content_size,
+        }
+
+    def read_key_object(self) -> bytes:
+        with open(self.key_file, "rb") as f:
+            return f.read()
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, durable once this returns."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class Outbox:
+    """The queue and its upload workers. Call :meth:`scan` once, then :meth:`run`."""
+
+    def __init__(
+        self,
+        directory: str,
+        pairs: PairStore,
+        limiter: trio.CapacityLimiter,
+        *,
+        workers: int = 4,
+        settle: float = 2.0,
+        on_uploaded: Callable[[OutboxEntry, FileEntry], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.pairs = pairs
+        self.limiter = limiter
+        self.workers = max(1, workers)
+        self.settle = settle
+        self.on_uploaded = on_uploaded
+        self._entries: dict[int, OutboxEntry] = {}
+        self._next_seq = 1
+        self._wakeup = trio.Event()
+        self._draining = False
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+    # --- files -------------------------------------------------------------------------
+
+    def allocate(self) -> tuple[int, str]:
+        """A fresh sequence number and the content file path to write the sealed content to."""
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq, os.path.join(self.directory, f"{seq:012d}.content")
+
+    def discard_files(self, seq: int) -> None:
+        stem = os.path.join(self.directory, f"{seq:012d}")
+        for ext in (".json", ".key", ".content"):
+            _unlink_quietly(stem + ext)
+
+    def write_entry(
+        self,
+        seq: int,
+        path: str,
+        mtime_ms: int,
+        key_object: bytes,
+        info: dict[str, str],
+        fmt: str,
+        plaintext_size: int,
+    ) -> OutboxEntry:
+        """Blocking: make the entry durable (the content file is already written)."""
+        entry = OutboxEntry(
+            seq=seq,
+            path=path,
+            mtime_ms=mtime_ms,
+            info=dict(info),
+            format=fmt,
+            plaintext_size=plaintext_size,
+            content_size=0,
+            directory=self.directory,
+        )
+        with open(entry.content_file, "rb+") as f:
+            os.fsync(f.fileno())
+            entry.content_size = os.fstat(f.fileno()).st_size
+        _write_durably(entry.key_file, key_object)
+        _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
+        return entry
+
+    def _rewrite_manifest(self, entry: OutboxEntry) -> None:
+        _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
+
+    def scan(self) -> list[OutboxEntry]:
+        """Load entries left by an earlier run (blocking; call before :meth:`run`)."""
+        found: list[OutboxEntry] = []
+        stems: set[str] = set()
+        for name in os.listdir(self.directory):
+            full = os.path.join(self.directory, name)
+            if name.startswith(".tmp-"):
+                _unlink_quietly(full)
+                continue
+            stem, _, ext = name.partition(".")
+            if ext == "json" and stem.isdigit():
+                stems.add(stem)
+        for name in os.listdir(self.directory):
+            stem, _, ext = name.partition(".")
+            if ext in ("key", "content") and stem not in stems:
+                # Sealing was interrupted before the manifest: not an entry.
+                _unlink_quietly(os.path.join(self.directory, name))
+        for stem in sorted(stems):
+            seq = int(stem)
+            self._next_seq = max(self._next_seq, seq + 1)
+            try:
+                with open(os.path.join(self.directory, stem + ".json"), "rb") as f:
+                    m = json.load(f)
+                entry = OutboxEntry(
+                    seq=seq,
+                    path=str(m["path"]),
+                    mtime_ms=int(m["mtime_ms"]),
+                    info={str(k): str(v) for k, v in dict(m["info"]).items()},
+                    format=str(m["format"]),
+                    plaintext_size=int(m["plaintext_size"]),
+                    content_size=int(m["content_size"]),
+                    directory=self.directory,
+                )
+                if not (os.path.isfile(entry.key_file) and os.path.isfile(entry.content_file)):
+                    raise ValueError("its key or content file is missing")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "outbox: entry %s in %s is unusable (%s); leaving it there",
+                    stem,
+                    self.directory,
+                    exc,
+                )
+                continue
+            found.append(entry)
+        for entry in found:
+            self._add(entry)
+        if found:
+            log.info("outbox: %d upload(s) left by an earlier run will be retried", len(found))
+        return found
+
+    # --- queue -------------------------------------------------------------------------
+
+    def _add(self, entry: OutboxEntry) -> None:
+        # A newer version of a path replaces an older one that has not started uploading.
+        for old in self.entries_for(entry.path):
+            if old.state in (QUEUED, FAILED) and old.seq < entry.seq:
+                self._drop(old)
+        self._entries[entry.seq] = entry
+        self._wake()
+
+    def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
+        """Queue an entry made durable by :meth:`write_entry`."""
+        entry.not_before = trio.current_time() + self.settle if settle else 0.0
+        self._add(entry)
+
+    def _drop(self, entry: OutboxEntry) -> None:
+        entry.state = CANCELLED
+        self._entries.pop(entry.seq, None)
+        self.discard_files(entry.seq)
+        entry.done.set()
+        entry.attempted.set()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = trio.Event()
+
+    def entries_for(self, path: str) -> list[OutboxEntry]:
+        return [e for e in self._entries.values() if e.path == path and e.pending]
+
+    def latest(self, path: str) -> OutboxEntry | None:
+        entries = self.entries_for(path)
+        return max(entries, key=lambda e: e.seq) if entries else None
+
+    def pending(self) -> Iterator[OutboxEntry]:
+        """Pending entries, oldest first."""
+        for seq in sorted(self._entries):
+            entry = self._entries.get(seq)
+            if entry is not None and entry.pending:
+                yield entry
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._entries.values() if e.pending)
+
+    # --- edits of queued entries -------------------------------------------------------
+
+    async def settle_path(self, path: str) -> OutboxEntry | None:
+        """Wait until no entry of ``path`` is uploading; return the queued one, if any.
+
+        The caller may then edit it (no await in between) or cancel it.
+        """
+        while True:
+            entries = self.entries_for(path)
+            uploading = [e for e in entries if e.state == UPLOADING]
+            if uploading:
+                await uploading[0].done.wait()
+                continue
+            return max(entries, key=lambda e: e.seq) if entries else None
+
+    async def cancel_path(self, path: str) -> None:
+        """Forget every pending upload of ``path`` (waits for one in progress)."""
+        while True:
+            entry = await self.settle_path(path)
+            if entry is None:
+                return
+            self._drop(entry)
+
+    def retarget(self, entry: OutboxEntry, new_path: str) -> None:
+        """Upload a queued entry under another path (rename before upload)."""
+        assert entry.state in (QUEUED, FAILED)
+        old = entry.path
+        entry.path = new_path
+        try:
+            self._rewrite_manifest(entry)
+        except OSError:
+            entry.path = old
+            raise
+        for other in self.entries_for(new_path):
+            if other is not entry and other.state in (QUEUED, FAILED):
+                self._drop(other)
+        if entry.state == FAILED:
+            entry.state = QUEUED
+        self._wake()
+
+    def set_mtime(self, entry: OutboxEntry, mtime_ms: int) -> None:
+        assert entry.state in (QUEUED, FAILED)
+        old = entry.mtime_ms
+        entry.mtime_ms = mtime_ms
+        try:
+            self._rewrite_manifest(entry)
+        except OSError:
+            entry.mtime_ms = old
+            raise
+
+    async def wait(self, entry: OutboxEntry, *, max_attempts: int | None = None) -> FileEntry | None:
+        """Upload ``entry`` now and wait for the result (None if it was superseded).
+
+        Raises the failure; with ``max_attempts``, also gives up (raising the last transient
+        error) after that many failed attempts, leaving the entry queued.
+        """
+        if entry.state == QUEUED and entry.not_before > trio.current_time():
+            entry.not_before = 0.0
+            self._wake()
+        start = entry.attempts
+        while True:
+            if entry.state == DONE:
+                return entry.result
+            if entry.state == CANCELLED:
+                return None
+            if entry.state == FAILED:
+                assert entry.error is not None
+                raise entry.error
+            if max_attempts is not None and entry.attempts - start >= max_attempts:
+                assert entry.error is not None
+                raise entry.error
+            await entry.attempted.wait()
+
+    # --- workers -----------------------------------------------------------------------
+
+    def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
+        """The next entry to upload, and when to look again if none is ready."""
+        busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
+        later = float("inf")
+        for seq in sorted(self._entries):
+            e = self._entries[seq]
+            if e.state != QUEUED or e.path in busy:
+                continue
+            if e.not_before <= now:
+                return e, now
+            later = min(later, e.not_before)
+            # Keep one path's entries in order: never overtake an older one of the same path.
+            busy.add(e.path)
+        return None, later
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the upload workers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.workers):
+                nursery.start_soon(self._worker)
+            task_status.started()
+
+    async def _worker(self) -> None:
+        while True:
+            entry, when = self._eligible(trio.current_time())
+            if entry is None:
+                wakeup = self._wakeup
+                with trio.move_on_at(when):
+                    await wakeup.wait()
+                continue
+            await self._upload(entry)
+
+    async def _upload(self, entry: OutboxEntry) -> None:
+        entry.state = UPLOADING
+        try:
+            result = await trio.to_thread.run_sync(self._upload_blocking, entry, limiter=self.limiter)
+        except TransientError as exc:
+            entry.attempts += 1
+            entry.error = exc
+            entry.state = QUEUED
+            delay = min(_MAX_BACKOFF, 2.0 ** min(entry.attempts, 6)) * random.uniform(0.5, 1.0)
+            if self._draining:
+                delay = min(delay, 5.0)
+            entry.not_before = trio.current_time() + delay
+            if self._draining:
+                entry.drain_failures += 1
+            log.warning(
+                "upload of %s failed (%s); retrying in %.0f s", entry.path, exc, delay
+            )
+        except B2CryptfsError as exc:
+            self._failed(entry, exc, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+            log.exception("upload of %s failed unexpectedly", entry.path)
+            self._failed(entry, exc, f"{type(exc).__name__}: {exc}")
+        else:
+            entry.result = result
+            entry.error = None
+            entry.state = DONE
+            self._entries.pop(entry.seq, None)
+            self.discard_files(entry.seq)
+            if self.on_uploaded is not None:
+                try:
+                    self.on_uploaded(entry, result)
+                except Exception:  # noqa: BLE001
+                    log.exception("after uploading %s", entry.path)
+            entry.done.set()
+            log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)
+        finally:
+            entry.attempted.set()
+            entry.attempted = trio.Event()
+            self._wake()
+
+    def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
+        entry.attempts += 1
+        entry.error = exc
+        entry.state = FAILED
+        log.error(
+            "upload of %s failed: %s; it is kept in the outbox (%s) and will be retried by "
+            "the next mount",
+            entry.path,
+            message,
+            entry.manifest_file,
+        )
+        entry.done.set()
+
+    def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
+        key_object = entry.read_key_object()
+        return self.pairs.upload_pair(
+            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms
+        )
+
+    # --- shutdown ----------------------------------------------------------------------
+
+    async def drain(self) -> int:
+        """Upload everything queued; return how many entries are left on disk."""
+        self._draining = True
+        for entry in self._entries.values():
+            if entry.state == QUEUED:
+                entry.not_before = min(entry.not_before, trio.current_time())
+        self._wake()
+        while True:
+            active = [
+                e
+                for e in self._entries.values()
+                if e.state == UPLOADING
+                or (e.state == QUEUED and e.drain_failures < _DRAIN_ATTEMPTS)
+            ]
+            if not active:
+                break
+            waits = [e for e in active if e.state == UPLOADING] or active
+            await waits[0].attempted.wait()
+        left = len(self)
+        if left:
+            log.warning(
+                "%d upload(s) could not be completed; they stay in %s for the next mount",
+                left,
+                self.directory,
+            )
+        return left

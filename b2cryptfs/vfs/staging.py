@@ -1,0 +1,178 @@
+"""The staging file of a file open for writing: random access, encrypted at rest.
+
+Plaintext never reaches the disk: the file is cut into blocks of 64 KiB, each stored in its
+own fixed-size slot as ``nonce || ChaCha20-Poly1305(block)`` under a random key that exists
+only in this object's memory, with the block index as associated data (so blocks cannot be
+swapped). The file is unlinked as soon as it is created, so a crash leaves nothing behind
+(without the key it would be useless anyway). Holes read as zeros.
+
+A few recently written blocks are kept as plaintext in memory so that small sequential
+writes do not re-encrypt a block per write. Not thread-safe: the caller serialises access
+(the vfs holds the node lock around every call, including a sealing thread's).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+BLOCK = 64 * 1024
+_NONCE = 12
+_TAG = 16
+SLOT = _NONCE + BLOCK + _TAG
+_MAX_DIRTY = 16  # plaintext blocks kept in memory (1 MiB)
+
+
+class StagingError(Exception):
+    """The staging file was damaged underneath us (only possible through outside tampering)."""
+
+
+class Staging:
+    """An encrypted, sparse, random-access temporary file of plaintext ``size`` bytes."""
+
+    def __init__(self, directory: str) -> None:
+        fd, path = tempfile.mkstemp(dir=directory, prefix="stage-")
+        os.unlink(path)
+        self._fd = fd
+        self._aead = ChaCha20Poly1305(ChaCha20Poly1305.generate_key())
+        self.size = 0
+        self._on_disk: set[int] = set()
+        self._dirty: OrderedDict[int, bytearray] = OrderedDict()
+        self.closed = False
+
+    # --- blocks ------------------------------------------------------------------------
+
+    @staticmethod
+    def _aad(index: int) -> bytes:
+        return index.to_bytes(8, "big")
+
+    def _load(self, index: int) -> bytearray:
+        buf = self._dirty.get(index)
+        if buf is not None:
+            return buf
+        if index not in self._on_disk:
+            return bytearray(BLOCK)
+        raw = os.pread(self._fd, SLOT, index * SLOT)
+        if len(raw) != SLOT:
+            raise StagingError(f"staging block {index} is short")
+        try:
+            plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], self._aad(index))
+        except InvalidTag:
+            raise StagingError(f"staging block {index} failed authentication") from None
+        return bytearray(plain)
+
+    def _keep(self, index: int, buf: bytearray) -> None:
+        self._dirty[index] = buf
+        self._dirty.move_to_end(index)
+        while len(self._dirty) > _MAX_DIRTY:
+            old, oldbuf = self._dirty.popitem(last=False)
+            self._write_block(old, oldbuf)
+
+    def _write_block(self, index: int, buf: bytearray) -> None:
+        nonce = os.urandom(_NONCE)
+        sealed = self._aead.encrypt(nonce, bytes(buf), self._aad(index))
+        data = nonce + sealed
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], index * SLOT + done)
+        self._on_disk.add(index)
+
+    def flush(self) -> None:
+        """Encrypt every in-memory block to the file."""
+        while self._dirty:
+            index, buf = self._dirty.popitem(last=False)
+            self._write_block(index, buf)
+
+    # --- file operations ---------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes) -> int:
+        view = memoryview(data)
+        pos = offset
+        while view:
+            index, within = divmod(pos, BLOCK)
+            n = min(BLOCK - within, len(view))
+            if n == BLOCK:
+                buf = bytearray(view[:n])
+            else:
+                buf = self._load(index)
+                buf[within : within + n] = view[:n]
+            self._keep(index, buf)
+            view = view[n:]
+            pos += n
+        self.size = max(self.size, offset + len(data))
+        return len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        out = []
+        pos = offset
+        while pos < end:
+            index, within = divmod(pos, BLOCK)
+            n = min(BLOCK - within, end - pos)
+            out.append(bytes(self._load(index)[within : within + n]))
+            pos += n
+        return b"".join(out)
+
+    def truncate(self, size: int) -> None:
+        if size < self.size:
+            keep_blocks = (size + BLOCK - 1) // BLOCK
+            for index in [i for i in self._dirty if i >= keep_blocks]:
+                del self._dirty[index]
+            self._on_disk = {i for i in self._on_disk if i < keep_blocks}
+            os.ftruncate(self._fd, keep_blocks * SLOT)
+            within = size % BLOCK
+            if within:
+                # Zero the tail of the last block so that a later extension reads zeros.
+                index = size // BLOCK
+                buf = self._load(index)
+                buf[within:] = bytes(BLOCK - within)
+                self._keep(index, buf)
+        self.size = size
+
+    def fill_from(self, read: Callable[[int, int], bytes], size: int, step: int = 16 * BLOCK) -> None:
+        """Copy ``size`` bytes of plaintext from ``read(offset, length)`` (copy on open)."""
+        pos = 0
+        while pos < size:
+            data = read(pos, min(step, size - pos))
+            if not data:
+                raise StagingError(f"source ended at {pos} of {size} bytes")
+            self.write(pos, data)
+            # Encrypt as we go: a big file must not sit in memory.
+            self.flush()
+            pos += len(data)
+
+    def stream(self) -> _PlainStream:
+        """A file-like plaintext reader of the whole content (for sealing)."""
+        self.flush()
+        return _PlainStream(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._dirty.clear()
+            os.close(self._fd)
+
+
+class _PlainStream:
+    """Minimal ``read(n)`` interface over a Staging, as the codecs' seal() expects."""
+
+    def __init__(self, staging: Staging) -> None:
+        self._s = staging
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._s.size - self._pos
+        data = self._s.read(self._pos, n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
