@@ -162,8 +162,11 @@ class PairStore:
             if not leaf.endswith(CONTENT_SUFFIX) or leaf == CONTENT_SUFFIX:
                 continue
             name = leaf[: -len(CONTENT_SUFFIX)]
-            # X.key.enc is X's key object when X.enc exists; only otherwise a file "X.key".
-            if name.endswith(".key") and name[:-4] + CONTENT_SUFFIX in by_leaf:
+            # X.key.enc is X's key object when X.enc exists, and an orphan key object when
+            # it has no key of its own; only otherwise the content of a file "X.key".
+            if name.endswith(".key") and (
+                name[:-4] + CONTENT_SUFFIX in by_leaf or name + KEY_SUFFIX not in by_leaf
+            ):
                 continue
             files[name] = self.make_entry(_join(dirpath, name), obj, by_leaf.get(name + KEY_SUFFIX))
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
@@ -176,9 +179,12 @@ class PairStore:
         content = self.store.stat(content_name(path))
         if content is None:
             return None
-        if path.endswith(".key") and self.store.stat(content_name(path[:-4])) is not None:
-            return None  # that object is the key of path[:-4], not a file
-        return self.make_entry(path, content, self.store.stat(key_name(path)))
+        key = self.store.stat(key_name(path))
+        if path.endswith(".key") and (
+            key is None or self.store.stat(content_name(path[:-4])) is not None
+        ):
+            return None  # that object is the key of path[:-4] (or an orphan), not a file
+        return self.make_entry(path, content, key)
 
     def is_dir(self, dirpath: str) -> bool:
         dirpath = dirpath.strip("/")
