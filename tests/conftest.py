@@ -24,3 +24,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "home").mkdir(exist_ok=True)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+# Fixtures of the loopback B2 server (b2_server, b2_bucket, b2_cli_env).
+from b2fixtures import *  # noqa: E402,F401,F403

@@ -119,6 +119,9 @@ def validate_name(name: str) -> None:
     for seg in name.split("/"):
         if len(seg.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES:
             raise NameTooLong(f"a path segment is over {MAX_SEGMENT_BYTES} bytes: {seg[:60]}…")
+    if name.endswith("/") or "//" in name:
+        # b2sdk refuses these before sending; every store does the same.
+        raise InvalidName(f"object name ends with '/' or contains '//': {name!r}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidName(f"object name has a control character: {name!r}")
     try:

@@ -1,0 +1,619 @@
+"""B2Store: the Store protocol over Backblaze B2, through b2sdk (v2 API).
+
+- ``b2://BUCKET[/PREFIX]``: the prefix is added to every name given and stripped from every
+  name returned, so upper layers never see it.
+- Credentials as the ``b2`` command-line tool takes them: ``B2_APPLICATION_KEY_ID`` and
+  ``B2_APPLICATION_KEY``, else the tool's saved account database (``B2_ACCOUNT_INFO``,
+  ``~/.b2_account_info`` or ``$XDG_CONFIG_HOME/b2/account_info``), which is only read: the
+  store authorizes into memory and never rewrites the tool's file. Realm: the ``realm``
+  argument, else ``B2_ENVIRONMENT``, else the saved account's realm, else production; a
+  URL is accepted (that is how tests reach the loopback server).
+- Directory listings use ``b2_list_file_names`` with ``delimiter="/"`` and pages of 10,000,
+  so a directory of 10,000 files costs one call (ten billed transactions) and sub-folders
+  are not walked. b2sdk has no delimiter support, so these calls go through its HTTP layer
+  (same retries and re-authorization as its own calls).
+- Uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size`` long
+  becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
+  info (which therefore must leave room for that entry); smaller ones carry their SHA-1.
+- Every b2sdk exception is mapped to an errors.py class with a one-line message.
+- Thread-safe: b2sdk's B2Api is used from many threads by design; this class keeps no
+  mutable state of its own after construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import requests
+from b2sdk.v2 import (
+    B2Api,
+    B2Http,
+    B2HttpApiConfig,
+    B2Session,
+    InMemoryAccountInfo,
+    InMemoryCache,
+    SqliteAccountInfo,
+    UploadSourceBytes,
+    UploadSourceLocalFile,
+    WriteIntent,
+)
+from b2sdk.v2 import exception as b2exc
+
+from b2cryptfs.errors import (
+    AuthError,
+    B2CryptfsError,
+    InvalidName,
+    NoSuchBucket,
+    NotFound,
+    StoreError,
+    TransientError,
+    UsageError,
+)
+from b2cryptfs.store.base import (
+    MAX_INFO_BYTES,
+    MAX_INFO_ENTRIES,
+    MTIME_KEY,
+    Listing,
+    ObjectInfo,
+    validate_info,
+    validate_name,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CONTENT_TYPE = "application/octet-stream"
+LARGE_FILE_SHA1 = "large_file_sha1"
+LIST_PAGE = 10000  # B2's maximum maxFileCount
+USER_AGENT = "b2cryptfs"
+
+
+# --- credentials -----------------------------------------------------------------------
+
+
+def _account_db_path() -> str | None:
+    """Where the b2 command-line tool keeps its account, if it exists (no side effects)."""
+    env = os.environ.get("B2_ACCOUNT_INFO")
+    if env:
+        path = os.path.expanduser(env)
+        return path if os.path.exists(path) else None
+    candidates = [os.path.expanduser("~/.b2_account_info")]
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    candidates.append(os.path.join(xdg, "b2", "account_info"))
+    return next((p for p in candidates if os.path.exists(p)), None)
+
+
+def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
+    """(key id, key, realm) from the environment or the b2 tool's saved account."""
+    key_id = os.environ.get("B2_APPLICATION_KEY_ID")
+    key = os.environ.get("B2_APPLICATION_KEY")
+    env_realm = os.environ.get("B2_ENVIRONMENT") or None
+    if key_id or key:
+        if not (key_id and key):
+            raise AuthError(
+                "set both B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY (one is missing)"
+            )
+        return key_id, key, realm or env_realm or "production"
+    path = _account_db_path()
+    if path is None:
+        raise AuthError(
+            "no B2 credentials: set B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY, "
+            "or run `b2 account authorize`"
+        )
+    try:
+        db = SqliteAccountInfo(file_name=path)
+        try:
+            key_id, key = db.get_application_key_id(), db.get_application_key()
+            db_realm = db.get_realm()
+        finally:
+            db.close()
+    except b2exc.MissingAccountData:
+        raise AuthError(f"the b2 account file {path} holds no authorized account") from None
+    except Exception as exc:  # a corrupt or foreign sqlite file
+        raise AuthError(f"cannot read the b2 account file {path}: {exc}") from None
+    return key_id, key, realm or env_realm or db_realm or "production"
+
+
+# --- retries ---------------------------------------------------------------------------
+
+
+def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
+    """b2sdk's HTTP layer with a configurable retry budget and first backoff.
+
+    b2sdk retries 5xx, 429 (honouring Retry-After) and connection errors itself, 5 times
+    for API calls and 20 for data, starting at 1 s; ``max_tries`` caps those counts (tests
+    use it so that a persistent fault fails in seconds, not minutes).
+    """
+
+    class TunedHttp(B2Http):
+        @classmethod
+        def _translate_and_retry(cls, fcn, try_count, post_params=None):
+            if max_tries is not None:
+                try_count = max(1, min(try_count, max_tries))
+            wait = backoff
+            for _ in range(try_count - 1):
+                try:
+                    return cls._translate_errors(fcn, post_params)
+                except b2exc.B2Error as e:
+                    if not e.should_retry_http():
+                        raise
+                    delay = e.retry_after_seconds if e.retry_after_seconds is not None else wait
+                    log.info("B2 call failed (%s); retrying in %.1f s", e, delay)
+                    time.sleep(min(float(delay), 64.0))
+                    wait = min(wait * 1.5, 64.0) * (1 + random.random() / 10)
+            return cls._translate_errors(fcn, post_params)
+
+    return TunedHttp
+
+
+def _make_api(max_tries: int | None, backoff: float, workers: int) -> B2Api:
+    http_cls = _http_class(max_tries, backoff)
+
+    class Session(B2Session):
+        B2HTTP_CLASS = staticmethod(http_cls)
+
+    class Api(B2Api):
+        SESSION_CLASS = staticmethod(Session)
+
+    return Api(
+        InMemoryAccountInfo(),
+        cache=InMemoryCache(),
+        max_upload_workers=workers,
+        max_copy_workers=workers,
+        max_download_workers=workers,
+        api_config=B2HttpApiConfig(user_agent_append=USER_AGENT),
+    )
+
+
+# --- errors ----------------------------------------------------------------------------
+
+_TRANSIENT_B2 = (
+    b2exc.B2ConnectionError,
+    b2exc.B2RequestTimeout,
+    b2exc.ServiceError,
+    b2exc.TooManyRequests,
+    b2exc.TruncatedOutput,
+    b2exc.ConnectionReset,
+    b2exc.BrokenPipe,
+    b2exc.UnknownHost,
+    b2exc.RequestTimeout,
+    b2exc.ChecksumMismatch,
+    b2exc.AlreadyFailed,
+    b2exc.MaxRetriesExceeded,
+)
+_TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
+
+
+class _ShortRead(Exception):
+    """A ranged read returned fewer bytes than asked (a connection cut short)."""
+
+
+def _is_a(exc: BaseException, class_name: str) -> bool:
+    """isinstance by name, for b2sdk classes that b2sdk.v2 does not export."""
+    return any(c.__name__ == class_name for c in type(exc).__mro__)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, b2exc.MaxRetriesExceeded):
+        inner = getattr(exc, "exception_info_list", None) or []
+        return not inner or _is_transient(inner[-1])
+    if isinstance(exc, _TRANSIENT_B2 + _TRANSIENT_NET + (_ShortRead,)):
+        return True
+    if isinstance(exc, b2exc.InvalidAuthToken) and exc.code == "expired_auth_token":
+        return True  # b2sdk re-authorizes once per call; another attempt re-authorizes again
+    try:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, Urllib3Error)
+
+
+def map_error(exc: BaseException, what: str) -> B2CryptfsError:
+    """A b2sdk / network exception as an errors.py exception with a one-line message."""
+    if isinstance(exc, B2CryptfsError):
+        return exc
+    if isinstance(exc, b2exc.MaxRetriesExceeded):
+        inner = getattr(exc, "exception_info_list", None) or []
+        if inner and not _is_transient(inner[-1]):
+            return map_error(inner[-1], what)
+        last = f": {inner[-1]}" if inner else ""
+        return TransientError(f"{what}: B2 kept failing after {len(inner)} attempts{last}")
+    if isinstance(exc, b2exc.InvalidAuthToken):
+        return AuthError(f"{what}: B2 rejected the authorization ({exc.message})")
+    if isinstance(exc, b2exc.RestrictedBucket | b2exc.BucketNotAllowed):
+        return AuthError(f"{what}: the application key is restricted to another bucket")
+    if isinstance(exc, b2exc.Unauthorized | b2exc.NotAllowedByAppKeyError | b2exc.AccessDenied):
+        msg = getattr(exc, "message", None) or str(exc)
+        return AuthError(f"{what}: the application key is not allowed to do this ({msg})")
+    if isinstance(exc, b2exc.NonExistentBucket | b2exc.BucketIdNotFound):
+        return NoSuchBucket(f"{what}: no such bucket")
+    if isinstance(exc, b2exc.FileNotPresent) or _is_a(exc, "ResourceNotFound"):
+        return NotFound(f"{what}: no such object or version")
+    if isinstance(exc, b2exc.UnusableFileName | b2exc.FileNameNotAllowed):
+        return InvalidName(f"{what}: B2 refuses this name ({exc})")
+    if isinstance(exc, b2exc.CapExceeded):
+        return StoreError(f"{what}: a B2 account cap is exceeded ({exc})")
+    if isinstance(exc, b2exc.ClockSkew):
+        return StoreError(f"{what}: the local clock differs too much from B2's ({exc})")
+    if isinstance(exc, b2exc.PotentialS3EndpointPassedAsRealm):
+        return UsageError(f"{what}: the realm looks like an S3 endpoint; give the B2 API URL")
+    if _is_transient(exc):
+        return TransientError(f"{what}: B2 unreachable or failing after retries ({exc})")
+    if isinstance(exc, b2exc.BadRequest):
+        return StoreError(f"{what}: B2 refused the request ({exc})")
+    if isinstance(exc, b2exc.B2Error):
+        return StoreError(f"{what}: {exc}")
+    return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _sha1_file(path: str) -> tuple[str, int]:
+    h, size = hashlib.sha1(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class B2Store:
+    """A Store over one bucket (and optional prefix) of Backblaze B2."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        realm: str | None = None,
+        key_id: str | None = None,
+        key: str | None = None,
+        part_size: int | None = None,
+        min_part_size: int | None = None,
+        max_part_size: int | None = None,
+        max_tries: int | None = None,
+        backoff: float = 1.0,
+        op_attempts: int = 4,
+        workers: int = 4,
+    ) -> None:
+        """Authorize and look the bucket up (fails early with a clear error).
+
+        ``part_size``/``min_part_size``/``max_part_size`` default to what B2 recommends
+        (100 MB / 5 MB / 5 GB): a file becomes a large file from part_size + min_part_size
+        bytes; copies above max_part_size (at least 3 * min_part_size) use copy_part.
+        ``max_tries`` caps b2sdk's HTTP retries; ``op_attempts`` is how many times a whole
+        read/upload/copy is tried when b2sdk gave up on a transient failure (waiting
+        ``backoff`` seconds, doubling).
+        """
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if max_part_size is not None and max_part_size < 3 * (min_part_size or 5 * 1000 * 1000):
+            # b2sdk splits copies into max_part_size / 3 pieces at worst; B2 refuses parts
+            # under the minimum.
+            raise ValueError("max_part_size must be at least 3 * min_part_size")
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.url = f"b2://{bucket}/{prefix}" if prefix else f"b2://{bucket}"
+        self.part_size = part_size
+        self.min_part_size = min_part_size
+        self.max_part_size = max_part_size
+        self.backoff = backoff
+        self.op_attempts = max(1, op_attempts)
+        if key_id and key:
+            realm = realm or os.environ.get("B2_ENVIRONMENT") or "production"
+        else:
+            key_id, key, realm = b2_credentials(realm)
+        self.realm = realm
+        self.api = _make_api(max_tries, backoff, workers)
+        try:
+            self.api.authorize_account(realm, key_id, key)
+        except (b2exc.Unauthorized, b2exc.AccessDenied):
+            raise AuthError(
+                f"B2 rejected the application key {key_id} (check B2_APPLICATION_KEY_ID / "
+                "B2_APPLICATION_KEY or the saved b2 account)"
+            ) from None
+        except Exception as exc:
+            raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
+        try:
+            self.bucket = self.api.get_bucket_by_name(bucket)
+        except b2exc.NonExistentBucket:
+            raise NoSuchBucket(f"no such B2 bucket: {bucket}") from None
+        except Exception as exc:
+            raise map_error(exc, f"cannot open bucket {bucket}") from None
+        self.bucket_id = self.bucket.id_
+
+    def __repr__(self) -> str:
+        return f"B2Store({self.url!r})"
+
+    # --- names -------------------------------------------------------------------------
+
+    def _full(self, name: str) -> str:
+        validate_name(name)
+        full = self.prefix + name
+        if self.prefix:
+            validate_name(full)
+        return full
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) :]
+
+    def _obj(self, d: dict[str, Any]) -> ObjectInfo:
+        info = {str(k): str(v) for k, v in (d.get("fileInfo") or {}).items()}
+        upload_ms = int(d.get("uploadTimestamp") or 0)
+        try:
+            mtime_ms = int(info[MTIME_KEY])
+        except (KeyError, ValueError):
+            mtime_ms = upload_ms
+        size = d.get("contentLength", d.get("size")) or 0
+        return ObjectInfo(
+            name=self._rel(d["fileName"]),
+            size=int(size),
+            version_id=d["fileId"],
+            mtime_ms=mtime_ms,
+            upload_ms=upload_ms,
+            info=info,
+            action=d.get("action") or "upload",
+        )
+
+    def _from_version(self, fv: Any) -> ObjectInfo:
+        return self._obj(
+            {
+                "fileName": fv.file_name,
+                "fileId": fv.id_,
+                "contentLength": fv.size,
+                "uploadTimestamp": fv.upload_timestamp,
+                "fileInfo": fv.file_info,
+                "action": "upload",
+            }
+        )
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _b2(self, fn: Callable[[], T], what: str) -> T:
+        """One b2sdk call with its exceptions mapped (b2sdk did its own retries)."""
+        try:
+            return fn()
+        except Exception as exc:
+            raise map_error(exc, what) from None
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        """Run a whole transfer again when it failed transiently past b2sdk's retries."""
+        wait = self.backoff
+        for attempt in range(1, self.op_attempts + 1):
+            try:
+                return fn()
+            except Exception as exc:
+                if not _is_transient(exc) or attempt == self.op_attempts:
+                    raise map_error(exc, what) from None
+                log.info("%s failed (%s); attempt %d of %d", what, exc, attempt, self.op_attempts)
+                after = getattr(exc, "retry_after_seconds", None)  # a 429 b2sdk did not retry
+                time.sleep(min(float(after), 64.0) if after is not None else wait)
+                wait *= 2
+        raise AssertionError("unreachable")
+
+    def _list_call(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A raw list call (b2sdk lacks ``delimiter``), with b2sdk's retries and re-auth."""
+        session = self.api.session
+        raw = session.raw_api
+        version = getattr(raw, "API_VERSION", "v4")
+
+        def call() -> dict[str, Any]:
+            info = session.account_info
+            url = f"{info.get_api_url()}/b2api/{version}/{endpoint}"
+            headers = {"Authorization": info.get_account_auth_token()}
+            return raw.b2_http.post_json_return_json(url, headers, params)
+
+        for _ in range(2):
+            try:
+                return call()
+            except b2exc.InvalidAuthToken:
+                if not session.authorize_automatically():
+                    raise
+        return call()
+
+    def _pages(self, endpoint: str, **params: Any) -> Iterator[dict[str, Any]]:
+        params = {"bucketId": self.bucket_id, "maxFileCount": LIST_PAGE, **params}
+        while True:
+            what = f"list {self.url}{self._rel(params.get('prefix') or self.prefix)}"
+            page = self._b2(lambda p=dict(params): self._list_call(endpoint, p), what)
+            yield from page.get("files") or []
+            nxt = page.get("nextFileName")
+            if nxt is None:
+                return
+            params["startFileName"] = nxt
+            if endpoint == "b2_list_file_versions":
+                params["startFileId"] = page.get("nextFileId")
+
+    # --- listing -----------------------------------------------------------------------
+
+    def list_dir(self, prefix: str) -> Listing:
+        if prefix and not prefix.endswith("/"):
+            raise InvalidName(f"a directory prefix must end with '/': {prefix!r}")
+        full = self.prefix + prefix
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        for d in self._pages("b2_list_file_names", prefix=full, delimiter="/"):
+            if d.get("action") == "folder" or (d.get("fileId") is None):
+                prefixes.append(self._rel(d["fileName"]))
+            elif d.get("action", "upload") == "upload":
+                objects.append(self._obj(d))
+        return Listing(objects, prefixes)
+
+    def iter_all(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for d in self._pages("b2_list_file_names", prefix=self.prefix + prefix):
+            if d.get("action", "upload") == "upload":
+                yield self._obj(d)
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        full = self._full(name)
+        params = {"bucketId": self.bucket_id, "prefix": full, "startFileName": full}
+        page = self._b2(
+            lambda: self._list_call("b2_list_file_names", {**params, "maxFileCount": 1}),
+            f"stat {name}",
+        )
+        files = page.get("files") or []
+        if files and files[0].get("fileName") == full and files[0].get("action") == "upload":
+            return self._obj(files[0])
+        return None
+
+    def versions(self, name: str) -> list[ObjectInfo]:
+        full = self._full(name)
+        out = []
+        pages = self._pages(
+            "b2_list_file_versions", prefix=full, startFileName=full, maxFileCount=100
+        )  # names rarely have many versions; later names in the page are wasted
+        for d in pages:
+            if d.get("fileName") != full:
+                break
+            if d.get("action") in ("upload", "hide"):
+                out.append(self._obj(d))
+        return out
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("negative offset or length")
+        end = obj.size if length is None else min(obj.size, offset + length)
+        if offset >= end:
+            return b""
+        session = self.api.session
+
+        def once() -> bytes:
+            url = session.get_download_url_by_id(obj.version_id)
+            with session.download_file_from_url(url, (offset, end - 1)) as resp:
+                data = resp.content
+                if resp.status_code == 200 and len(data) == obj.size and end - offset != obj.size:
+                    data = data[offset:end]  # a server that ignored Range
+            if len(data) != end - offset:
+                raise _ShortRead(f"got {len(data)} of {end - offset} bytes")
+            return data
+
+        return self._retry(once, f"read {obj.name}")
+
+    def download(self, obj: ObjectInfo, path: str) -> None:
+        def once() -> None:
+            self.bucket.download_file_by_id(obj.version_id).save_to(path)
+            got = os.path.getsize(path)
+            if got != obj.size:
+                raise _ShortRead(f"downloaded {got} of {obj.size} bytes")
+
+        self._retry(once, f"download {obj.name}")
+
+    # --- writing -----------------------------------------------------------------------
+
+    def _effective_sizes(self) -> tuple[int, int]:
+        info = self.api.account_info
+        part = self.part_size or info.get_recommended_part_size()
+        minimum = self.min_part_size or min(info.get_absolute_minimum_part_size(), part)
+        return part, minimum
+
+    def _upload(self, full: str, source: Any, size: int, sha1: str, info: dict[str, str]):
+        validate_info(info)
+        part, minimum = self._effective_sizes()
+        if size > part:
+            # b2sdk adds large_file_sha1 to large files: it must fit B2's limits too.
+            if (
+                len(info) >= MAX_INFO_ENTRIES
+                or sum(len(k.encode()) + len(v.encode()) for k, v in info.items())
+                + len(LARGE_FILE_SHA1)
+                + 40
+                > MAX_INFO_BYTES
+            ):
+                raise InvalidName(
+                    f"file info leaves no room for {LARGE_FILE_SHA1} on a large object "
+                    f"({len(info)} entries)"
+                )
+        name = self._rel(full)
+
+        def once() -> ObjectInfo:
+            fv = self.bucket.create_file(
+                [WriteIntent(source)],
+                full,
+                content_type=CONTENT_TYPE,
+                file_info=dict(info),
+                recommended_upload_part_size=part,
+                min_part_size=minimum,
+                max_part_size=self.max_part_size,
+                large_file_sha1=sha1,
+            )
+            return self._from_version(fv)
+
+        try:
+            return self._retry(once, f"upload {name}")
+        except StoreError:
+            if size >= part + minimum:
+                self._cancel_unfinished(full, sha1)
+            raise
+
+    def _cancel_unfinished(self, full: str, sha1: str) -> None:
+        """Best effort: do not leave the parts of a failed large upload billed forever.
+
+        Only unfinished uploads of this very content (same name and large_file_sha1) are
+        cancelled, never another writer's.
+        """
+        try:
+            for f in self.bucket.list_unfinished_large_files(prefix=full):
+                if f.file_name == full and (f.file_info or {}).get(LARGE_FILE_SHA1) == sha1:
+                    self.bucket.cancel_large_file(f.file_id)
+        except Exception as exc:
+            log.warning("could not cancel the unfinished upload of %s: %s", full, exc)
+
+    def upload_file(self, name: str, path: str, info: dict[str, str]) -> ObjectInfo:
+        full = self._full(name)
+        try:
+            sha1, size = _sha1_file(path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return self._upload(full, UploadSourceLocalFile(path, content_sha1=sha1), size, sha1, info)
+
+    def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
+        full = self._full(name)
+        sha1 = hashlib.sha1(data).hexdigest()
+        return self._upload(full, UploadSourceBytes(data, content_sha1=sha1), len(data), sha1, info)
+
+    def copy(self, src: ObjectInfo, dst_name: str) -> ObjectInfo:
+        full = self._full(dst_name)
+        _, minimum = self._effective_sizes()
+
+        def once() -> ObjectInfo:
+            # Info given explicitly: b2sdk's multi-part copy would not carry it over.
+            fv = self.bucket.copy(
+                src.version_id,
+                full,
+                content_type=CONTENT_TYPE,
+                file_info=dict(src.info),
+                length=src.size,
+                source_file_info=dict(src.info),
+                source_content_type=CONTENT_TYPE,
+                min_part_size=minimum,
+                max_part_size=self.max_part_size,
+            )
+            return self._from_version(fv)
+
+        return self._retry(once, f"copy {src.name} to {dst_name}")
+
+    # --- removing ----------------------------------------------------------------------
+
+    def hide(self, name: str) -> None:
+        full = self._full(name)
+        try:
+            self.bucket.hide_file(full)
+        except (b2exc.FileNotPresent, b2exc.FileAlreadyHidden):
+            return
+        except Exception as exc:
+            raise map_error(exc, f"hide {name}") from None
+
+    def delete_version(self, obj: ObjectInfo) -> None:
+        full = self._full(obj.name)
+        self._b2(
+            lambda: self.bucket.delete_file_version(obj.version_id, full),
+            f"delete {obj.name} version {obj.version_id}",
+        )
