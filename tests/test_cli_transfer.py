@@ -146,7 +146,10 @@ def test_age_roundtrip_cat_ls_and_mtime(tmp_path, keys, env):
     src.write_bytes(os.urandom(300_000))
     os.utime(src, (1_600_000_000, 1_600_000_000))
     run(["put", "--public-key", keys["pub"], src, f"{store}/docs/"], env)
-    assert sorted(p.name for p in (store / "docs").iterdir()) == ["notes.txt.enc", "notes.txt.key.enc"]
+    assert sorted(p.name for p in (store / "docs").iterdir()) == [
+        "notes.txt.enc",
+        "notes.txt.key.enc",
+    ]
     assert (store / "docs/notes.txt.key.enc").read_bytes().startswith(b"age-encryption.org/v1\n")
     ls = run(["ls", "-l", store / "docs"], env).stdout.decode().split()
     assert ls[0] == "age" and ls[1] == "300000" and ls[-1] == "notes.txt"
@@ -186,7 +189,9 @@ def test_wrong_passphrase_is_one_clear_line(tmp_path, keys, env):
     src.write_bytes(b"x")
     run(["put", "--public-key", keys["pub"], src, f"{store}/"], env)
     bad = dict(env, B2CRYPTFS_PASSPHRASE="not the passphrase")
-    proc = run(["get", "--private-key", keys["priv"], store / "f", tmp_path / "o"], bad, check=False)
+    proc = run(
+        ["get", "--private-key", keys["priv"], store / "f", tmp_path / "o"], bad, check=False
+    )
     assert_one_line_error(proc, 3, "passphrase")
     assert not (tmp_path / "o").exists()
 
@@ -274,13 +279,24 @@ def test_rotate_rewraps_only_key_objects(tmp_path, keys, env):
     contents = {p.name: p.read_bytes() for p in store.glob("*.enc") if ".key." not in p.name}
     new_pub = tmp_path / "new-pub.pem"
     subprocess.run(
-        ["openssl", "rsa", "-in", keys["other"], "-passin", f"file:{keys['pass']}", "-pubout",
-         "-out", new_pub],
+        [
+            "openssl",
+            "rsa",
+            "-in",
+            keys["other"],
+            "-passin",
+            f"file:{keys['pass']}",
+            "-pubout",
+            "-out",
+            new_pub,
+        ],
         check=True,
         capture_output=True,
     )
     run(["rotate", "--private-key", keys["priv"], "--public-key", new_pub, store], env)
-    assert {p.name: p.read_bytes() for p in store.glob("*.enc") if ".key." not in p.name} == contents
+    assert {
+        p.name: p.read_bytes() for p in store.glob("*.enc") if ".key." not in p.name
+    } == contents
     for fmt in ("age", "openssl"):
         got = run(["cat", "--private-key", keys["other"], store / fmt], env).stdout
         assert got == (tmp_path / fmt).read_bytes()
@@ -289,8 +305,11 @@ def test_rotate_rewraps_only_key_objects(tmp_path, keys, env):
 
 
 def test_missing_file_and_bad_store(tmp_path, keys, env):
-    proc = run(["get", "--private-key", keys["priv"], tmp_path / "nothing", tmp_path / "o"], env,
-               check=False)
+    proc = run(
+        ["get", "--private-key", keys["priv"], tmp_path / "nothing", tmp_path / "o"],
+        env,
+        check=False,
+    )
     assert_one_line_error(proc, 5, "no such file")
     proc = run(["ls", "s3://bucket"], env, check=False)
     assert_one_line_error(proc, 2, "scheme")

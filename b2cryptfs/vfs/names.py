@@ -33,8 +33,9 @@ def _check_chars(leaf: str) -> None:
         raise OpError(errno.EINVAL, f"invalid name {leaf!r}")
 
 
-def check_file_name(dirpath: str, leaf: str) -> str:
-    """Validate a new file's name; return its path."""
+def check_file_name(dirpath: str, leaf: str, prefix_bytes: int = 0) -> str:
+    """Validate a new file's name; return its path. ``prefix_bytes``: the store's own prefix
+    (a bucket path) that B2 counts in the object name too."""
     _check_chars(leaf)
     if len(_encoded(leaf)) > MAX_FILE_LEAF_BYTES:
         raise OpError(
@@ -43,12 +44,12 @@ def check_file_name(dirpath: str, leaf: str) -> str:
             f"including {KEY_SUFFIX!r}): {leaf[:60]}…",
         )
     path = f"{dirpath}/{leaf}" if dirpath else leaf
-    if len(_encoded(path)) > MAX_FILE_PATH_BYTES:
-        raise OpError(errno.ENAMETOOLONG, f"path over {MAX_FILE_PATH_BYTES} bytes: {path[:60]}…")
+    if len(_encoded(path)) + prefix_bytes > MAX_FILE_PATH_BYTES:
+        raise OpError(errno.ENAMETOOLONG, f"path too long for B2: {path[:60]}…")
     return path
 
 
-def check_dir_name(dirpath: str, leaf: str) -> str:
+def check_dir_name(dirpath: str, leaf: str, prefix_bytes: int = 0) -> str:
     """Validate a new directory's name; return its path."""
     _check_chars(leaf)
     if len(_encoded(leaf)) > MAX_SEGMENT_BYTES:
@@ -57,7 +58,7 @@ def check_dir_name(dirpath: str, leaf: str) -> str:
         )
     path = f"{dirpath}/{leaf}" if dirpath else leaf
     # The directory's marker object (and any file in it) must fit too.
-    if len(_encoded(path)) + 1 + len(EMPTY_MARKER) > MAX_NAME_BYTES:
+    if len(_encoded(path)) + prefix_bytes + 1 + len(EMPTY_MARKER) > MAX_NAME_BYTES:
         raise OpError(errno.ENAMETOOLONG, f"path too long for B2: {path[:60]}…")
     return path
 
