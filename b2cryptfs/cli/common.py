@@ -6,11 +6,15 @@ import argparse
 import os
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from b2cryptfs.errors import UsageError
 from b2cryptfs.formats import FORMATS
 from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import Store
+
+if TYPE_CHECKING:
+    from b2cryptfs.vfs.pairs import PairStore
 
 ENV_PRIVATE_KEY = "B2CRYPTFS_PRIVATE_KEY"
 ENV_PUBLIC_KEY = "B2CRYPTFS_PUBLIC_KEY"
@@ -59,6 +63,13 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="openssl format key derivation digest (auto: SHA-256 then MD5 when reading; "
         "SHA-256 when writing)",
+    )
+    g.add_argument(
+        "--encrypt-names",
+        action="store_true",
+        help="encrypt file and directory names: creates the store's name key "
+        "(.b2cryptfs-names.age) if there is none; a store that has one is always used with "
+        "encrypted names, and then needs the private key",
     )
     add_store_options(parser)
 
@@ -119,6 +130,29 @@ def load_keys_from_args(
         if len(recipients) != 1 or not isinstance(recipients[0], RsaRecipient):
             raise UsageError("--format openssl needs exactly one RSA public key")
     return recipients, identities
+
+
+def open_pairs_from_args(
+    args: argparse.Namespace,
+    store: Store,
+    *,
+    recipients: Sequence[Recipient] = (),
+    identities: Sequence[Identity] = (),
+    path: str = "",
+    encrypt_names: bool = False,
+) -> PairStore:
+    """A PairStore with the session's format options, honouring the store's name key."""
+    from b2cryptfs.vfs.namekey import open_pair_store
+
+    return open_pair_store(
+        store,
+        recipients=recipients,
+        identities=identities,
+        format=getattr(args, "format", "age"),
+        openssl_md=getattr(args, "openssl_md", "auto"),
+        encrypt_names=encrypt_names,
+        path=path,
+    )
 
 
 def open_store_from_args(args: argparse.Namespace, url: str) -> Store:

@@ -16,7 +16,9 @@ import os
 import socket
 import stat
 import sys
+import threading
 from collections.abc import Callable
+from typing import TextIO
 
 from b2cryptfs.errors import B2CryptfsError
 
@@ -60,11 +62,13 @@ def open_log_file(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
-def log_to_file(fd: int, debug: bool) -> None:
+def log_to_file(fd: int, debug: bool) -> TextIO:
+    """Log to an open file descriptor (taken over); returns the stream."""
     stream = os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     _install(handler, debug)
+    return stream
 
 
 def syslog_available() -> bool:
@@ -136,6 +140,9 @@ def run_daemonized(
     returns from this function: it exits when ``serve`` returns. An unexpected exception in
     the daemon before it is ready becomes ``failure_code``.
     """
+    if threading.active_count() > 1:
+        # fork() copies only this thread: a lock another thread holds stays held forever.
+        log.warning("forking with %d threads running", threading.active_count())
     sys.stdout.flush()
     sys.stderr.flush()
     rfd, wfd = os.pipe()

@@ -7,11 +7,11 @@ import argparse
 from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
+    open_pairs_from_args,
     open_store_from_args,
     split_location,
 )
 from b2cryptfs.vfs.check import check, repair
-from b2cryptfs.vfs.pairs import PairStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_fsck(args: argparse.Namespace) -> int:
     store_url, prefix = split_location(args.location)
     identities = load_identities_from_args(args)
-    pairs = PairStore(
-        open_store_from_args(args, store_url), identities=identities, openssl_md=args.openssl_md
+    pairs = open_pairs_from_args(
+        args, open_store_from_args(args, store_url), identities=identities, path=prefix
     )
     prefix = prefix.strip("/")
     remaining = 0

@@ -6,8 +6,14 @@ import argparse
 import sys
 import time
 
-from b2cryptfs.cli.common import add_key_options, open_store_from_args, split_location
+from b2cryptfs.cli.common import (
+    add_key_options,
+    open_pairs_from_args,
+    open_store_from_args,
+    split_location,
+)
 from b2cryptfs.errors import B2CryptfsError, NotFound
+from b2cryptfs.vfs.namekey import find_name_root
 from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 
@@ -53,9 +59,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     store_url, prefix = split_location(args.location)
     store = open_store_from_args(args, store_url)
-    # Private keys only matter for sizes of seed-written files; never prompt just to list.
-    identities = load_identities_from_args(args) if args.long and args.private_key else []
-    pairs = PairStore(store, identities=identities, openssl_md=args.openssl_md)
+    # Private keys matter for encrypted names and for sizes of seed-written files; never
+    # prompt just to list plain names.
+    need_key = find_name_root(store, prefix) is not None or (args.long and args.private_key)
+    identities = load_identities_from_args(args) if need_key else []
+    pairs = open_pairs_from_args(args, store, identities=identities, path=prefix)
     prefix = prefix.strip("/")
     if prefix and not pairs.is_dir(prefix):
         entry = pairs.stat_file(prefix)

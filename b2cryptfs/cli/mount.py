@@ -10,38 +10,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import hashlib
+import faulthandler
 import logging
 import os
-import pwd
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
 from b2cryptfs.cli import daemon
-from b2cryptfs.cli.common import add_key_options, load_keys_from_args, open_store_from_args
+from b2cryptfs.cli.common import add_key_options, load_keys_from_args
 from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
+from b2cryptfs.cli.mountprep import (
+    ROOT_CACHE_ROOT,
+    MountError,
+    check_fuse_device,
+    check_mountpoint,
+    default_cache_root,
+    open_store,
+    prepare_cache_dir,
+)
 from b2cryptfs.errors import B2CryptfsError, UsageError
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
 
 log = logging.getLogger(__name__)
-
-FUSE_DEVICE = "/dev/fuse"
-ROOT_CACHE_ROOT = "/var/cache/b2cryptfs"
-# B2 account settings the b2 command-line tool and b2sdk read from the environment; mount(8)
-# passes no environment to a helper, so fstab lines name a file holding them instead.
-CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
-
-
-class MountError(B2CryptfsError):
-    """The mountpoint cannot be used (missing, not a directory, busy)."""
-
-    exit_code = 32  # mount(8)'s "mount failure"
-
 
 # --- argument parsing ----------------------------------------------------------------------
 
@@ -208,144 +202,24 @@ class Prepared:
     store: Store
     log_fd: int | None
     pid_file: str | None
-
-
-def default_cache_root(env: dict[str, str] | None = None, euid: int | None = None) -> str:
-    """Where cache directories live when --cache-dir is not given.
-
-    Must work with the near-empty environment mount(8) gives a helper (no HOME, no PATH).
-    """
-    env = dict(os.environ if env is None else env)
-    euid = os.geteuid() if euid is None else euid
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(xdg):
-        return os.path.join(xdg, "b2cryptfs")
-    if euid == 0:
-        return ROOT_CACHE_ROOT
-    home = env.get("HOME", "")
-    if not os.path.isabs(home):
-        try:
-            home = pwd.getpwuid(euid).pw_dir
-        except KeyError:
-            raise UsageError("no home directory to keep a cache in: give --cache-dir") from None
-    return os.path.join(home, ".cache", "b2cryptfs")
-
-
-def store_cache_name(store_url: str) -> str:
-    """One cache directory per store, so an outbox is only ever uploaded where it belongs."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", store_url).strip("_")[:60]
-    digest = hashlib.sha256(store_url.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    return f"{readable}-{digest}"
-
-
-def check_mountpoint(path: str) -> str:
-    """The absolute mountpoint, or a MountError saying why it cannot be used."""
-    if re.fullmatch(r"/dev/fd/\d+", path):
-        return path  # mount.fuse3 drop_privileges: an already-open /dev/fuse descriptor
-    mnt = os.path.abspath(path)
-    try:
-        st = os.stat(mnt)
-    except FileNotFoundError:
-        raise MountError(f"mountpoint does not exist: {mnt}") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            raise MountError(
-                f"mountpoint {mnt} holds a dead mount (transport endpoint is not connected): "
-                f"unmount it first with 'fusermount3 -u {mnt}'"
-            ) from None
-        raise MountError(f"cannot use mountpoint {mnt}: {exc.strerror}") from None
-    import stat as stat_mod
-
-    if not stat_mod.S_ISDIR(st.st_mode):
-        raise MountError(f"mountpoint is not a directory: {mnt}")
-    if os.path.ismount(mnt):
-        raise MountError(f"mountpoint is busy: something is already mounted on {mnt}")
-    return mnt
-
-
-def load_credentials_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines (``export`` and quotes allowed, # comments) for the B2 account."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read B2 credentials file {path}: {exc.strerror}") from None
-    values: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].strip()
-        key, eq, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq or key not in CREDENTIAL_VARS:
-            raise UsageError(
-                f"{path}, line {number}: expected one of {', '.join(CREDENTIAL_VARS)}=VALUE"
-            )
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    missing = [k for k in CREDENTIAL_VARS[:2] if not values.get(k)]
-    if missing:
-        raise UsageError(f"B2 credentials file {path} lacks {' and '.join(missing)}")
-    return values
-
-
-def _apply_b2_account_options(args: argparse.Namespace) -> None:
-    # b2sdk reads these from the environment; setting them here (before the store is opened)
-    # keeps the secret off the command line and out of /proc/PID/cmdline.
-    if args.b2_account_info:
-        os.environ["B2_ACCOUNT_INFO"] = os.path.abspath(args.b2_account_info)
-    if args.b2_credentials:
-        st = _stat_or_none(args.b2_credentials)
-        if st is not None and st.st_mode & 0o077:
-            log.warning(
-                "B2 credentials file %s is readable by others; chmod 600 it", args.b2_credentials
-            )
-        os.environ.update(load_credentials_file(args.b2_credentials))
-
-
-def _stat_or_none(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def prepare_cache_dir(root: str, store_url: str) -> str:
-    path = os.path.join(os.path.abspath(root), store_cache_name(store_url))
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        # Ciphertext only, but names and sizes are private too.
-        if os.stat(path).st_mode & 0o077:
-            os.chmod(path, 0o700)
-        probe = os.path.join(path, f".probe-{os.getpid()}")
-        with open(probe, "wb"):
-            pass
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"cannot use cache directory {path}: {exc.strerror or exc}") from None
-    return path
+    store_cache: str  # this store's directory inside the cache root
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
     mountpoint = check_mountpoint(args.mountpoint)
-    if not os.path.exists(FUSE_DEVICE):
-        raise MountError(f"{FUSE_DEVICE} is missing: is the fuse kernel module loaded?")
+    check_fuse_device()
 
     # Keys first: a wrong passphrase is the most common mistake and needs no network.
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
 
-    _apply_b2_account_options(args)
-    store = open_store_from_args(args, args.store)
+    store = open_store(args)
     # One listing call proves credentials, bucket and the right to list it, before forking.
     store.list_dir("")
 
-    cache_root = args.cache_dir or default_cache_root()
-    cache_dir = prepare_cache_dir(cache_root, store.url)
+    cache_root = os.path.abspath(args.cache_dir or default_cache_root())
+    store_cache = prepare_cache_dir(cache_root, store.url)
 
     log_fd = None
     if args.log_file:
@@ -361,7 +235,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         identities=list(identities),
         format=args.format,
         openssl_md=args.openssl_md,
-        cache_dir=cache_dir,
+        cache_dir=cache_root,  # the cache layer adds the per-store directory
         cache_size=args.cache_size,
         dir_cache_time=args.dir_cache_time,
         read_only=args.read_only,
@@ -370,11 +244,20 @@ def prepare(args: argparse.Namespace) -> Prepared:
         sync_upload=args.sync_upload,
         debug=args.debug,
         b2_realm=args.b2_realm,
-        fsname=args.store,
+        # What /proc/mounts and df show: the store as the user named it, made absolute.
+        fsname=args.store if "://" in args.store else os.path.abspath(args.store),
     )
     config.fuse_options = ["auto_unmount"] if args.auto_unmount else []  # type: ignore[attr-defined]
+    config.encrypt_names = bool(getattr(args, "encrypt_names", False))  # type: ignore[attr-defined]
+    # The pair layer as the daemon will build it: a name key the keys cannot open (or a
+    # write-only mount of a store with encrypted names) is refused here, in the foreground.
+    from b2cryptfs.fs.mount import make_pairs
+
+    make_pairs(config, store)
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None
-    return Prepared(config=config, store=store, log_fd=log_fd, pid_file=pid_file)
+    return Prepared(
+        config=config, store=store, log_fd=log_fd, pid_file=pid_file, store_cache=store_cache
+    )
 
 
 def describe(config: MountConfig) -> str:
@@ -385,7 +268,7 @@ def describe(config: MountConfig) -> str:
     return (
         f"mounting {config.fsname or config.store_url} on {config.mountpoint}: {mode}, "
         f"format {config.format}, {len(config.recipients)} recipient(s), "
-        f"{len(config.identities)} private key(s), cache {config.cache_dir}"
+        f"{len(config.identities)} private key(s), cache root {config.cache_dir}"
     )
 
 
@@ -435,13 +318,16 @@ def _run_foreground(prepared: Prepared, prog: str) -> int:
 def _setup_daemon_logging(prepared: Prepared, debug: bool) -> Callable[[], None]:
     def setup() -> None:
         if prepared.log_fd is not None:
-            daemon.log_to_file(prepared.log_fd, debug)
+            stream = daemon.log_to_file(prepared.log_fd, debug)
         elif daemon.syslog_available():
             daemon.log_to_syslog(debug)
+            return
         else:
             # No syslog (containers, early boot): keep the log next to the cache.
-            path = os.path.join(prepared.config.cache_dir or "/", "mount.log")
-            daemon.log_to_file(daemon.open_log_file(path), debug)
+            path = os.path.join(prepared.store_cache, "mount.log")
+            stream = daemon.log_to_file(daemon.open_log_file(path), debug)
+        # A hard crash (in libfuse, say) still leaves its Python stack in the log.
+        faulthandler.enable(stream)
 
     return setup
 
@@ -485,9 +371,3 @@ def _print_error(prog: str, message: str, debug: bool) -> None:
     if debug:
         log.debug("details", exc_info=True)
     print(f"{prog}: error: {message}", file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the mount subcommand alone (``python -m b2cryptfs.cli.mount`` style)."""
-    args = _parser("b2cryptfs mount").parse_args(list(sys.argv[1:] if argv is None else argv))
-    return handle(args)

@@ -35,6 +35,7 @@ FLAG_OPTIONS = {
     "sync_upload": "--sync-upload",
     "debug": "--debug",
     "auto_unmount": "--auto-unmount",
+    "encrypt_names": "--encrypt-names",
 }
 # Generic mount(8)/fstab options that mean nothing to this filesystem (mount.fuse3 itself
 # adds dev and suid). They are accepted and ignored so that ordinary fstab lines work.

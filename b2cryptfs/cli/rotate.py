@@ -10,13 +10,15 @@ from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
     load_recipients_from_args,
+    open_pairs_from_args,
     open_store_from_args,
     split_location,
 )
 from b2cryptfs.errors import B2CryptfsError, UsageError
 from b2cryptfs.formats import detect_format, get_codec
 from b2cryptfs.keys.types import Recipient, RsaRecipient
-from b2cryptfs.vfs.pairs import INFO_FORMAT, FileEntry, PairStore, key_name
+from b2cryptfs.vfs.namekey import rewrap_name_key
+from b2cryptfs.vfs.pairs import INFO_FORMAT, FileEntry, PairStore
 from b2cryptfs.vfs.walk import walk_files
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,50 @@ def rotate_one(pairs: PairStore, entry: FileEntry, recipients: list[Recipient], 
     fmt = detect_format(key_object)
     codec = get_codec(fmt, openssl_md=pairs.openssl_md)
     new_key = codec.rewrap(key_object, pairs.identities, _recipients_for(fmt, recipients))
-    uploaded = store.upload_bytes(key_name(entry.path), new_key, {INFO_FORMAT: fmt})
+    name = pairs.key_object_name(entry.path)
+    uploaded = store.upload_bytes(name, new_key, {INFO_FORMAT: fmt})
     if purge:
-        for old in store.versions(key_name(entry.path)):
+        for old in store.versions(name):
             if old.version_id != uploaded.version_id:
                 store.delete_version(old)
     return fmt
+
+
+def _rotate_name_key(
+    args: argparse.Namespace,
+    pairs: PairStore,
+    prefix: str,
+    recipients: list[Recipient],
+    failed: int,
+) -> int:
+    """Re-wrap the name key last, and only after a whole tree rotated cleanly: until then the
+    old key must still open the names, or a second run with it could not list anything.
+    Returns 1 if it failed, else 0."""
+    name = pairs.name_key_object_name()
+    if name is None:
+        return 0
+    if prefix.strip("/") != pairs.name_root:
+        print(
+            f"note: the name key {name} was not re-wrapped: rotate the whole tree "
+            f"({pairs.name_root or 'the store root'}) to do that"
+        )
+        return 0
+    if args.dry_run:
+        print(f"would re-wrap the name key {name}")
+        return 0
+    if failed:
+        print(
+            f"note: the name key {name} was not re-wrapped because files failed; run again "
+            "with both the old and the new --private-key"
+        )
+        return 0
+    try:
+        rewrap_name_key(pairs, recipients, args.purge_old)
+    except B2CryptfsError as exc:
+        print(f"failed {name}: {exc}", file=sys.stderr)
+        return 1
+    print(f"re-wrapped the name key {name}")
+    return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -76,11 +116,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         raise UsageError("give the current private key with --private-key")
     recipients = load_recipients_from_args(args)
     store_url, prefix = split_location(args.location)
-    pairs = PairStore(
+    pairs = open_pairs_from_args(
+        args,
         open_store_from_args(args, store_url),
         identities=identities,
         recipients=recipients,
-        openssl_md=args.openssl_md,
+        path=prefix,
     )
     done = failed = 0
     for entry in walk_files(pairs, prefix):
@@ -99,6 +140,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             continue
         done += 1
     print(f"rotated {done} file(s), {failed} failed")
+    failed += _rotate_name_key(args, pairs, prefix, recipients, failed)
     if done and not args.purge_old:
         print(
             "note: older versions of the key objects (wrapped for the old keys) remain in the "

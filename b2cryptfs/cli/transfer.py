@@ -10,6 +10,7 @@ import tempfile
 from b2cryptfs.cli.common import (
     add_key_options,
     load_keys_from_args,
+    open_pairs_from_args,
     open_store_from_args,
     split_location,
 )
@@ -47,14 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_cat)
 
 
-def _pairs(args: argparse.Namespace, store: Store, *, read: bool) -> PairStore:
+def _pairs(
+    args: argparse.Namespace, store: Store, path: str, *, read: bool, encrypt_names: bool = False
+) -> PairStore:
     recipients, identities = load_keys_from_args(args, need_read=read, need_write=not read)
-    return PairStore(
+    return open_pairs_from_args(
+        args,
         store,
         recipients=recipients,
         identities=identities,
-        format=args.format,
-        openssl_md=args.openssl_md,
+        path=path,
+        encrypt_names=encrypt_names,
     )
 
 
@@ -80,7 +84,7 @@ def _walk(source: str, recursive: bool) -> list[tuple[str, str]]:
 def cmd_put(args: argparse.Namespace) -> int:
     store_url, path = split_location(args.dest)
     store = open_store_from_args(args, store_url)
-    pairs = _pairs(args, store, read=False)
+    pairs = _pairs(args, store, path, read=False)
     jobs = [job for s in args.sources for job in _walk(s, args.recursive)]
     # One plain file to a name that is not a directory: that name is the destination.
     into_dir = (
@@ -90,6 +94,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         or os.path.isdir(args.sources[0])
         or pairs.is_dir(path)
     )
+    if args.encrypt_names and not pairs.encrypts_names:
+        # The directory put into becomes the root of the name-encrypted tree.
+        root = path.strip("/") if into_dir else path.strip("/").rpartition("/")[0]
+        pairs = _pairs(args, store, root, read=False, encrypt_names=True)
     for local, rel in jobs:
         target = f"{path.strip('/')}/{rel}".strip("/") if into_dir else path
         pairs.put_file(target, local)
@@ -101,10 +109,11 @@ def _open_source(args: argparse.Namespace):
     if not path:
         raise UsageError(f"{args.source}: name a file inside the store")
     store = open_store_from_args(args, store_url)
-    pairs = _pairs(args, store, read=True)
+    pairs = _pairs(args, store, path, read=True)
     entry = pairs.stat_file(path)
     if entry is None:
-        raise NotFound(f"{args.source}: no such file (no object {path}.enc)")
+        detail = "" if pairs.encrypts_names else f" (no object {path.strip('/')}.enc)"
+        raise NotFound(f"{args.source}: no such file{detail}")
     return entry, pairs.open(entry)
 
 

@@ -1,4 +1,8 @@
-"""Consistency check of a store's object pairs (the engine behind ``b2cryptfs fsck``)."""
+"""Consistency check of a store's object pairs (the engine behind ``b2cryptfs fsck``).
+
+Problems name files by their plaintext path; with encrypted names, objects whose names do
+not decrypt are reported as strays under their object name.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from b2cryptfs.vfs.pairs import (
     EMPTY_MARKER,
     INFO_FORMAT,
     KEY_SUFFIX,
+    NAME_KEY_OBJECT,
     PairStore,
     key_name,
 )
@@ -20,9 +25,10 @@ from b2cryptfs.vfs.pairs import (
 @dataclass(frozen=True)
 class Problem:
     kind: str  # orphan-key | missing-key | broken-pair | stale-key | unreadable | stray
-    name: str  # the object (or file path) concerned
+    name: str  # the object (or file path) concerned, in plaintext where names are encrypted
     detail: str
     repairable: bool
+    object_name: str = ""  # the object in the store when it differs from `name`
 
 
 def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
@@ -32,7 +38,7 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     strays: set[str] = set()
     for name in names:
         leaf = name.rsplit("/", 1)[-1]
-        if leaf == EMPTY_MARKER:
+        if leaf in (EMPTY_MARKER, NAME_KEY_OBJECT):
             continue
         if not name.endswith(CONTENT_SUFFIX):
             strays.add(name)
@@ -48,23 +54,70 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     return files, keys, strays
 
 
+_STRAY = "not a b2cryptfs object (ignored by the mount)"
+
+
+def _layout_encrypted(
+    pairs: PairStore, names: set[str]
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(path -> content object, path -> key object, stray object -> why) with encrypted
+    names: the suffix alone tells content from key objects (encrypted leaves have no dot)."""
+    files: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    strays: dict[str, str] = {}
+    for name in names:
+        dirpart, _, leaf = name.rpartition("/")
+        if leaf in (EMPTY_MARKER, NAME_KEY_OBJECT):
+            continue
+        base, _, suffix = leaf.partition(".")
+        if suffix not in ("enc", "key.enc") or not base:
+            strays[name] = _STRAY
+            continue
+        path = pairs.plain_path(f"{dirpart}/{base}" if dirpart else base)
+        if path is None:
+            strays[name] = "name does not decrypt with this store's name key (ignored)"
+        elif suffix == "enc":
+            files[path] = name
+        else:
+            keys[path] = name
+    return files, keys, strays
+
+
+def _layout(
+    pairs: PairStore, names: set[str]
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    if pairs.encrypts_names:
+        return _layout_encrypted(pairs, names)
+    files, keys, strays = classify(names)
+    return files, {k[: -len(KEY_SUFFIX)]: k for k in keys}, dict.fromkeys(strays, _STRAY)
+
+
 def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[Problem]:
-    """Yield every problem under ``prefix``; ``verify`` opens each pair (needs a private key)."""
-    objects: dict[str, ObjectInfo] = {o.name: o for o in pairs.store.iter_all(prefix)}
-    files, keys, strays = classify(set(objects))
+    """Yield every problem under ``prefix`` (a plaintext directory path ending in ``/``, or
+    ""); ``verify`` opens each pair (needs a private key)."""
+    object_prefix = pairs.object_path(prefix) + "/" if prefix.strip("/") else ""
+    objects: dict[str, ObjectInfo] = {o.name: o for o in pairs.store.iter_all(object_prefix)}
+    files, keys, strays = _layout(pairs, set(objects))
     for name in sorted(strays):
-        yield Problem("stray", name, "not a b2cryptfs object (ignored by the mount)", False)
-    for name in sorted(keys):
-        base = name[: -len(KEY_SUFFIX)]
-        if base + CONTENT_SUFFIX not in objects:
-            yield Problem("orphan-key", name, "key object without its content object", True)
+        yield Problem("stray", name, strays[name], False)
+    for path in sorted(keys):
+        if path not in files:
+            name = keys[path]
+            shown = key_name(path)
+            yield Problem(
+                "orphan-key",
+                shown,
+                "key object without its content object",
+                True,
+                name if name != shown else "",
+            )
     for path in sorted(files):
-        if key_name(path) not in objects:
+        if path not in keys:
             yield Problem("missing-key", path, "content object without its key object", False)
             continue
         if not verify:
             continue
-        entry = pairs.make_entry(path, objects[path + CONTENT_SUFFIX], objects[key_name(path)])
+        entry = pairs.make_entry(path, objects[files[path]], objects[keys[path]])
         try:
             pairs.open_version(entry, entry.key)
         except PairMismatch:
@@ -83,11 +136,11 @@ def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[
 def repair(pairs: PairStore, problem: Problem) -> None:
     """Fix one repairable problem: drop an orphan, or restore the matching key version."""
     if problem.kind == "orphan-key":
-        pairs._remove(problem.name)
+        pairs._remove(problem.object_name or problem.name)
     elif problem.kind == "stale-key":
         entry = pairs.stat_file(problem.name)
         if entry is None:
             return
         key_object = pairs.matching_key_object(entry)
         fmt = entry.format or "age"
-        pairs.store.upload_bytes(key_name(entry.path), key_object, {INFO_FORMAT: fmt})
+        pairs.store.upload_bytes(pairs.key_object_name(entry.path), key_object, {INFO_FORMAT: fmt})

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import trio
 
 from b2cryptfs.errors import B2CryptfsError, TransientError
+from b2cryptfs.vfs.namespace import PathIndex
 from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class Outbox:
         *,
         workers: int = 4,
         settle: float = 2.0,
+        retry_base: float = 1.0,
         on_uploaded: Callable[[OutboxEntry, FileEntry], None] | None = None,
     ) -> None:
         self.directory = directory
@@ -150,8 +152,12 @@ class Outbox:
         self.limiter = limiter
         self.workers = max(1, workers)
         self.settle = settle
+        self.retry_base = retry_base
         self.on_uploaded = on_uploaded
         self._entries: dict[int, OutboxEntry] = {}
+        self._by_path: dict[str, dict[int, OutboxEntry]] = {}
+        # Where pending paths are, for listings (every entry in _entries is pending).
+        self.index = PathIndex()
         self._next_seq = 1
         self._wakeup = trio.Event()
         self._draining = False
@@ -195,7 +201,13 @@ class Outbox:
         with open(entry.content_file, "rb+") as f:
             os.fsync(f.fileno())
             entry.content_size = os.fstat(f.fileno()).st_size
-        _write_durably(entry.key_file, key_object)
+        # The key file needs no rename: without a manifest it is not part of an entry.
+        fd = os.open(entry.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_object)
+            f.flush()
+            os.fsync(f.fileno())
+        # Last, the manifest; its directory fsync also makes the other two names durable.
         _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
         return entry
 
@@ -259,7 +271,7 @@ class Outbox:
         for old in self.entries_for(entry.path):
             if old.state in (QUEUED, FAILED) and old.seq < entry.seq:
                 self._drop(old)
-        self._entries[entry.seq] = entry
+        self._insert(entry)
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
@@ -267,9 +279,23 @@ class Outbox:
         entry.not_before = trio.current_time() + self.settle if settle else 0.0
         self._add(entry)
 
+    def _insert(self, entry: OutboxEntry) -> None:
+        self._entries[entry.seq] = entry
+        self._by_path.setdefault(entry.path, {})[entry.seq] = entry
+        self.index.add(entry.path)
+
+    def _remove(self, entry: OutboxEntry) -> None:
+        if self._entries.pop(entry.seq, None) is None:
+            return
+        same = self._by_path.get(entry.path, {})
+        same.pop(entry.seq, None)
+        if not same:
+            self._by_path.pop(entry.path, None)
+        self.index.remove(entry.path)
+
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
-        self._entries.pop(entry.seq, None)
+        self._remove(entry)
         self.discard_files(entry.seq)
         entry.done.set()
         entry.attempted.set()
@@ -279,7 +305,7 @@ class Outbox:
         self._wakeup = trio.Event()
 
     def entries_for(self, path: str) -> list[OutboxEntry]:
-        return [e for e in self._entries.values() if e.path == path and e.pending]
+        return [e for e in self._by_path.get(path, {}).values() if e.pending]
 
     def latest(self, path: str) -> OutboxEntry | None:
         entries = self.entries_for(path)
@@ -328,6 +354,10 @@ class Outbox:
         except OSError:
             entry.path = old
             raise
+        entry.path = old
+        self._remove(entry)
+        entry.path = new_path
+        self._insert(entry)
         for other in self.entries_for(new_path):
             if other is not entry and other.state in (QUEUED, FAILED):
                 self._drop(other)
@@ -345,7 +375,9 @@ class Outbox:
             entry.mtime_ms = old
             raise
 
-    async def wait(self, entry: OutboxEntry, *, max_attempts: int | None = None) -> FileEntry | None:
+    async def wait(
+        self, entry: OutboxEntry, *, max_attempts: int | None = None
+    ) -> FileEntry | None:
         """Upload ``entry`` now and wait for the result (None if it was superseded).
 
         Raises the failure; with ``max_attempts``, also gives up (raising the last transient
@@ -405,20 +437,21 @@ class Outbox:
     async def _upload(self, entry: OutboxEntry) -> None:
         entry.state = UPLOADING
         try:
-            result = await trio.to_thread.run_sync(self._upload_blocking, entry, limiter=self.limiter)
+            result = await trio.to_thread.run_sync(
+                self._upload_blocking, entry, limiter=self.limiter
+            )
         except TransientError as exc:
             entry.attempts += 1
             entry.error = exc
             entry.state = QUEUED
-            delay = min(_MAX_BACKOFF, 2.0 ** min(entry.attempts, 6)) * random.uniform(0.5, 1.0)
+            delay = self.retry_base * 2.0 ** min(entry.attempts - 1, 6) * random.uniform(0.5, 1.0)
+            delay = min(_MAX_BACKOFF, delay)
             if self._draining:
                 delay = min(delay, 5.0)
             entry.not_before = trio.current_time() + delay
             if self._draining:
                 entry.drain_failures += 1
-            log.warning(
-                "upload of %s failed (%s); retrying in %.0f s", entry.path, exc, delay
-            )
+            log.warning("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
         except B2CryptfsError as exc:
             self._failed(entry, exc, str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker must survive anything
@@ -428,7 +461,7 @@ class Outbox:
             entry.result = result
             entry.error = None
             entry.state = DONE
-            self._entries.pop(entry.seq, None)
+            self._remove(entry)
             self.discard_files(entry.seq)
             if self.on_uploaded is not None:
                 try:

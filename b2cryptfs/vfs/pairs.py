@@ -5,6 +5,13 @@ object is uploaded first, a listing is driven by content objects (an orphan key 
 invisible), a reader proves the pair matches and falls back to older key versions when it
 does not, and ``P.key``/``P`` never share an object. It is blocking and holds no state but
 its settings, so the CLI calls it directly and the mount calls it from worker threads.
+
+With a :class:`~b2cryptfs.formats.names.NameCipher` (see :mod:`b2cryptfs.vfs.namekey`), every
+segment below the *name root* is encrypted: the public methods still take and return
+plaintext paths, and only the object names (``object_path``) differ. Encrypted segments are
+base32 without dots, so ``X.enc``/``X.key.enc`` are told apart by their suffix alone and the
+``P.key`` collision rule does not apply there; objects whose names do not decrypt are foreign
+and stay invisible.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from b2cryptfs.errors import (
     UsageError,
 )
 from b2cryptfs.formats import Codec, ContentReader, Sealed, detect_format, get_codec
+from b2cryptfs.formats.names import NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
-from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store
+from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,9 @@ KEY_SUFFIX = ".key.enc"
 CONTENT_SUFFIX = ".enc"
 EMPTY_MARKER = ".bzEmpty"
 INFO_FORMAT = "b2cryptfs-format"
+# The name key of a name-encrypted tree (an age file), at the tree's root; its presence is
+# what marks the tree as name-encrypted (see b2cryptfs.vfs.namekey).
+NAME_KEY_OBJECT = ".b2cryptfs-names.age"
 # RSA modulus sizes: an openssl-format key object is exactly one RSA block.
 _RSA_BLOCK_SIZES = frozenset({128, 256, 384, 512, 768, 1024})
 
@@ -106,6 +117,8 @@ class PairStore:
         format: str = "age",
         openssl_md: str = "auto",
         hard_delete: bool = False,
+        names: NameCipher | None = None,
+        name_root: str = "",
     ) -> None:
         self.store = store
         self.recipients = list(recipients)
@@ -114,6 +127,10 @@ class PairStore:
         self.openssl_md = openssl_md
         self.hard_delete = hard_delete
         self.codec: Codec = get_codec(format, openssl_md=openssl_md)
+        # Segments below name_root (a plaintext directory path, "" = the store root) are
+        # encrypted with `names`; the root's own path and anything outside it stay plain.
+        self.names = names
+        self.name_root = name_root.strip("/")
 
     @property
     def can_read(self) -> bool:
@@ -125,6 +142,76 @@ class PairStore:
 
     def codec_for(self, fmt: str) -> Codec:
         return self.codec if fmt == self.format else get_codec(fmt, openssl_md=self.openssl_md)
+
+    # --- names -------------------------------------------------------------------------
+
+    @property
+    def encrypts_names(self) -> bool:
+        return self.names is not None
+
+    def _rel(self, path: str) -> str | None:
+        """``path`` relative to the name root when names there are encrypted, else None."""
+        if self.names is None:
+            return None
+        root = self.name_root
+        if not root:
+            return path
+        if path == root:
+            return ""
+        if path.startswith(root + "/"):
+            return path[len(root) + 1 :]
+        return None
+
+    def object_path(self, path: str) -> str:
+        """The store-side name of a plaintext path, without suffix (identity for plain names).
+
+        Raises NameTooLong/InvalidName when a segment cannot be encrypted into a B2 name.
+        """
+        path = path.strip("/")
+        rel = self._rel(path)
+        if not rel:
+            return path
+        assert self.names is not None
+        encrypted = self.names.encrypt_path(rel)
+        return f"{self.name_root}/{encrypted}" if self.name_root else encrypted
+
+    def plain_path(self, object_path: str) -> str | None:
+        """The inverse of :meth:`object_path`; None if the name does not decrypt (foreign)."""
+        object_path = object_path.strip("/")
+        rel = self._rel(object_path)
+        if not rel:
+            return object_path
+        assert self.names is not None
+        plain = self.names.decrypt_path(rel)
+        if plain is None:
+            return None
+        return f"{self.name_root}/{plain}" if self.name_root else plain
+
+    def content_object_name(self, path: str) -> str:
+        return content_name(self.object_path(path))
+
+    def key_object_name(self, path: str) -> str:
+        return key_name(self.object_path(path))
+
+    def name_key_object_name(self) -> str | None:
+        """Where this session's name key lives (None for plain names)."""
+        if self.names is None:
+            return None
+        return _dir_prefix(self.name_root) + NAME_KEY_OBJECT
+
+    def check_name(self, path: str, *, is_dir: bool = False) -> None:
+        """Raise NameTooLong/InvalidName if ``path`` cannot be created in the store.
+
+        For callers that must refuse a name before any upload (the mount at create, mkdir
+        and rename time): with encrypted names the limits apply to the encrypted form.
+        """
+        path = path.strip("/")
+        if is_dir:
+            name = _dir_prefix(self.object_path(path)) + EMPTY_MARKER
+        else:
+            name = self.key_object_name(path)
+        prefix = getattr(self.store, "prefix", "")
+        validate_name((prefix if isinstance(prefix, str) else "") + name)
 
     # --- listing -----------------------------------------------------------------------
 
@@ -154,9 +241,20 @@ class PairStore:
     def list_dir(self, dirpath: str) -> DirListing:
         """One directory level in one listing (B2 delimiter)."""
         dirpath = dirpath.strip("/")
-        prefix = _dir_prefix(dirpath)
+        prefix = _dir_prefix(self.object_path(dirpath))
         listing = self.store.list_dir(prefix)
+        rel = self._rel(dirpath)
+        if rel is not None:
+            return self._list_encrypted(dirpath, rel, prefix, listing.objects, listing.prefixes)
         by_leaf = {o.name[len(prefix) :]: o for o in listing.objects}
+        if NAME_KEY_OBJECT in by_leaf:
+            # Names below are encrypted with a key this session does not hold: refuse rather
+            # than show (and let anyone write beside) undecipherable names.
+            where = dirpath or "the store root"
+            raise UsageError(
+                f"{where}: the names below are encrypted ({NAME_KEY_OBJECT} is there); "
+                "open that directory as the store (or a location inside it) to use it"
+            )
         files: dict[str, FileEntry] = {}
         for leaf, obj in by_leaf.items():
             if not leaf.endswith(CONTENT_SUFFIX) or leaf == CONTENT_SUFFIX:
@@ -173,9 +271,51 @@ class PairStore:
         dirs.discard("")
         return DirListing(files, dirs, EMPTY_MARKER in by_leaf)
 
+    def _list_encrypted(
+        self,
+        dirpath: str,
+        rel: str,
+        prefix: str,
+        objects: list[ObjectInfo],
+        prefixes: list[str],
+    ) -> DirListing:
+        assert self.names is not None
+        contents: dict[str, ObjectInfo] = {}
+        keys: dict[str, ObjectInfo] = {}
+        has_marker = False
+        for obj in objects:
+            leaf = obj.name[len(prefix) :]
+            if leaf == EMPTY_MARKER:
+                has_marker = True
+                continue
+            # Encrypted leaves have no dot, so the suffix alone says which object it is.
+            base, _, suffix = leaf.partition(".")
+            if suffix == "enc":
+                contents[base] = obj
+            elif suffix == "key.enc":
+                keys[base] = obj
+        files: dict[str, FileEntry] = {}
+        for base, obj in contents.items():
+            name = self.names.decrypt_segment(base, rel)
+            if name is not None:
+                files[name] = self.make_entry(_join(dirpath, name), obj, keys.get(base))
+        dirs: set[str] = set()
+        for p in prefixes:
+            name = self.names.decrypt_segment(p[len(prefix) :].rstrip("/"), rel)
+            if name is not None:
+                dirs.add(name)
+        return DirListing(files, dirs, has_marker)
+
     def stat_file(self, path: str) -> FileEntry | None:
         """A file by path with two stat requests, or None (no content object)."""
         path = path.strip("/")
+        if not path:
+            return None
+        if self._rel(path):
+            content = self.store.stat(self.content_object_name(path))
+            if content is None:
+                return None
+            return self.make_entry(path, content, self.store.stat(self.key_object_name(path)))
         content = self.store.stat(content_name(path))
         if content is None:
             return None
@@ -219,7 +359,7 @@ class PairStore:
         try:
             return self.open_version(entry, entry.key, src)
         except PairMismatch as first:
-            for older in self.store.versions(key_name(entry.path)):
+            for older in self.store.versions(self.key_object_name(entry.path)):
                 if older.action != "upload" or older.version_id == entry.key.version_id:
                     continue
                 try:
@@ -257,6 +397,8 @@ class PairStore:
 
     def collision_names(self, path: str) -> list[tuple[str, str]]:
         """(object that must not exist, the file it would belong to) for creating ``path``."""
+        if self._rel(path.strip("/")):
+            return []  # encrypted leaves have no dots: P.key and P never share an object
         out = [(key_name(path + ".key"), path + ".key")]
         if path.endswith(".key"):
             out.append((content_name(path[:-4]), path[:-4]))
@@ -284,8 +426,9 @@ class PairStore:
         info = dict(content_info)
         info[MTIME_KEY] = str(int(mtime_ms))
         info.setdefault(INFO_FORMAT, self.format)
-        key = self.store.upload_bytes(key_name(path), key_object, {INFO_FORMAT: info[INFO_FORMAT]})
-        content = self.store.upload_file(content_name(path), content_file, info)
+        key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
+        key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
+        content = self.store.upload_file(content_obj, content_file, info)
         return self.make_entry(path, content, key)
 
     def put_file(self, path: str, local_path: str, mtime_ms: int | None = None) -> FileEntry:
@@ -312,30 +455,31 @@ class PairStore:
     def delete(self, path: str) -> None:
         """Content first: the pair then becomes an invisible orphan, never a keyless file."""
         path = path.strip("/")
-        if self.store.stat(content_name(path)) is None:
+        content = self.content_object_name(path)
+        if self.store.stat(content) is None:
             raise NotFound(f"{path}: no such file")
-        self._remove(content_name(path))
-        self._remove(key_name(path))
+        self._remove(content)
+        self._remove(self.key_object_name(path))
 
     def rename(self, old: str, new: str) -> FileEntry:
         """Copy both objects, then remove the old ones: one name resolves at every moment."""
         old, new = old.strip("/"), new.strip("/")
-        content = self.store.stat(content_name(old))
-        key = self.store.stat(key_name(old))
+        content = self.store.stat(self.content_object_name(old))
+        key = self.store.stat(self.key_object_name(old))
         if content is None:
             raise NotFound(f"{old}: no such file")
         if key is None:
             raise NotFound(f"{old}: key object {key_name(old)} is missing")
         self.check_collision(new)
-        new_key = self.store.copy(key, key_name(new))
-        new_content = self.store.copy(content, content_name(new))
-        self._remove(content_name(old))
-        self._remove(key_name(old))
+        new_key = self.store.copy(key, self.key_object_name(new))
+        new_content = self.store.copy(content, self.content_object_name(new))
+        self._remove(content.name)
+        self._remove(key.name)
         return self.make_entry(new, new_content, new_key)
 
     def mkdir(self, dirpath: str) -> None:
         dirpath = dirpath.strip("/")
-        marker = _dir_prefix(dirpath) + EMPTY_MARKER
+        marker = _dir_prefix(self.object_path(dirpath)) + EMPTY_MARKER
         if self.store.stat(marker) is not None:
             raise AlreadyExists(f"{dirpath}: directory exists")
         self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
@@ -346,7 +490,7 @@ class PairStore:
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
             raise DirectoryNotEmpty(f"{dirpath}: directory not empty")
-        prefix = _dir_prefix(dirpath)
+        prefix = _dir_prefix(self.object_path(dirpath))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
 

@@ -134,7 +134,9 @@ class Staging:
                 self._keep(index, buf)
         self.size = size
 
-    def fill_from(self, read: Callable[[int, int], bytes], size: int, step: int = 16 * BLOCK) -> None:
+    def fill_from(
+        self, read: Callable[[int, int], bytes], size: int, step: int = 16 * BLOCK
+    ) -> None:
         """Copy ``size`` bytes of plaintext from ``read(offset, length)`` (copy on open)."""
         pos = 0
         while pos < size:

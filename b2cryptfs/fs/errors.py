@@ -1,0 +1,92 @@
+"""Turning every failure inside a FUSE handler into an errno.
+
+pyfuse3 only understands ``FUSEError``: any other exception escaping a handler ends the main
+loop and with it the mount. Every handler is therefore wrapped: expected failures
+(:class:`B2CryptfsError` and ``OSError``) become their errno, anything else is logged with
+its traceback and becomes EIO.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from b2cryptfs.errors import B2CryptfsError
+
+log = logging.getLogger("b2cryptfs.fs")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+# Failures that are ordinary answers, not worth more than a debug line.
+_QUIET = {
+    errno.ENOENT,
+    errno.EEXIST,
+    errno.ENOTEMPTY,
+    errno.ENODATA,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ENOTSUP,
+    errno.EPERM,
+    errno.EACCES,
+    errno.EROFS,
+    errno.EBADF,
+}
+
+
+def errno_of(exc: BaseException) -> int:
+    if isinstance(exc, B2CryptfsError):
+        return int(getattr(exc, "errno", errno.EIO) or errno.EIO)
+    if isinstance(exc, OSError):
+        return exc.errno or errno.EIO
+    return errno.EIO
+
+
+def handler(fn: F) -> F:
+    """Wrap an async Operations method: only FUSEError may leave it."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except trio.Cancelled:
+            raise
+        except (B2CryptfsError, OSError) as exc:
+            code = errno_of(exc)
+            if code in _QUIET:
+                log.debug("%s: %s", name, exc)
+            elif code == errno.EIO:
+                log.error("%s failed: %s", name, exc)
+            else:
+                log.info("%s: %s (%s)", name, exc, errno.errorcode.get(code, code))
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:  # noqa: BLE001 - the mount must survive any bug
+            log.exception("unexpected error in %s", name)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet(fn: F) -> F:
+    """Wrap a method that must not raise at all (forget, releasedir...)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except trio.Cancelled:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("unexpected error in %s", name)
+            return None
+
+    return wrapper  # type: ignore[return-value]

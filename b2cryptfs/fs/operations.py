@@ -1,0 +1,241 @@
+"""pyfuse3 Operations: the kernel's requests, translated to vfs calls.
+
+This layer only converts: names from bytes, attributes to ``EntryAttributes``, failures to
+``FUSEError`` (through :func:`b2cryptfs.fs.errors.handler`). The file tree itself lives in
+:mod:`b2cryptfs.vfs.core`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Sequence
+
+import pyfuse3
+
+from b2cryptfs.fs.errors import handler, quiet
+from b2cryptfs.vfs.core import Attr, Vfs
+from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.names import decode_leaf
+
+log = logging.getLogger("b2cryptfs.fs")
+
+
+def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = attr.ino
+    e.generation = 0
+    e.entry_timeout = attr.entry_timeout
+    e.attr_timeout = attr.attr_timeout
+    e.st_mode = attr.mode
+    e.st_nlink = attr.nlink
+    e.st_uid = attr.uid
+    e.st_gid = attr.gid
+    e.st_rdev = 0
+    e.st_size = attr.size
+    e.st_blksize = attr.blksize
+    e.st_blocks = attr.blocks
+    e.st_atime_ns = attr.mtime_ns
+    e.st_mtime_ns = attr.mtime_ns
+    e.st_ctime_ns = attr.ctime_ns
+    return e
+
+
+def _name(raw: bytes) -> str:
+    return decode_leaf(raw)
+
+
+class Operations(pyfuse3.Operations):
+    """Every handler is wrapped: an unexpected exception becomes EIO, never a dead mount."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: Vfs) -> None:
+        super().__init__()
+        self.vfs = vfs
+
+    # --- names and attributes ----------------------------------------------------------
+
+    @handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            leaf = _name(name)
+        except OpError:
+            raise OpError(errno.ENOENT) from None  # such a name cannot exist in the store
+        return entry_attributes(await self.vfs.lookup(parent_inode, leaf))
+
+    @quiet
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.vfs.forget(ino, count)
+
+    @handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.vfs.getattr(inode))
+
+    @handler
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        result = await self.vfs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+        )
+        return entry_attributes(result)
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        for key, value in self.vfs.statfs().items():
+            setattr(data, key, value)
+        return data
+
+    # --- directories -------------------------------------------------------------------
+
+    @handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return await self.vfs.opendir(inode)
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = await self.vfs.readdir(fh, start_id)
+        for i, (name, attr) in enumerate(entries, start=start_id + 1):
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), entry_attributes(attr), i):
+                break
+            self.vfs.count_lookup(attr.ino)
+
+    @quiet
+    async def releasedir(self, fh: int) -> None:
+        await self.vfs.releasedir(fh)
+
+    @handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @handler
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.vfs.mkdir(parent_inode, _name(name), mode))
+
+    @handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.vfs.rmdir(parent_inode, _name(name))
+
+    # --- files -------------------------------------------------------------------------
+
+    @handler
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = await self.vfs.create(parent_inode, _name(name), mode, flags)
+        return pyfuse3.FileInfo(fh=fh), entry_attributes(attr)
+
+    @handler
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.vfs.mknod(parent_inode, _name(name), mode))
+
+    @handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        fh, keep = await self.vfs.open(inode, flags)
+        # Never direct_io: the page cache is what makes mmap work.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.vfs.read(fh, off, size)
+
+    @handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.vfs.write(fh, off, buf)
+
+    @handler
+    async def flush(self, fh: int) -> None:
+        await self.vfs.flush(fh)
+
+    @handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.vfs.fsync(fh)
+
+    @handler
+    async def release(self, fh: int) -> None:
+        await self.vfs.release(fh)
+
+    @handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.vfs.unlink(parent_inode, _name(name))
+
+    @handler
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        await self.vfs.rename(
+            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
+        )
+
+    # --- refused -----------------------------------------------------------------------
+
+    @handler
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise OpError(errno.EPERM, "hard links are not supported")
+
+    @handler
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise OpError(errno.ENOTSUP, "symbolic links are not supported")
+
+    @handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        raise OpError(errno.EINVAL, "not a symbolic link")
+
+    # --- extended attributes -----------------------------------------------------------
+
+    @handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [n.encode() for n in await self.vfs.listxattr(inode)]
+
+    @handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        try:
+            key = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OpError(pyfuse3.ENOATTR) from None
+        try:
+            return await self.vfs.getxattr(inode, key)
+        except OpError as exc:
+            if exc.errno == errno.ENODATA:
+                raise OpError(pyfuse3.ENOATTR) from None
+            raise
+
+    @handler
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise OpError(errno.ENOTSUP, "extended attributes are read-only")
+
+    @handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise OpError(errno.ENOTSUP, "extended attributes are read-only")

@@ -1,0 +1,361 @@
+"""File content operations of the vfs: open, read, write, truncate, seal and upload.
+
+Reads of a remote version go through the ciphertext cache; writes go to an encrypted staging
+file, sealed into the outbox at the last close (or fsync) and uploaded in the background.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import trio
+
+from b2cryptfs.errors import B2CryptfsError
+from b2cryptfs.store.base import MTIME_KEY
+from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.namespace import (
+    Node,
+)
+from b2cryptfs.vfs.openfile import (
+    readahead_window,
+)
+from b2cryptfs.vfs.outbox import OutboxEntry
+from b2cryptfs.vfs.pairs import INFO_FORMAT
+from b2cryptfs.vfs.staging import Staging
+from b2cryptfs.vfs.state import Attr, FileView, Handle, VfsState
+
+log = logging.getLogger(__name__)
+
+
+class ContentOps(VfsState):
+    """Opening, reading and writing files; sealing and uploading what was written."""
+
+    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+        """Open a file; returns (handle, keep the kernel's page cache)."""
+        node = self.table.get(ino)
+        log.debug("open %s flags=%#o", node.path, flags)
+        if node.is_dir:
+            raise OpError(errno.EISDIR)
+        acc = flags & os.O_ACCMODE
+        readable = acc in (os.O_RDONLY, os.O_RDWR)
+        writable = acc in (os.O_WRONLY, os.O_RDWR)
+        if writable:
+            self._check_writable()
+        view = None if node.unlinked else await self._view(node.path)
+        if view is None and node.staging is None:
+            raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
+        handle = Handle(self._new_fh(), node, readable, writable)
+        if writable and flags & os.O_TRUNC:
+            async with node.lock:
+                if node.staging is None:
+                    self.table.set_staging(node, Staging(self.cache.staging))
+                else:
+                    node.staging.truncate(0)
+                node.dirty = True
+                node.content_mtime_ns = time.time_ns()
+        version: str | None = None
+        if readable and node.staging is None:
+            assert view is not None
+            version = await self._pin(handle, view)
+        node.open_count += 1
+        self._handles[handle.fh] = handle
+        keep = version is not None and node.cache_version == version
+        node.cache_version = version
+        return handle.fh, keep
+
+    async def _pin(self, handle: Handle, view: FileView) -> str | None:
+        """Attach the content a read-only view of the file comes from."""
+        if view.exact and view.size == 0:
+            handle.empty = True
+            return view.version
+        if view.pending is not None:
+            local = await self._local(view.pending)
+            if local is not None:
+                handle.local = local
+                return local.version
+            view = await self._view(handle.node.path) or view  # uploaded meanwhile
+            if view.pending is not None or view.remote is None:
+                raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
+        assert view.remote is not None
+        handle.remote = await self._remote(view.remote)
+        return view.remote.content.version_id
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        node = handle.node
+        if not handle.readable:
+            raise OpError(errno.EBADF)
+        if node.staging is not None:
+            async with node.lock:
+                if node.staging is not None:
+                    return node.staging.read(offset, size)
+        if handle.local is None and handle.remote is None and not handle.empty:
+            view = await self._view(node.path)
+            if view is None:
+                raise OpError(errno.ENOENT)
+            await self._pin(handle, view)
+        if handle.empty:
+            return b""
+        if handle.local is not None:
+            return await trio.to_thread.run_sync(
+                handle.local.read, offset, size, limiter=self.cpu_limiter
+            )
+        assert handle.remote is not None
+        rc = handle.remote
+        data = await self.fetcher.read(rc, offset, size)
+        cs = rc.reader.chunk_size
+        sequential = abs(offset - handle.next_off) <= 4 * cs
+        handle.readahead = readahead_window(handle.readahead, sequential, cs)
+        handle.next_off = offset + len(data)
+        if not handle.readahead:
+            handle.ahead_upto = 0
+        elif data:
+            # Top the window up in large steps: fewer, bigger range requests.
+            last = (offset + len(data) - 1) // cs
+            if handle.ahead_upto - last <= handle.readahead // 2:
+                self.fetcher.prefetch(rc, max(last + 1, handle.ahead_upto), last + handle.readahead)
+                handle.ahead_upto = last + handle.readahead + 1
+        return data
+
+    async def _ensure_staging(self, node: Node, *, need_content: bool) -> Staging:
+        """The node's staging file, filled with the current content if needed (node locked)."""
+        if node.staging is not None:
+            return node.staging
+        view = None if node.unlinked else await self._view(node.path)
+        staging = Staging(self.cache.staging)
+        try:
+            if need_content and view is not None and not (view.exact and view.size == 0):
+                read, size = await self._blocking_reader(view)
+                await trio.to_thread.run_sync(
+                    staging.fill_from, read, size, limiter=self.store_limiter
+                )
+        except BaseException:
+            staging.close()
+            raise
+        self.table.set_staging(node, staging)
+        node.content_mtime_ns = view.mtime_ns if view is not None else time.time_ns()
+        return staging
+
+    async def _blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
+        if view.pending is not None:
+            local = await self._local(view.pending)
+            if local is not None:
+                return local.read, local.reader.plaintext_size
+            view = await self._view(view.pending.path) or view
+        if view.remote is None:
+            raise OpError(errno.EIO, "the file's content vanished")
+        rc = await self._remote(view.remote)
+        return rc.reader.read, rc.size
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise OpError(errno.EBADF)
+        node = handle.node
+        async with node.lock:
+            staging = await self._ensure_staging(node, need_content=True)
+            staging.write(offset, data)
+            node.dirty = True
+            node.content_mtime_ns = time.time_ns()
+        return len(data)
+
+    async def _seal(self, node: Node) -> OutboxEntry | None:
+        """Seal a node's dirty staging content into a new outbox entry."""
+        async with node.lock:
+            staging = node.staging
+            if not node.dirty or staging is None:
+                return None
+            if node.unlinked:
+                node.dirty = False
+                return None
+            path = node.path
+            mtime_ms = node.content_mtime_ns // 1_000_000
+            seq, content_path = self.outbox.allocate()
+            pairs, outbox = self.pairs, self.outbox
+
+            def work() -> OutboxEntry:
+                try:
+                    fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+                    return outbox.write_entry(
+                        seq,
+                        path,
+                        mtime_ms,
+                        sealed.key_object,
+                        sealed.info,
+                        pairs.format,
+                        sealed.plaintext_size,
+                    )
+                except BaseException:
+                    outbox.discard_files(seq)
+                    raise
+
+            try:
+                entry = await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+            except OSError as exc:
+                log.error("%s: cannot seal it into the outbox: %s", path, exc.strerror or exc)
+                raise OpError(exc.errno or errno.EIO, str(exc)) from None
+            node.dirty = False
+            self.outbox.register(entry, settle=not self.config.sync_upload)
+            log.debug("%s: sealed %d bytes for upload", path, entry.plaintext_size)
+            return entry
+
+    async def _wait_upload(self, entry: OutboxEntry) -> None:
+        try:
+            await self.outbox.wait(entry, max_attempts=3)
+        except B2CryptfsError as exc:
+            log.error("%s: upload failed: %s", entry.path, exc)
+            raise OpError(errno.EIO, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - reported as EIO, logged by the outbox
+            raise OpError(errno.EIO, str(exc)) from None
+
+    async def flush(self, fh: int) -> None:
+        # close(2): once it returns, what was written is durable (sealed into the outbox).
+        handle = self._handle(fh)
+        if not handle.writable:
+            return
+        node = handle.node
+        if node.dirty and node.staging is not None and node.staging.size == 0:
+            # Shells open (O_TRUNC), dup and close a descriptor before writing to it: an
+            # empty new file is sealed at the last close instead of at each of those.
+            if self.outbox.latest(node.path) is None and not self._listed(node.path):
+                return
+        entry = await self._seal(node)
+        if self.config.sync_upload:
+            # close itself reports whether the upload worked.
+            entry = entry or self.outbox.latest(node.path)
+            if entry is not None:
+                await self._wait_upload(entry)
+
+    async def fsync(self, fh: int) -> None:
+        handle = self._handle(fh)
+        node = handle.node
+        entry = await self._seal(node) if handle.writable else None
+        entry = entry or (None if node.unlinked else self.outbox.latest(node.path))
+        if entry is not None:
+            await self._wait_upload(entry)
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        last = node.open_count == 1
+        try:
+            # A truncate(2) while only readers had it open is sealed by the last close.
+            if node.dirty and (handle.writable or last):
+                await self._seal(node)
+        except B2CryptfsError as exc:
+            log.error("%s: not saved at close: %s (kept in memory until unmount)", node.path, exc)
+        finally:
+            node.open_count -= 1
+            if handle.local is not None:
+                handle.local.close()
+            if node.open_count == 0 and node.staging is not None and not node.dirty:
+                async with node.lock:
+                    if node.open_count == 0 and node.staging is not None and not node.dirty:
+                        self.table.set_staging(node, None)
+            self.table.release(node)
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> Attr:
+        node = self.table.get(ino)
+        if size is not None and not node.is_dir:
+            await self._truncate(node, size)
+        if mtime_ns is not None:
+            if node.is_dir:
+                node.dir_mtime_ns = mtime_ns
+            elif not node.unlinked:
+                await self._set_mtime(node, mtime_ns)
+        if mode is not None:
+            node.perm = mode & 0o7777
+        if uid is not None:
+            node.uid = uid
+        if gid is not None:
+            node.gid = gid
+        return await self._attr_of(node)
+
+    async def _truncate(self, node: Node, size: int) -> None:
+        self._check_writable()
+        if size < 0:
+            raise OpError(errno.EINVAL)
+        if node.staging is None and not node.unlinked:
+            view = await self._view(node.path)
+            if view is not None and view.exact and view.size == size:
+                return  # nothing changes: no copy, no upload
+        async with node.lock:
+            staging = await self._ensure_staging(node, need_content=size > 0)
+            staging.truncate(size)
+            node.dirty = True
+            node.content_mtime_ns = time.time_ns()
+        if node.open_count == 0:
+            # truncate(2) of a closed file: upload it now, as a close would.
+            await self._seal(node)
+            async with node.lock:
+                if node.open_count == 0 and node.staging is not None and not node.dirty:
+                    self.table.set_staging(node, None)
+
+    async def _set_mtime(self, node: Node, mtime_ns: int) -> None:
+        self._check_writable()
+        if node.staging is not None:
+            async with node.lock:
+                node.content_mtime_ns = mtime_ns
+                node.dirty = True
+            if node.open_count == 0:
+                await self._seal(node)
+            return
+        mtime_ms = mtime_ns // 1_000_000
+        entry = await self.outbox.settle_path(node.path)
+        if entry is not None:
+            if entry.mtime_ms != mtime_ms:
+                try:
+                    self.outbox.set_mtime(entry, mtime_ms)
+                except OSError as exc:
+                    raise OpError(exc.errno or errno.EIO, str(exc)) from None
+            return
+        view = await self._view(node.path)
+        if view is None or view.remote is None:
+            raise OpError(errno.ENOENT)
+        if view.remote.mtime_ms == mtime_ms:
+            return
+        await self._reupload(node.path, await self._exact(view), mtime_ms)
+
+    async def _reupload(self, path: str, view: FileView, mtime_ms: int) -> None:
+        """Upload a stored pair again, bytes unchanged, to record a new mtime."""
+        remote = view.remote
+        assert remote is not None
+        if remote.key is None or remote.format is None:
+            raise OpError(errno.EIO, f"{path}: its key object is missing")
+        key_obj, fmt = remote.key, remote.format
+        seq, content_path = self.outbox.allocate()
+        store, outbox = self.pairs.store, self.outbox
+
+        def work() -> OutboxEntry:
+            try:
+                store.download(remote.content, content_path)
+                os.chmod(content_path, 0o600)
+                key_object = store.read(key_obj)
+                info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
+                info[INFO_FORMAT] = fmt
+                return outbox.write_entry(seq, path, mtime_ms, key_object, info, fmt, view.size)
+            except BaseException:
+                outbox.discard_files(seq)
+                raise
+
+        entry = await trio.to_thread.run_sync(work, limiter=self.store_limiter)
+        self.outbox.register(entry, settle=not self.config.sync_upload)
+        if self.config.sync_upload:
+            await self._wait_upload(entry)

@@ -1,0 +1,334 @@
+"""Reading file content: remote versions through the ciphertext cache, and outbox entries.
+
+A :class:`RemoteContent` is one opened remote version (its reader holds the unwrapped file
+key, in memory only). Reads fetch only the chunks they need: from a small in-memory map,
+then the on-disk ciphertext cache, then the store, several chunks per range request.
+Fetches run in the vfs's own nursery so that one reader's interrupted request does not
+abort a fetch others wait for, and sequential reads schedule read-ahead fetches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from b2cryptfs.cache.chunks import ChunkCache
+from b2cryptfs.cache.readers import ByteBoundLRU, MemoryLRU
+from b2cryptfs.errors import IntegrityError
+from b2cryptfs.formats import ContentReader
+from b2cryptfs.store.base import ObjectInfo, Store
+from b2cryptfs.vfs.pairs import FileEntry
+
+log = logging.getLogger(__name__)
+
+GROUP_BYTES = 1 << 20  # ciphertext per range request
+MAX_READAHEAD_BYTES = 8 << 20
+MEMORY_BYTES = 64 << 20  # fetched ciphertext kept in memory (read-ahead lands here)
+_PLAIN_CHUNKS = 8  # decrypted chunks kept per open version
+_THREAD_DECRYPT = 3  # decrypt in a worker thread from this many chunks on
+
+
+class RecordingSource:
+    """A ContentSource over one stored version that remembers its last fetch.
+
+    Opening a pair reads the first chunk (to prove the pair matches); the first read then
+    finds those bytes here instead of asking the store again.
+    """
+
+    def __init__(self, store: Store, obj: ObjectInfo) -> None:
+        self.store = store
+        self.obj = obj
+        self.size = obj.size
+        self._last: tuple[int, int, bytes] | None = None
+
+    def fetch(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        data = self.store.read(self.obj, start, end - start)
+        self._last = (start, end, data)
+        return data
+
+    def recall(self, start: int, end: int) -> bytes | None:
+        last = self._last
+        if last is not None and last[0] <= start and end <= last[1]:
+            return last[2][start - last[0] : end - last[0]]
+        return None
+
+
+class LocalFileSource:
+    """A ContentSource over a local ciphertext file (an outbox entry's content).
+
+    The file is opened once: an upload finishing and deleting it does not disturb readers.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def fetch(self, start: int, end: int) -> bytes:
+        parts = []
+        pos = start
+        while pos < end:
+            data = os.pread(self._fd, end - pos, pos)
+            if not data:
+                break
+            parts.append(data)
+            pos += len(data)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class RemoteContent:
+    """One opened remote version."""
+
+    entry: FileEntry
+    reader: ContentReader
+    source: RecordingSource
+    plain: MemoryLRU[bytes] = field(default_factory=lambda: MemoryLRU(_PLAIN_CHUNKS))
+
+    @property
+    def version_id(self) -> str:
+        return self.entry.content.version_id
+
+    @property
+    def size(self) -> int:
+        return self.reader.plaintext_size
+
+    def span_len(self, index: int) -> int:
+        s, e = self.reader.chunk_span(index)
+        return e - s
+
+
+class _Fetch:
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.data: dict[int, bytes] = {}
+        self.error: BaseException | None = None
+
+
+class ChunkFetcher:
+    """Gets ciphertext chunks of remote versions, shared by every open file."""
+
+    def __init__(
+        self,
+        disk: ChunkCache | None,
+        limiter: trio.CapacityLimiter,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.disk = disk
+        self.limiter = limiter
+        self.nursery = nursery
+        self.memory = ByteBoundLRU(MEMORY_BYTES)
+        self._inflight: dict[tuple[str, int], _Fetch] = {}
+        self._running = 0
+
+    # --- fetching ----------------------------------------------------------------------
+
+    async def get(self, rc: RemoteContent, indices: Sequence[int]) -> dict[int, bytes]:
+        """Ciphertext of the given chunks (each exactly its ``chunk_span``)."""
+        vid = rc.version_id
+        out: dict[int, bytes] = {}
+        missing = []
+        for i in indices:
+            data = self.memory.get((vid, i))
+            if data is not None:
+                out[i] = data
+            else:
+                missing.append(i)
+        if not missing:
+            return out
+        self._start(rc, [i for i in missing if (vid, i) not in self._inflight])
+        waits = {i: self._inflight.get((vid, i)) for i in missing}
+        for i, fetch in waits.items():
+            if fetch is None:  # finished already (cannot happen without an await, but be safe)
+                out[i] = (await self._fetch_direct(rc, [i]))[i]
+                continue
+            await fetch.event.wait()
+            if fetch.error is not None:
+                raise fetch.error
+            out[i] = fetch.data[i]
+        return out
+
+    def prefetch(self, rc: RemoteContent, first: int, last: int) -> None:
+        """Bring chunks ``first..last`` into memory (from the disk cache or the store)."""
+        vid = rc.version_id
+        want = [
+            i
+            for i in range(max(0, first), min(last, rc.reader.chunk_count - 1) + 1)
+            if (vid, i) not in self.memory and (vid, i) not in self._inflight
+        ]
+        if want:
+            self._start(rc, want, prefetch=True)
+
+    def _groups(self, rc: RemoteContent, indices: Sequence[int]) -> list[list[int]]:
+        """Runs of consecutive chunks, each at most about GROUP_BYTES of ciphertext."""
+        groups: list[list[int]] = []
+        for i in sorted(indices):
+            if groups and groups[-1][-1] == i - 1:
+                s, _ = rc.reader.chunk_span(groups[-1][0])
+                _, e = rc.reader.chunk_span(i)
+                if e - s <= GROUP_BYTES:
+                    groups[-1].append(i)
+                    continue
+            groups.append([i])
+        return groups
+
+    def _start(self, rc: RemoteContent, indices: Sequence[int], prefetch: bool = False) -> None:
+        for group in self._groups(rc, indices):
+            fetch = _Fetch()
+            for i in group:
+                self._inflight[(rc.version_id, i)] = fetch
+            self.nursery.start_soon(self._run, rc, group, fetch, prefetch)
+
+    async def _run(
+        self, rc: RemoteContent, group: list[int], fetch: _Fetch, prefetch: bool
+    ) -> None:
+        self._running += 1
+        try:
+            await self._run_one(rc, group, fetch, prefetch)
+        finally:
+            self._running -= 1
+
+    async def _run_one(
+        self, rc: RemoteContent, group: list[int], fetch: _Fetch, prefetch: bool
+    ) -> None:
+        vid = rc.version_id
+        fresh: dict[int, bytes] = {}
+        try:
+            data: dict[int, bytes] = {}
+            disk = self.disk
+            if disk is not None:
+                cached = [i for i in group if (vid, i) in disk]
+                if cached:
+                    got = await trio.to_thread.run_sync(
+                        lambda: {i: disk.get(vid, i, rc.span_len(i)) for i in cached}
+                    )
+                    data.update((i, d) for i, d in got.items() if d is not None)
+            for run_ in self._groups(rc, [i for i in group if i not in data]):
+                fresh.update(await self._fetch_direct(rc, run_))
+            data.update(fresh)
+            fetch.data = data
+            for i, d in data.items():
+                self.memory.put((vid, i), d)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters
+            fetch.error = exc
+            if prefetch:
+                log.debug("read-ahead of %s failed: %s", rc.entry.path, exc)
+            if isinstance(exc, trio.Cancelled):
+                raise
+        finally:
+            for i in group:
+                if self._inflight.get((vid, i)) is fetch:
+                    del self._inflight[(vid, i)]
+            fetch.event.set()
+        if disk is not None and fresh:
+            await trio.to_thread.run_sync(lambda: [disk.put(vid, i, d) for i, d in fresh.items()])
+
+    async def _fetch_direct(self, rc: RemoteContent, group: list[int]) -> dict[int, bytes]:
+        """One range request for a run of chunks, from the store (never a cache)."""
+        start, _ = rc.reader.chunk_span(group[0])
+        _, end = rc.reader.chunk_span(group[-1])
+        blob = rc.source.recall(start, end)
+        if blob is None:
+            blob = await trio.to_thread.run_sync(rc.source.fetch, start, end, limiter=self.limiter)
+        if len(blob) != end - start:
+            raise IntegrityError(
+                f"{rc.entry.path}: short read of its content object ({len(blob)} of "
+                f"{end - start} bytes)"
+            )
+        out = {}
+        for i in group:
+            s, e = rc.reader.chunk_span(i)
+            out[i] = blob[s - start : e - start]
+        return out
+
+    async def idle(self) -> None:
+        """Wait until no fetch runs (read-ahead and its cache writes included)."""
+        while self._running:
+            await trio.sleep(0.01)
+
+    def forget_chunk(self, vid: str, index: int) -> None:
+        self.memory.discard((vid, index))
+        if self.disk is not None:
+            self.disk.discard(vid, index)
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def read(self, rc: RemoteContent, offset: int, length: int) -> bytes:
+        """Plaintext ``[offset, offset+length)`` of a remote version, clipped at its end."""
+        reader = rc.reader
+        end = min(offset + length, reader.plaintext_size)
+        if offset >= end:
+            return b""
+        cs = reader.chunk_size
+        first, last = offset // cs, (end - 1) // cs
+        plain: dict[int, bytes] = {}
+        need = []
+        for i in range(first, last + 1):
+            p = rc.plain.get(i)
+            if p is not None:
+                plain[i] = p
+            else:
+                need.append(i)
+        if need:
+            cipher = await self.get(rc, need)
+            try:
+                plain.update(await self._decrypt(rc, cipher))
+            except IntegrityError as exc:
+                # Possibly a damaged cached copy: drop it and read the store once more.
+                log.warning("%s: %s; fetching it again from the store", rc.entry.path, exc)
+                for i in need:
+                    await trio.to_thread.run_sync(self.forget_chunk, rc.version_id, i)
+                fresh: dict[int, bytes] = {}
+                for group in self._groups(rc, need):
+                    fresh.update(await self._fetch_direct(rc, group))
+                plain.update(await self._decrypt(rc, fresh))
+            for i in need:
+                rc.plain.put(i, plain[i])
+        data = b"".join(plain[i] for i in range(first, last + 1))
+        skip = offset - first * cs
+        return data[skip : skip + (end - offset)]
+
+    @staticmethod
+    async def _decrypt(rc: RemoteContent, cipher: dict[int, bytes]) -> dict[int, bytes]:
+        def work() -> dict[int, bytes]:
+            return {i: rc.reader.decrypt_chunk(i, c) for i, c in cipher.items()}
+
+        if len(cipher) >= _THREAD_DECRYPT:
+            return await trio.to_thread.run_sync(work)
+        return work()
+
+
+@dataclass(eq=False)
+class LocalContent:
+    """An outbox entry opened for reading: its content file and key object, decrypted here."""
+
+    reader: ContentReader
+    source: LocalFileSource
+    version: str
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.reader.read(offset, length)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def readahead_window(previous: int, sequential: bool, chunk_size: int) -> int:
+    """Chunks to keep fetched ahead of a reader: grows while reads stay sequential."""
+    if not sequential:
+        return 0
+    most = max(1, MAX_READAHEAD_BYTES // chunk_size)
+    return min(most, max(4, previous * 2))

@@ -1,0 +1,530 @@
+"""Shared state of the vfs: settings, caches, the listing cache with its local overlay,
+and how a path is seen (attributes, where its content comes from).
+
+Where a file's content comes from, newest first: the node's staging file (open for writing),
+the newest pending outbox entry of its path (sealed, not yet uploaded), the remote pair in
+the cached listing. Listings are the cached remote level overlaid with the first two.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from b2cryptfs.cache.cachedir import CacheDir
+from b2cryptfs.cache.chunks import ChunkCache
+from b2cryptfs.cache.readers import MemoryLRU
+from b2cryptfs.errors import AlreadyExists, B2CryptfsError
+from b2cryptfs.vfs.config import MountConfig
+from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.names import check_dir_name, check_file_name
+from b2cryptfs.vfs.namespace import (
+    DirState,
+    InodeTable,
+    Node,
+    is_under,
+    join,
+    split,
+)
+from b2cryptfs.vfs.openfile import (
+    ChunkFetcher,
+    LocalContent,
+    LocalFileSource,
+    RecordingSource,
+    RemoteContent,
+)
+from b2cryptfs.vfs.outbox import Outbox, OutboxEntry
+from b2cryptfs.vfs.pairs import FileEntry, PairStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BLKSIZE = 128 * 1024
+_FILE_PERM = 0o644
+_DIR_PERM = 0o755
+
+
+@dataclass
+class Attr:
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    blocks: int
+    blksize: int
+    attr_timeout: float
+    entry_timeout: float
+
+
+@dataclass
+class FileView:
+    """What a path shows as a file, and where its content is."""
+
+    size: int
+    mtime_ns: int
+    exact: bool
+    remote: FileEntry | None
+    pending: OutboxEntry | None
+    staged: Node | None
+
+    @property
+    def version(self) -> str | None:
+        if self.staged is not None:
+            return None
+        if self.pending is not None:
+            return f"outbox:{self.pending.seq}"
+        assert self.remote is not None
+        return self.remote.content.version_id
+
+
+@dataclass(eq=False)
+class Handle:
+    fh: int
+    node: Node
+    readable: bool
+    writable: bool
+    remote: RemoteContent | None = None
+    local: LocalContent | None = None
+    empty: bool = False
+    next_off: int = 0
+    readahead: int = 0
+    ahead_upto: int = 0  # chunks below this index were already asked for
+
+
+class VfsState:
+    """State and lookups shared by the operations (see :class:`b2cryptfs.vfs.core.Vfs`)."""
+
+    def __init__(
+        self,
+        pairs: PairStore,
+        config: MountConfig,
+        cache: CacheDir,
+        *,
+        settle: float = 2.0,
+        retry_base: float = 1.0,
+    ) -> None:
+        self.pairs = pairs
+        self.config = config
+        self.cache = cache
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.timeout = max(0.0, min(1.0, config.dir_cache_time))
+        self.table = InodeTable()
+        self._dirs: dict[str, DirState] = {}
+        self._replay: dict[str, list[Callable[[DirState], None]]] = {}
+        self._dir_locks: dict[str, trio.Lock] = {}
+        self._meta = trio.Lock()
+        self._handles: dict[int, Handle] = {}
+        self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
+        self._next_fh = 1
+        self.store_limiter = trio.CapacityLimiter(max(1, config.store_threads))
+        self.cpu_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
+        self.disk_cache = (
+            ChunkCache(cache.chunks, config.cache_size) if config.cache_size > 0 else None
+        )
+        self.readers: MemoryLRU[RemoteContent] = MemoryLRU(64)
+        self._reader_locks: dict[str, trio.Lock] = {}
+        self.exact_sizes: dict[str, int] = {}
+        self.outbox = Outbox(
+            cache.outbox,
+            pairs,
+            trio.CapacityLimiter(max(1, config.upload_workers)),
+            workers=config.upload_workers,
+            settle=settle,
+            retry_base=retry_base,
+            on_uploaded=self._on_uploaded,
+        )
+        self._fetcher: ChunkFetcher | None = None
+        self.mount_time_ns = time.time_ns()
+        self._warned: set[str] = set()
+        # A bucket prefix counts against B2's limit on object names.
+        prefix = getattr(pairs.store, "prefix", "")
+        self._prefix_bytes = len(prefix.encode()) if isinstance(prefix, str) else 0
+
+    @property
+    def fetcher(self) -> ChunkFetcher:
+        assert self._fetcher is not None, "Vfs.start() was not called"
+        return self._fetcher
+
+    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=self.store_limiter
+        )
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+        else:
+            log.debug(message, *args)
+
+    def _no_read_key(self, path: str) -> OpError:
+        self._warn_once(
+            "write-only",
+            "%s: cannot read existing content: this mount has no private key (write-only); "
+            "creating, replacing, renaming and deleting files still work",
+            path,
+        )
+        return OpError(errno.EACCES, f"{path}: write-only mount")
+
+    def _check_writable(self) -> None:
+        if self.config.read_only:
+            raise OpError(errno.EROFS, "read-only mount")
+        if not self.pairs.can_write:
+            self._warn_once("no-recipient", "this mount has no public key: it cannot write")
+            raise OpError(errno.EACCES, "no public key to encrypt to")
+
+    # In-place changes of cached listings. A listing running meanwhile may or may not see a
+    # change, so each one is also recorded and replayed onto that listing when it returns.
+
+    def _edit(self, dirpath: str, change: Callable[[DirState], None]) -> None:
+        ds = self._dirs.get(dirpath)
+        if ds is not None:
+            change(ds)
+        replay = self._replay.get(dirpath)
+        if replay is not None:
+            replay.append(change)
+
+    def _set_file(self, dirpath: str, leaf: str, entry: FileEntry | None) -> None:
+        def change(ds: DirState) -> None:
+            if entry is None:
+                ds.files.pop(leaf, None)
+            else:
+                ds.files[leaf] = entry
+
+        self._edit(dirpath, change)
+
+    def _set_dir(self, dirpath: str, leaf: str, exists: bool) -> None:
+        def change(ds: DirState) -> None:
+            if exists:
+                ds.dirs.add(leaf)
+            else:
+                ds.dirs.discard(leaf)
+
+        self._edit(dirpath, change)
+
+    def _set_marker(self, dirpath: str) -> None:
+        def change(ds: DirState) -> None:
+            ds.has_marker = True
+
+        self._edit(dirpath, change)
+
+    def _on_uploaded(self, entry: OutboxEntry, result: FileEntry) -> None:
+        parent, leaf = split(entry.path)
+        self._set_file(parent, leaf, result)
+        # Parents that existed only through the pending upload now exist in the store.
+        path = parent
+        while path:
+            up, name = split(path)
+            self._set_dir(up, name, True)
+            path = up
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    async def _dir(self, dirpath: str, *, fresh: bool = False) -> DirState:
+        ds = self._dirs.get(dirpath)
+        asked = trio.current_time()
+        if ds is not None and not fresh and asked - ds.fetched < self.config.dir_cache_time:
+            return ds
+        lock = self._dir_locks.setdefault(dirpath, trio.Lock())
+        async with lock:
+            ds = self._dirs.get(dirpath)
+            if ds is not None and ds.fetched >= asked:
+                return ds  # listed by someone else while we waited
+            started = trio.current_time()
+            replay: list[Callable[[DirState], None]] = []
+            self._replay[dirpath] = replay
+            try:
+                listing = await self._store(self.pairs.list_dir, dirpath)
+            finally:
+                del self._replay[dirpath]
+            ds = DirState.from_listing(listing, started)
+            for change in replay:
+                change(ds)
+            self._dirs[dirpath] = ds
+            return ds
+
+    def _overlay(self, dirpath: str) -> tuple[set[str], set[str]]:
+        """Files and subdirectories of ``dirpath`` that exist only locally so far."""
+        files = self.outbox.index.files(dirpath)
+        dirs = self.outbox.index.dirs(dirpath)
+        cut = len(dirpath) + 1 if dirpath else 0
+        for path in [n.path for n in self.table.staged()]:  # open files: few
+            if not is_under(path, dirpath):
+                continue
+            head, sep, _ = path[cut:].partition("/")
+            (dirs if sep else files).add(head)
+        return files, dirs
+
+    def _view_sync(self, path: str, ds: DirState | None) -> FileView | None:
+        remote = ds.files.get(split(path)[1]) if ds is not None else None
+        node = self.table.by_path.get(path)
+        if node is not None and not node.is_dir and node.staging is not None:
+            st = node.staging
+            return FileView(st.size, node.content_mtime_ns, True, remote, None, node)
+        pending = self.outbox.latest(path)
+        if pending is not None:
+            return FileView(
+                pending.plaintext_size, pending.mtime_ms * 1_000_000, True, remote, pending, None
+            )
+        if remote is None:
+            return None
+        size = remote.size
+        if size is None:
+            size = self.exact_sizes.get(remote.content.version_id)
+        exact = size is not None
+        return FileView(
+            size if size is not None else remote.size_estimate,
+            remote.mtime_ms * 1_000_000,
+            exact,
+            remote,
+            None,
+            None,
+        )
+
+    def _listed(self, path: str) -> bool:
+        """Does the cached listing hold a stored version of ``path``?"""
+        parent, leaf = split(path)
+        ds = self._dirs.get(parent)
+        return ds is not None and leaf in ds.files
+
+    async def _view(self, path: str) -> FileView | None:
+        if not path:
+            return None
+        return self._view_sync(path, await self._dir(split(path)[0]))
+
+    async def _kind(self, path: str) -> str | None:
+        """Kind of a path: "dir", "file" or None (a name both ways shows as a directory)."""
+        if path == "":
+            return "dir"
+        parent, leaf = split(path)
+        ds = await self._dir(parent)
+        if (
+            leaf in ds.dirs
+            or self.outbox.index.has_dir(parent, leaf)
+            or any(is_under(n.path, path) for n in self.table.staged())
+        ):
+            return "dir"
+        if self._view_sync(path, ds) is not None:
+            return "file"
+        return None
+
+    async def _children(self, dirpath: str) -> tuple[dict[str, FileView], set[str]]:
+        ds = await self._dir(dirpath)
+        ofiles, odirs = self._overlay(dirpath)
+        dirs = set(ds.dirs) | odirs
+        files: dict[str, FileView] = {}
+        for leaf in set(ds.files) | ofiles:
+            if leaf in dirs:
+                self._warn_once(
+                    f"both:{join(dirpath, leaf)}",
+                    "%s is both a file and a directory in the store; showing the directory",
+                    join(dirpath, leaf),
+                )
+                continue
+            view = self._view_sync(join(dirpath, leaf), ds)
+            if view is not None:
+                files[leaf] = view
+        return files, dirs
+
+    def _dir_attr(self, node: Node) -> Attr:
+        mtime = node.dir_mtime_ns or self.mount_time_ns
+        return Attr(
+            ino=node.ino,
+            mode=stat.S_IFDIR | (node.perm if node.perm is not None else _DIR_PERM),
+            nlink=1,  # "unknown": tools must not count subdirectories from it
+            uid=node.uid if node.uid is not None else self.uid,
+            gid=node.gid if node.gid is not None else self.gid,
+            size=4096,
+            mtime_ns=mtime,
+            ctime_ns=mtime,
+            blocks=8,
+            blksize=BLKSIZE,
+            attr_timeout=self.timeout,
+            entry_timeout=self.timeout,
+        )
+
+    def _file_attr(self, node: Node, view: FileView) -> Attr:
+        node.last_size = view.size
+        node.last_mtime_ns = view.mtime_ns
+        timeout = self.timeout if view.exact else 0.0
+        return Attr(
+            ino=node.ino,
+            mode=stat.S_IFREG | (node.perm if node.perm is not None else _FILE_PERM),
+            nlink=0 if node.unlinked else 1,
+            uid=node.uid if node.uid is not None else self.uid,
+            gid=node.gid if node.gid is not None else self.gid,
+            size=view.size,
+            mtime_ns=view.mtime_ns,
+            ctime_ns=view.mtime_ns,
+            blocks=(view.size + 511) // 512,
+            blksize=BLKSIZE,
+            attr_timeout=timeout,
+            entry_timeout=self.timeout,
+        )
+
+    def _stale_attr(self, node: Node) -> Attr:
+        """Attributes of a node whose name is gone (still open, or not yet forgotten)."""
+        if node.is_dir:
+            return self._dir_attr(node)
+        size = node.staging.size if node.staging is not None else node.last_size
+        view = FileView(size, node.content_mtime_ns or node.last_mtime_ns, True, None, None, None)
+        return self._file_attr(node, view)
+
+    async def _exact(self, view: FileView) -> FileView:
+        """Make a size exact by opening the pair (seed files carry no size), if we can."""
+        if view.exact or view.remote is None or not self.pairs.can_read:
+            return view
+        try:
+            rc = await self._remote(view.remote)
+        except B2CryptfsError as exc:
+            self._warn_once(
+                f"size:{view.remote.content.version_id}",
+                "%s: cannot read its exact size (%s); showing an estimate",
+                view.remote.path,
+                exc,
+            )
+            return view
+        view.size = rc.size
+        view.exact = True
+        return view
+
+    async def _attr_of(self, node: Node) -> Attr:
+        if node.is_dir:
+            return self._dir_attr(node)
+        if node.unlinked:
+            return self._stale_attr(node)
+        view = await self._view(node.path)
+        if view is None:
+            raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
+        return self._file_attr(node, await self._exact(view))
+
+    def _dir_node(self, ino: int) -> Node:
+        node = self.table.get(ino)
+        if not node.is_dir:
+            raise OpError(errno.ENOTDIR, f"{node.path}: not a directory")
+        if node.unlinked:
+            raise OpError(errno.ENOENT, f"{node.path}: directory was removed")
+        return node
+
+    def _forget_dirs(self, top: str) -> None:
+        for d in [d for d in self._dirs if d == top or is_under(d, top)]:
+            del self._dirs[d]
+
+    async def _keep_dir(self, dirpath: str) -> None:
+        """A directory left empty keeps existing in the store through a marker object."""
+        if not dirpath or self.config.read_only:
+            return
+        ds = self._dirs.get(dirpath)
+        if ds is None or ds.files or ds.dirs or ds.has_marker:
+            return
+        ofiles, odirs = self._overlay(dirpath)
+        if ofiles or odirs:
+            return
+        try:
+            await self._store(self.pairs.mkdir, dirpath)
+        except AlreadyExists:
+            pass
+        except B2CryptfsError as exc:
+            log.warning("%s: could not keep the empty directory (%s)", dirpath, exc)
+            return
+        self._set_marker(dirpath)
+
+    def _check_collision(self, path: str, files: dict[str, FileView], ignore: str = "") -> None:
+        """Refuse ``P.key`` next to ``P`` and the reverse (they would share an object)."""
+        for obj, other in self.pairs.collision_names(path):
+            if other != ignore and split(other)[1] in files:
+                log.warning(
+                    "refusing to create %s: %s exists and the two would share the object %s",
+                    path,
+                    other,
+                    obj,
+                )
+                raise OpError(errno.EEXIST, f"{path}: collides with {other}")
+
+    def _check_name(self, parent: str, leaf: str, *, is_dir: bool) -> str:
+        """A new name's path, or ENAMETOOLONG/EINVAL if the store would refuse it."""
+        check = check_dir_name if is_dir else check_file_name
+        path = check(parent, leaf, self._prefix_bytes)
+        # The pair layer knows the object names exactly (encrypted names are longer).
+        check_objects = getattr(self.pairs, "check_name", None)
+        if check_objects is not None:
+            check_objects(path, is_dir=is_dir)
+        return path
+
+    async def _remote(self, entry: FileEntry) -> RemoteContent:
+        vid = entry.content.version_id
+        rc = self.readers.get(vid)
+        if rc is not None:
+            return rc
+        if not self.pairs.can_read:
+            raise self._no_read_key(entry.path)
+        if entry.key is None:
+            self._warn_once(
+                f"nokey:{vid}",
+                "%s: its key object %s.key.enc is missing: the file cannot be read",
+                entry.path,
+                entry.path,
+            )
+            raise OpError(errno.EIO, f"{entry.path}: key object missing")
+        lock = self._reader_locks.setdefault(vid, trio.Lock())
+        async with lock:
+            rc = self.readers.get(vid)
+            if rc is not None:
+                return rc
+            source = RecordingSource(self.pairs.store, entry.content)
+            try:
+                reader = await self._store(self.pairs.open, entry, source)
+            except B2CryptfsError as exc:
+                log.warning("%s: cannot open: %s", entry.path, exc)
+                raise
+            finally:
+                self._reader_locks.pop(vid, None)
+            rc = RemoteContent(entry, reader, source)
+            self.readers.put(vid, rc)
+            self.exact_sizes[vid] = reader.plaintext_size
+            return rc
+
+    async def _local(self, entry: OutboxEntry) -> LocalContent | None:
+        """Open a pending upload from its outbox files; None if it was uploaded meanwhile."""
+        if not self.pairs.can_read:
+            raise self._no_read_key(entry.path)
+        identities = self.pairs.identities
+        codec = self.pairs.codec_for(entry.format)
+
+        def work() -> LocalContent | None:
+            try:
+                source = LocalFileSource(entry.content_file)
+                key_object = entry.read_key_object()
+            except FileNotFoundError:
+                return None
+            try:
+                reader = codec.open(key_object, identities, source, entry.info)
+            except BaseException:
+                source.close()
+                raise
+            return LocalContent(reader, source, f"outbox:{entry.seq}")
+
+        return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise OpError(errno.EBADF, f"unknown file handle {fh}")
+        return handle
