@@ -21,3 +21,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+
+# mount(8) runs helpers with a minimal PATH (and no HOME): put the entry points where its
+# shell finds them, so that `mount -t fuse.b2cryptfs` and fstab lines work.
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if [ "$scripts_dir" != /usr/local/bin ] && [ "$scripts_dir" != /usr/bin ]; then
+    $SUDO ln -sf "$scripts_dir/b2cryptfs" /usr/local/bin/b2cryptfs
+    $SUDO mkdir -p /usr/local/sbin
+    $SUDO ln -sf "$scripts_dir/mount.b2cryptfs" /usr/local/sbin/mount.b2cryptfs
+fi

@@ -165,7 +165,8 @@ def split_location(spec: str) -> tuple[str, str]:
     """Split ``STORE/PATH`` into (store url, path inside the store).
 
     ``b2://BUCKET/a/b`` → (``b2://BUCKET``, ``a/b``). A local spec names a directory (the
-    store itself) or a file inside one: (directory, leaf).
+    store itself) or a file inside one: (directory, leaf); below the root of a tree with
+    encrypted names (whose plaintext directories do not exist on disk): (root, path).
     """
     if spec.startswith("b2://"):
         rest = spec[len("b2://") :]
@@ -179,4 +180,19 @@ def split_location(spec: str) -> tuple[str, str]:
     if os.path.isdir(local):
         return local, ""
     parent, leaf = os.path.split(local.rstrip("/"))
-    return parent or ".", leaf
+    parent = parent or "."
+    if not os.path.isdir(parent):
+        # With encrypted names no plaintext directory exists on disk: a path below the root
+        # of a name-encrypted tree is (that root, the rest).
+        from b2cryptfs.vfs.pairs import NAME_KEY_OBJECT
+
+        head, rest = parent, [leaf]
+        while not os.path.isdir(head):
+            up, segment = os.path.split(head)
+            if up == head:
+                break
+            rest.insert(0, segment)
+            head = up or "."
+        if os.path.isfile(os.path.join(head, NAME_KEY_OBJECT)):
+            return head, "/".join(rest)
+    return parent, leaf
