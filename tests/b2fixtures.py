@@ -148,8 +148,22 @@ class B2ServerHandle:
         q = urllib.parse.urlencode({"bucket": bucket})
         return self._request("GET", f"/test/file_versions?{q}")
 
-    def seed(self, bucket: str, names: list[str], size: int = 0) -> None:
-        self._request("POST", "/test/seed", {"bucket": bucket, "names": names, "size": size})
+    def seed(
+        self,
+        bucket: str,
+        names: list[str],
+        size: int = 0,
+        *,
+        data: bytes | None = None,
+        info: dict[str, str] | None = None,
+    ) -> None:
+        """Store many objects at once: ``data`` under every name, else ``size`` filler bytes."""
+        body: dict[str, Any] = {"bucket": bucket, "names": names, "size": size}
+        if data is not None:
+            body["data_b64"] = base64.b64encode(data).decode()
+        if info is not None:
+            body["info"] = info
+        self._request("POST", "/test/seed", body)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -1234,7 +1234,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(self.server.create_key(**p))
             if path == "/test/seed":
                 return self._json(
-                    self.server.seed(p["bucket"], p["names"], int(p.get("size", 0)), p.get("info"))
+                    self.server.seed(
+                        p["bucket"],
+                        p["names"],
+                        int(p.get("size", 0)),
+                        p.get("info"),
+                        base64.b64decode(p["data_b64"]) if "data_b64" in p else None,
+                    )
                 )
             if path == "/test/file_versions":
                 return self._json(self.server.file_versions(p.get("bucket", "")))
@@ -1322,8 +1328,13 @@ class B2HTTPServer(ThreadingHTTPServer):
             account_id = next(iter(self.sim.key_id_to_key.values())).account_id
             return self.sim.add_bucket(account_id, name, bucket_type).bucket_id
 
-    def seed(self, bucket: str, names: list[str], size: int = 0, info=None) -> dict:
-        """Store many small files at once, bypassing HTTP (for listing tests, benchmarks)."""
+    def seed(
+        self, bucket: str, names: list[str], size: int = 0, info=None, data: bytes | None = None
+    ) -> dict:
+        """Store many small files at once, bypassing HTTP (for listing tests, benchmarks).
+
+        With ``data`` every name gets those bytes (one sealed pair is valid under any name),
+        else ``size`` bytes of filler."""
         with self.sim.lock:
             b = self.sim.bucket_name_to_bucket.get(bucket)
             if b is None:
@@ -1331,8 +1342,12 @@ class B2HTTPServer(ThreadingHTTPServer):
             info = check_file_info(info or {})
             for name in names:
                 check_file_name(name)
-                data = (name.encode() * (size // max(1, len(name)) + 1))[:size]
-                b.store(name, CONTENT_TYPE_DEFAULT, hashlib.sha1(data).hexdigest(), info, data)
+                body = (
+                    data
+                    if data is not None
+                    else (name.encode() * (size // max(1, len(name)) + 1))[:size]
+                )
+                b.store(name, CONTENT_TYPE_DEFAULT, hashlib.sha1(body).hexdigest(), info, body)
         return dict(count=len(names))
 
     def file_versions(self, bucket: str) -> list[dict]:
@@ -1431,8 +1446,10 @@ class B2Server:
     def file_versions(self, bucket: str) -> list[dict]:
         return self.httpd.file_versions(bucket)
 
-    def seed(self, bucket: str, names: list[str], size: int = 0, info=None) -> dict:
-        return self.httpd.seed(bucket, names, size, info)
+    def seed(
+        self, bucket: str, names: list[str], size: int = 0, info=None, data: bytes | None = None
+    ) -> dict:
+        return self.httpd.seed(bucket, names, size, info, data)
 
 
 def main(argv: list[str] | None = None) -> int:
