@@ -247,8 +247,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
         # What /proc/mounts and df show: the store as the user named it, made absolute.
         fsname=args.store if "://" in args.store else os.path.abspath(args.store),
     )
-    config.fuse_options = ["auto_unmount"] if args.auto_unmount else []  # type: ignore[attr-defined]
-    config.encrypt_names = bool(getattr(args, "encrypt_names", False))  # type: ignore[attr-defined]
+    config.fuse_options = ["auto_unmount"] if args.auto_unmount else []
+    config.encrypt_names = bool(getattr(args, "encrypt_names", False))
     # The pair layer as the daemon will build it: a name key the keys cannot open (or a
     # write-only mount of a store with encrypted names) is refused here, in the foreground.
     from b2cryptfs.fs.mount import make_pairs

@@ -45,7 +45,7 @@ def fuse_options(config: MountConfig) -> set[str]:
         options.add("allow_other")
     if config.read_only:
         options.add("ro")
-    options.update(getattr(config, "fuse_options", None) or [])
+    options.update(config.fuse_options)
     return options
 
 
@@ -60,7 +60,8 @@ def make_pairs(config: MountConfig, store: Store) -> PairStore:
         format=config.format,
         openssl_md=config.openssl_md,
         hard_delete=config.hard_delete,
-        encrypt_names=bool(getattr(config, "encrypt_names", False)),
+        # A read-only mount must not write a name key into the store.
+        encrypt_names=config.encrypt_names and not config.read_only,
     )
 
 

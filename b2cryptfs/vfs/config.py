@@ -28,3 +28,6 @@ class MountConfig:
     upload_workers: int = 4
     store_threads: int = 8  # concurrent blocking store calls
     fsname: str = ""  # shown in /proc/mounts; defaults to store_url
+    # Create a name key if the store has none (an existing one is always honoured).
+    encrypt_names: bool = False
+    fuse_options: list[str] = field(default_factory=list)  # extra, e.g. auto_unmount
