@@ -28,6 +28,7 @@ from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
     DirectoryNotEmpty,
+    InvalidName,
     NameCollision,
     NoPrivateKey,
     NotFound,
@@ -402,11 +403,15 @@ class PairStore:
         out = [(key_name(path + ".key"), path + ".key")]
         if path.endswith(".key"):
             out.append((content_name(path[:-4]), path[:-4]))
-        return out
+        return [(obj, other) for obj, other in out if _valid_object_name(obj)]
 
     def check_collision(self, path: str) -> None:
         for obj, other in self.collision_names(path):
-            if self.store.stat(obj) is not None:
+            try:
+                found = self.store.stat(obj)
+            except InvalidName:
+                continue  # a name the store refuses (its prefix made it too long) cannot exist
+            if found is not None:
                 raise NameCollision(
                     f"cannot create {path!r}: {other!r} exists and the two would share the "
                     f"object {key_name(path) if other.endswith('.key') else content_name(path)}"
@@ -493,6 +498,15 @@ class PairStore:
         prefix = _dir_prefix(self.object_path(dirpath))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
+
+
+def _valid_object_name(name: str) -> bool:
+    """Whether a store could hold ``name`` at all (a longer one cannot collide with anything)."""
+    try:
+        validate_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 class StoreSource:
