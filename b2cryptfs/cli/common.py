@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from b2cryptfs.errors import UsageError
 from b2cryptfs.formats import FORMATS
@@ -155,10 +155,10 @@ def open_pairs_from_args(
     )
 
 
-def open_store_from_args(args: argparse.Namespace, url: str) -> Store:
+def open_store_from_args(args: argparse.Namespace, url: str, **b2_options: Any) -> Store:
     from b2cryptfs.store import open_store
 
-    return open_store(url, realm=getattr(args, "b2_realm", None))
+    return open_store(url, realm=getattr(args, "b2_realm", None), **b2_options)
 
 
 def split_location(spec: str) -> tuple[str, str]:

@@ -111,6 +111,11 @@ def load_credentials_file(path: str) -> dict[str, str]:
     return values
 
 
+# A mount must not hang a reader for b2sdk's whole default budget (up to ~45 minutes of
+# backoff under a persistent 503): fewer tries, and the vfs turns the failure into EIO.
+MOUNT_B2_RETRIES: dict[str, int] = {"max_tries": 6, "op_attempts": 2}
+
+
 def open_store(args: argparse.Namespace) -> Store:
     """Open the store, with the B2 account from --b2-credentials/--b2-account-info if given.
 
@@ -121,7 +126,7 @@ def open_store(args: argparse.Namespace) -> Store:
         # b2sdk's SqliteAccountInfo reads this variable; a path, not a secret.
         os.environ["B2_ACCOUNT_INFO"] = os.path.abspath(args.b2_account_info)
     if not args.b2_credentials:
-        return open_store_from_args(args, args.store)
+        return open_store_from_args(args, args.store, **MOUNT_B2_RETRIES)
     if not args.store.startswith("b2://"):
         raise UsageError("--b2-credentials only applies to b2:// stores")
     try:
@@ -143,6 +148,7 @@ def open_store(args: argparse.Namespace) -> Store:
         realm=args.b2_realm or creds.get("B2_ENVIRONMENT"),
         key_id=creds["B2_APPLICATION_KEY_ID"],
         key=creds["B2_APPLICATION_KEY"],
+        **MOUNT_B2_RETRIES,
     )
 
 

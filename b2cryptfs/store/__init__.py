@@ -7,6 +7,7 @@ opened, and only inside this package.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from b2cryptfs.errors import UsageError
 from b2cryptfs.store.base import Listing, ObjectInfo, Store
@@ -26,17 +27,17 @@ def split_b2_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def open_store(url: str, *, realm: str | None = None) -> Store:
+def open_store(url: str, *, realm: str | None = None, **b2_options: Any) -> Store:
     """Open ``b2://BUCKET[/PREFIX]``, ``file://PATH`` or a plain directory path.
 
     ``realm`` (a B2 realm name or URL) applies to b2:// only; without it B2_ENVIRONMENT or
-    production is used.
+    production is used. ``b2_options`` go to B2Store (retry budget, part sizes).
     """
     if url.startswith("b2://"):
         from b2cryptfs.store.b2store import B2Store
 
         bucket, prefix = split_b2_url(url)
-        return B2Store(bucket, prefix, realm=realm)
+        return B2Store(bucket, prefix, realm=realm, **b2_options)
     from b2cryptfs.store.dirstore import DirStore
 
     if url.startswith("file://"):
