@@ -118,3 +118,13 @@ class NameCollision(B2CryptfsError):
 
 class DirectoryNotEmpty(B2CryptfsError):
     errno = _errno.ENOTEMPTY
+
+
+# --- mounting --------------------------------------------------------------------------
+
+
+class MountError(B2CryptfsError):
+    """The mountpoint cannot be used (missing, not a directory, busy) or the kernel refused
+    the mount (no /dev/fuse, no permission...)."""
+
+    exit_code = 32  # mount(8)'s "mount failure"

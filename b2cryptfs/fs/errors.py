@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from b2cryptfs.errors import B2CryptfsError
+from b2cryptfs.errors import (
+    AlreadyExists,
+    B2CryptfsError,
+    InvalidName,
+    NotFound,
+    StoreError,
+)
 
 log = logging.getLogger("b2cryptfs.fs")
 
@@ -40,6 +46,10 @@ _QUIET = {
 
 
 def errno_of(exc: BaseException) -> int:
+    if isinstance(exc, StoreError) and not isinstance(exc, NotFound | AlreadyExists | InvalidName):
+        # The store itself failed (gone bucket, revoked or expired key, outage): EACCES or
+        # ENOENT would blame the file or its permissions, which the user cannot fix.
+        return errno.EIO
     if isinstance(exc, B2CryptfsError):
         return int(getattr(exc, "errno", errno.EIO) or errno.EIO)
     if isinstance(exc, OSError):
@@ -61,10 +71,15 @@ def handler(fn: F) -> F:
             raise
         except (B2CryptfsError, OSError) as exc:
             code = errno_of(exc)
-            if code in _QUIET:
+            if isinstance(exc, NotFound):
+                # The listing showed it, the store says it is gone: worth a line in the log.
+                log.warning("%s: %s", name, exc)
+            elif code in _QUIET:
                 log.debug("%s: %s", name, exc)
             elif code == errno.EIO:
                 log.error("%s failed: %s", name, exc)
+            elif code in (errno.ENOSPC, errno.EDQUOT):
+                log.warning("%s: the cache directory's disk is full: %s", name, exc)
             else:
                 log.info("%s: %s (%s)", name, exc, errno.errorcode.get(code, code))
             raise pyfuse3.FUSEError(code) from None

@@ -16,7 +16,7 @@ import pyfuse3
 import trio
 
 from b2cryptfs.cache.cachedir import CacheDir
-from b2cryptfs.errors import B2CryptfsError, UsageError
+from b2cryptfs.errors import MountError, UsageError
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
@@ -26,8 +26,9 @@ from b2cryptfs.vfs.pairs import PairStore
 log = logging.getLogger(__name__)
 
 
-class MountFailed(B2CryptfsError):
-    """The kernel refused the mount (mountpoint busy, no /dev/fuse, no permission...)."""
+# The kernel refused the mount: the same failure the command line reports for an unusable
+# mountpoint (the old name stays importable).
+MountFailed = MountError
 
 
 def _escape(value: str) -> str:
@@ -77,7 +78,7 @@ def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> N
         try:
             pyfuse3.init(ops, mountpoint, fuse_options(config))
         except RuntimeError as exc:
-            raise MountFailed(f"cannot mount on {mountpoint}: {exc}") from None
+            raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         try:
             trio.run(_serve, vfs, ready)
         finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import trio
 
-from b2cryptfs.errors import B2CryptfsError
+from b2cryptfs.errors import B2CryptfsError, IntegrityError
 from b2cryptfs.store.base import MTIME_KEY
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import (
@@ -106,7 +106,13 @@ class ContentOps(VfsState):
             )
         assert handle.remote is not None
         rc = handle.remote
-        data = await self.fetcher.read(rc, offset, size)
+        try:
+            data = await self._bounded(
+                f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
+            )
+        except IntegrityError as exc:
+            # Name the damaged object in the log line (the codec knows only chunk numbers).
+            raise type(exc)(f"{rc.entry.content.name}: {exc}") from None
         cs = rc.reader.chunk_size
         sequential = abs(offset - handle.next_off) <= 4 * cs
         handle.readahead = readahead_window(handle.readahead, sequential, cs)
@@ -126,16 +132,21 @@ class ContentOps(VfsState):
         if node.staging is not None:
             return node.staging
         view = None if node.unlinked else await self._view(node.path)
-        staging = Staging(self.cache.staging)
-        try:
-            if need_content and view is not None and not (view.exact and view.size == 0):
-                read, size = await self._blocking_reader(view)
-                await trio.to_thread.run_sync(
-                    staging.fill_from, read, size, limiter=self.store_limiter
-                )
-        except BaseException:
-            staging.close()
-            raise
+
+        async def fill() -> Staging:
+            staging = Staging(self.cache.staging)
+            try:
+                if need_content and view is not None and not (view.exact and view.size == 0):
+                    read, size = await self._blocking_reader(view)
+                    await trio.to_thread.run_sync(
+                        staging.fill_from, read, size, limiter=self.store_limiter
+                    )
+            except BaseException:
+                staging.close()
+                raise
+            return staging
+
+        staging = await self._with_room(fill)
         self.table.set_staging(node, staging)
         node.content_mtime_ns = view.mtime_ns if view is not None else time.time_ns()
         return staging
@@ -158,7 +169,12 @@ class ContentOps(VfsState):
         node = handle.node
         async with node.lock:
             staging = await self._ensure_staging(node, need_content=True)
-            staging.write(offset, data)
+
+            async def put() -> int:
+                return staging.write(offset, data)
+
+            # All or nothing: a full disk refuses the write before anything changes.
+            await self._with_room(put)
             node.dirty = True
             node.content_mtime_ns = time.time_ns()
         return len(data)
@@ -195,8 +211,11 @@ class ContentOps(VfsState):
                     outbox.discard_files(seq)
                     raise
 
+            async def seal() -> OutboxEntry:
+                return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+
             try:
-                entry = await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+                entry = await self._with_room(seal)
             except OSError as exc:
                 log.error("%s: cannot seal it into the outbox: %s", path, exc.strerror or exc)
                 raise OpError(exc.errno or errno.EIO, str(exc)) from None
@@ -251,7 +270,12 @@ class ContentOps(VfsState):
             if node.dirty and (handle.writable or last):
                 await self._seal(node)
         except B2CryptfsError as exc:
-            log.error("%s: not saved at close: %s (kept in memory until unmount)", node.path, exc)
+            log.error(
+                "%s: not saved at close: %s (its content stays staged; the next close, fsync "
+                "or the unmount tries again)",
+                node.path,
+                exc,
+            )
         finally:
             node.open_count -= 1
             if handle.local is not None:
@@ -355,7 +379,13 @@ class ContentOps(VfsState):
                 outbox.discard_files(seq)
                 raise
 
-        entry = await trio.to_thread.run_sync(work, limiter=self.store_limiter)
+        async def copy() -> OutboxEntry:
+            return await trio.to_thread.run_sync(work, limiter=self.store_limiter)
+
+        try:
+            entry = await self._with_room(copy)
+        except OSError as exc:
+            raise OpError(exc.errno or errno.EIO, f"{path}: {exc.strerror or exc}") from None
         self.outbox.register(entry, settle=not self.config.sync_upload)
         if self.config.sync_upload:
             await self._wait_upload(entry)

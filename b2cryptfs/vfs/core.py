@@ -71,7 +71,7 @@ class Vfs(ContentOps):
             if node.dirty:
                 try:
                     await self._seal(node)
-                except B2CryptfsError as exc:
+                except Exception as exc:  # noqa: BLE001 - one file must not stop the rest
                     log.error("%s: could not be saved at unmount: %s", node.path, exc)
         if self.config.read_only:
             return len(self.outbox)
@@ -380,7 +380,9 @@ class Vfs(ContentOps):
                 return remote.format.encode()
             if remote.key is None:
                 raise OpError(errno.ENODATA, "key object missing")
-            key_object = await self._store(self.pairs.store.read, remote.key)
+            key_object = await self._store_read(
+                f"key object of {node.path}", self.pairs.store.read, remote.key
+            )
             fmt = remote.format or detect_format(key_object[:64])
             if name == XATTR_FORMAT:
                 return fmt.encode()

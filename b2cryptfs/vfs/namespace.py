@@ -98,12 +98,20 @@ class InodeTable:
         node = self.by_path.pop(path, None)
         if node is None:
             return None
-        node.unlinked = True
         if node.is_dir:
             for p in [p for p in self.by_path if is_under(p, path)]:
                 self.detach(p)
-        self._maybe_drop(node)
+        self._lose_name(node)
         return node
+
+    def _lose_name(self, node: Node) -> None:
+        node.unlinked = True
+        if node.open_count == 0 and node.staging is not None:
+            # Content nobody can reach any more (say a closed file whose sealing failed
+            # on a full disk): free its disk space now, not at unmount.
+            node.dirty = False
+            self.set_staging(node, None)
+        self._maybe_drop(node)
 
     def move(self, old: str, new: str) -> None:
         """Carry the node of ``old`` (and, for a directory, its descendants) to ``new``."""
@@ -114,8 +122,7 @@ class InodeTable:
             newp = new + p[len(old) :]
             replaced = self.by_path.pop(newp, None)
             if replaced is not None and replaced is not n:
-                replaced.unlinked = True
-                self._maybe_drop(replaced)
+                self._lose_name(replaced)
             n.path = newp
             self.by_path[newp] = n
 

@@ -69,9 +69,17 @@ class Staging:
     def _keep(self, index: int, buf: bytearray) -> None:
         self._dirty[index] = buf
         self._dirty.move_to_end(index)
-        while len(self._dirty) > _MAX_DIRTY:
-            old, oldbuf = self._dirty.popitem(last=False)
-            self._write_block(old, oldbuf)
+
+    def _spill(self, keep: int) -> None:
+        """Encrypt the oldest in-memory blocks to the file until at most ``keep`` remain.
+
+        A block leaves memory only once it is on disk: when the disk is full the OSError
+        propagates and every block is still held (in memory or in the file), never lost.
+        """
+        while len(self._dirty) > keep:
+            index = next(iter(self._dirty))
+            self._write_block(index, self._dirty[index])
+            del self._dirty[index]
 
     def _write_block(self, index: int, buf: bytearray) -> None:
         nonce = os.urandom(_NONCE)
@@ -83,14 +91,20 @@ class Staging:
         self._on_disk.add(index)
 
     def flush(self) -> None:
-        """Encrypt every in-memory block to the file."""
-        while self._dirty:
-            index, buf = self._dirty.popitem(last=False)
-            self._write_block(index, buf)
+        """Encrypt every in-memory block to the file (OSError if the disk is full)."""
+        self._spill(0)
 
     # --- file operations ---------------------------------------------------------------
 
     def write(self, offset: int, data: bytes) -> int:
+        """Write all of ``data`` or, on OSError (a full disk), none of it.
+
+        Blocks beyond the in-memory allowance are spilled to the file first: if that fails
+        the write is refused before anything changes. After the write, spilling is best
+        effort (the new blocks are safe in memory; a later write or flush reports a full
+        disk), which bounds memory to the allowance plus one write.
+        """
+        self._spill(_MAX_DIRTY)
         view = memoryview(data)
         pos = offset
         while view:
@@ -105,6 +119,10 @@ class Staging:
             view = view[n:]
             pos += n
         self.size = max(self.size, offset + len(data))
+        try:
+            self._spill(_MAX_DIRTY)
+        except OSError:
+            pass
         return len(data)
 
     def read(self, offset: int, length: int) -> bytes:

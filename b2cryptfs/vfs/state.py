@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import logging
+import math
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +25,7 @@ import trio
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.cache.readers import MemoryLRU
-from b2cryptfs.errors import AlreadyExists, B2CryptfsError
+from b2cryptfs.errors import AlreadyExists, B2CryptfsError, TransientError
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.names import check_dir_name, check_file_name
@@ -47,6 +49,13 @@ from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Trio renamed to_thread.run_sync's "cancellable" to "abandon_on_cancel" (0.23).
+_ABANDON: dict[str, bool] = (
+    {"abandon_on_cancel": True}
+    if "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters
+    else {"cancellable": True}
+)
 
 BLKSIZE = 128 * 1024
 _FILE_PERM = 0o644
@@ -164,6 +173,55 @@ class VfsState:
             functools.partial(fn, *args), limiter=self.store_limiter
         )
 
+    async def _store_read(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """A store call that only reads, bounded by ``io_timeout`` (EIO past it).
+
+        The worker thread cannot be stopped: it is abandoned and finishes on its own (its
+        result unused), still holding its store slot until then.
+        """
+        call = functools.partial(fn, *args)
+        return await self._bounded(
+            what,
+            lambda: trio.to_thread.run_sync(call, limiter=self.store_limiter, **_ABANDON),
+        )
+
+    async def _bounded(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await ``fn()``, or fail with EIO once ``io_timeout`` has passed."""
+        timeout = self.config.io_timeout
+        with trio.move_on_after(timeout if timeout > 0 else math.inf):
+            return await fn()
+        raise OpError(errno.EIO, f"{what}: the store did not answer within {timeout:g} s")
+
+    def _free_cache_space(self) -> int:
+        """Blocking: empty the on-disk read cache to make room on a full disk; bytes freed.
+
+        Writes (staging and outbox files) share the cache directory's disk with the read
+        cache, which is only an optimisation: it yields.
+        """
+        disk = self.disk_cache
+        if disk is None:
+            return 0
+        before = disk.total_bytes
+        # ChunkCache has no public "evict everything" yet: evicting as if a chunk larger
+        # than the whole budget were coming empties it.
+        with disk._lock:
+            disk._evict_locked(disk.max_bytes + 1)
+        freed = before - disk.total_bytes
+        if freed:
+            log.warning("cache disk full: dropped %d bytes of read cache to make room", freed)
+        return freed
+
+    async def _with_room(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn``; if the cache disk is full, drop the read cache and try once more."""
+        try:
+            return await fn()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not await trio.to_thread.run_sync(self._free_cache_space):
+                raise
+        return await fn()
+
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -252,6 +310,19 @@ class VfsState:
             self._replay[dirpath] = replay
             try:
                 listing = await self._store(self.pairs.list_dir, dirpath)
+            except TransientError as exc:
+                if ds is None or fresh:
+                    raise
+                # The store is unreachable: keep showing what was listed (and writing into
+                # it: uploads wait in the outbox), asking again after dir_cache_time.
+                log.warning(
+                    "listing /%s failed (%s); showing the one from %.0f s ago",
+                    dirpath,
+                    exc,
+                    started - ds.fetched,
+                )
+                ds.fetched = started
+                return ds
             finally:
                 del self._replay[dirpath]
             ds = DirState.from_listing(listing, started)
@@ -490,7 +561,9 @@ class VfsState:
                 return rc
             source = RecordingSource(self.pairs.store, entry.content)
             try:
-                reader = await self._store(self.pairs.open, entry, source)
+                reader = await self._store_read(
+                    f"open of {entry.path}", self.pairs.open, entry, source
+                )
             except B2CryptfsError as exc:
                 log.warning("%s: cannot open: %s", entry.path, exc)
                 raise

@@ -1,0 +1,214 @@
+"""Correctness of the read path's performance machinery (no timing here).
+
+The ciphertext cache stores runs of chunks as extents (one file per run); the fetcher reads
+ahead in large, parallel range requests and keeps only undecrypted ciphertext in memory.
+These tests check that none of it changes a byte: extents of uneven chunk lengths, reloads,
+eviction, damage, and whole files read through the vfs in both formats, cold and cached.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from test_vfs_io import RecordingStore
+from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_identity
+
+from b2cryptfs.cache.chunks import ChunkCache
+from b2cryptfs.keys.types import RsaIdentity
+from b2cryptfs.vfs import openfile
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()]
+
+
+# --- the extent cache ------------------------------------------------------------------------
+
+
+def test_a_run_is_one_file_and_reads_back_chunk_by_chunk(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    chunks = [os.urandom(1000) for _ in range(5)] + [os.urandom(17)]
+    assert cache.put_run("ver", 10, chunks)
+    assert len(files_under(tmp_path / "c")) == 1
+    assert len(cache) == 6 and cache.total_bytes == 5017
+    for k, c in enumerate(chunks):
+        assert cache.get("ver", 10 + k, expected_size=len(c)) == c
+    assert cache.get("ver", 9) is None and cache.get("ver", 16) is None
+    assert cache.get("other", 10) is None
+    got = cache.get_many("ver", [9, 11, 15, 12], lambda i: 17 if i == 15 else 1000)
+    assert got == {11: chunks[1], 15: chunks[5], 12: chunks[2]}
+
+
+def test_uneven_chunk_lengths_split_into_valid_extents(tmp_path: Path) -> None:
+    # openssl-format chunks: the first span is shorter, the last one shorter still; a longer
+    # chunk after a shorter one must start a new extent.
+    lengths = [800, 1000, 1000, 1000, 300, 1200, 1200, 50]
+    chunks = [bytes([k]) * n for k, n in enumerate(lengths)]
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    assert cache.put_run("v", 0, chunks)
+    assert len(files_under(tmp_path / "c")) > 1
+    again = ChunkCache(str(tmp_path / "c"), 1 << 20)  # as the next mount sees it
+    assert len(again) == len(chunks) and again.total_bytes == sum(lengths)
+    for k, c in enumerate(chunks):
+        assert again.get("v", k, expected_size=len(c)) == c
+
+
+def test_eviction_drops_whole_extents_oldest_first(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 10_000)
+    cache.put_run("a", 0, [b"a" * 1000] * 4)
+    cache.put_run("b", 0, [b"b" * 1000] * 4)
+    assert cache.get("a", 3) == b"a" * 1000  # "a" becomes the most recently used
+    cache.put_run("c", 0, [b"c" * 1000] * 4)
+    assert cache.total_bytes <= 10_000
+    assert all(("b", i) not in cache for i in range(4))
+    assert all(cache.get("a", i) == b"a" * 1000 for i in range(4))
+    assert all(cache.get("c", i) == b"c" * 1000 for i in range(4))
+    assert len(files_under(tmp_path / "c")) == 2
+
+
+def test_damaged_extent_is_dropped_whole(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    cache.put_run("v", 0, [b"x" * 100] * 3)
+    (path,) = files_under(tmp_path / "c")
+    with open(path, "r+b") as f:
+        f.truncate(250)  # the last chunk lost its tail
+    assert cache.get("v", 0) is None
+    assert all(("v", i) not in cache for i in range(3))
+    assert not path.exists()
+    # A wrong expected length drops it as well.
+    cache.put_run("w", 0, [b"y" * 100] * 2)
+    assert cache.get("w", 1, expected_size=99) is None
+    assert ("w", 0) not in cache
+
+
+def test_overlapping_runs_and_discard(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    cache.put_run("v", 0, [b"0" * 10, b"1" * 10, b"2" * 10])
+    cache.put_run("v", 2, [b"2" * 10, b"3" * 10])  # chunk 2 twice: same bytes
+    assert [cache.get("v", i) for i in range(4)] == [b"0" * 10, b"1" * 10, b"2" * 10, b"3" * 10]
+    cache.discard("v", 3)
+    assert ("v", 3) not in cache and ("v", 2) not in cache  # its whole extent went
+    assert cache.get("v", 1) == b"1" * 10
+    assert cache.put_run("v", 0, [b"0" * 10, b"1" * 10])  # already there: nothing written
+    assert len(files_under(tmp_path / "c")) == 1
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A regular file rarely takes less than asked; make every write a short one.
+    real_write = os.write
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        return real_write(fd, bytes(buffers[0])[:700])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    chunks = [bytes([k]) * 1000 for k in range(3)] + [b"end"]
+    assert cache.put_run("v", 0, chunks)
+    monkeypatch.undo()
+    assert [ChunkCache(str(tmp_path / "c"), 1 << 20).get("v", i) for i in range(4)] == chunks
+
+
+def test_foreign_and_legacy_names_on_load(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    cache = ChunkCache(str(root), 1 << 20)
+    cache.put("v", 4, b"legacy?")
+    (path,) = files_under(root)
+    digest = path.name.split("-")[0]
+    # The layout before extents: one file per chunk named <digest>-<index>.
+    (path.parent / f"{digest}-9").write_bytes(b"old layout")
+    (path.parent / "not-a-cache-file").write_bytes(b"?")
+    (path.parent / f"{digest}-0-3-100").write_bytes(b"z" * 150)  # impossible size
+    again = ChunkCache(str(root), 1 << 20)
+    assert again.get("v", 9) == b"old layout"
+    assert again.get("v", 4) == b"legacy?"
+    assert not (path.parent / "not-a-cache-file").exists()
+    assert not (path.parent / f"{digest}-0-3-100").exists()
+    assert ("v", 0) not in again
+
+
+# --- whole files through the vfs ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_identity() -> RsaIdentity:
+    return RsaIdentity(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+@pytest.mark.parametrize("fmt", ["age", "openssl"])
+def test_sequential_and_scattered_reads_cold_then_cached(
+    tmp_path: Path, fmt: str, rsa_identity: RsaIdentity
+) -> None:
+    ident = x25519_identity() if fmt == "age" else rsa_identity
+    store = RecordingStore(str(tmp_path / "store"))
+    # Long enough for the read-ahead window to reach its largest size.
+    size = openfile.MAX_READAHEAD_BYTES * 2 + 12345
+    data = os.urandom(size)
+    name = "f.bin.enc"
+
+    async def first() -> None:
+        async with open_vfs(tmp_path, store=store, identity=ident, format=fmt) as vfs:
+            await write_file(vfs, "f.bin", data)
+            await vfs.outbox.drain()
+            store.reads.clear()
+            assert await read_file(vfs, "f.bin") == data
+            await vfs.fetcher.idle()
+            # Read-ahead went out in large requests, not one per chunk.
+            assert store.reads[name] <= size // openfile.GROUP_BYTES + 12
+            # Ciphertext left in memory is bounded (decrypted chunks were dropped from it).
+            assert vfs.fetcher.memory._total <= openfile.MEMORY_BYTES
+            # Scattered, unaligned reads within and across chunks, some in cached areas.
+            fh, _ = await vfs.open(await ino_of(vfs, "f.bin"), os.O_RDONLY)
+            for off, n in [(1, 10), (65535, 3), (size - 5, 100), (123_456, 300_000), (0, 1)]:
+                assert await vfs.read(fh, off, n) == data[off : off + n]
+            await vfs.release(fh)
+
+    async def second() -> None:
+        async with open_vfs(tmp_path, store=store, identity=ident, format=fmt) as vfs:
+            store.reads.clear()
+            assert await read_file(vfs, "f.bin", chunk=100_000) == data
+            await vfs.fetcher.idle()
+            # Only opening reads the store (the pair check; openssl: the head and the tail);
+            # every chunk comes from the cache.
+            assert store.reads[name] <= (1 if fmt == "age" else 2)
+
+    run(first)
+    run(second)
+
+
+def test_readers_of_one_file_at_different_places(tmp_path: Path) -> None:
+    ident = x25519_identity()
+    data = os.urandom(6 * 1024 * 1024 + 77)
+
+    async def main() -> None:
+        import trio
+
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            await write_file(vfs, "f", data)
+            await vfs.outbox.drain()
+            ino = await ino_of(vfs, "f")
+            results: dict[int, bytes] = {}
+
+            async def reader(k: int, start: int, step: int) -> None:
+                fh, _ = await vfs.open(ino, os.O_RDONLY)
+                out = []
+                off = start
+                while off < len(data):
+                    piece = await vfs.read(fh, off, step)
+                    if not piece:
+                        break
+                    out.append(piece)
+                    off += len(piece)
+                await vfs.release(fh)
+                results[k] = b"".join(out)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(reader, 0, 0, 128 * 1024)
+                n.start_soon(reader, 1, 0, 128 * 1024)  # same place, same time
+                n.start_soon(reader, 2, 3_000_001, 50_000)
+            assert results[0] == data and results[1] == data
+            assert results[2] == data[3_000_001:]
+
+    run(main)
