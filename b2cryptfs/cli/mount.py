@@ -113,6 +113,14 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="how long a directory listing is trusted: 30s, 5m … (default: 30s)",
     )
+    c.add_argument(
+        "--io-timeout",
+        type=_duration,
+        default=MountConfig.io_timeout,
+        metavar="TIME",
+        help="how long a read or open waits for the store before failing with EIO "
+        "(default: 2m)",
+    )
     b = parser.add_argument_group("B2 credentials (for fstab lines, where no environment is set)")
     b.add_argument(
         "--b2-credentials",
@@ -238,6 +246,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         cache_dir=cache_root,  # the cache layer adds the per-store directory
         cache_size=args.cache_size,
         dir_cache_time=args.dir_cache_time,
+        io_timeout=args.io_timeout,
         read_only=args.read_only,
         allow_other=args.allow_other,
         hard_delete=args.hard_delete,

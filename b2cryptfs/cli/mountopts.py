@@ -21,6 +21,7 @@ VALUE_OPTIONS = {
     "cache_dir": "--cache-dir",
     "cache_size": "--cache-size",
     "dir_cache_time": "--dir-cache-time",
+    "io_timeout": "--io-timeout",
     "log_file": "--log-file",
     "pid_file": "--pid-file",
     "b2_realm": "--b2-realm",

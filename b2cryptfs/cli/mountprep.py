@@ -15,7 +15,7 @@ import re
 import stat as stat_mod
 
 from b2cryptfs.cli.common import open_store_from_args
-from b2cryptfs.errors import B2CryptfsError, UsageError
+from b2cryptfs.errors import MountError, UsageError
 from b2cryptfs.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,6 @@ ROOT_CACHE_ROOT = "/var/cache/b2cryptfs"
 # B2 account settings the b2 command-line tool and b2sdk read from the environment; mount(8)
 # passes no environment to a helper, so fstab lines name a file holding them instead.
 CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
-
-
-class MountError(B2CryptfsError):
-    """The mountpoint cannot be used (missing, not a directory, busy) or the mount failed."""
-
-    exit_code = 32  # mount(8)'s "mount failure"
 
 
 def check_fuse_device() -> None:
@@ -113,7 +107,7 @@ def load_credentials_file(path: str) -> dict[str, str]:
 
 # A mount must not hang a reader for b2sdk's whole default budget (up to ~45 minutes of
 # backoff under a persistent 503): fewer tries, and the vfs turns the failure into EIO.
-MOUNT_B2_RETRIES: dict[str, int] = {"max_tries": 6, "op_attempts": 2}
+MOUNT_B2_RETRIES: dict[str, int] = {"max_tries": 6, "op_attempts": 3}
 
 
 def open_store(args: argparse.Namespace) -> Store:

@@ -26,10 +26,6 @@ from b2cryptfs.vfs.pairs import PairStore
 log = logging.getLogger(__name__)
 
 
-# The kernel refused the mount: the same failure the command line reports for an unusable
-# mountpoint (the old name stays importable).
-MountFailed = MountError
-
 
 def _escape(value: str) -> str:
     # libfuse splits -o on commas; a backslash escapes one.
