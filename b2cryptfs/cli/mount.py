@@ -118,8 +118,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         default=MountConfig.io_timeout,
         metavar="TIME",
-        help="how long a read or open waits for the store before failing with EIO "
-        "(default: 2m)",
+        help="how long a read or open waits for the store before failing with EIO (default: 2m)",
     )
     b = parser.add_argument_group("B2 credentials (for fstab lines, where no environment is set)")
     b.add_argument(
