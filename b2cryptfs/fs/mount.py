@@ -26,7 +26,6 @@ from b2cryptfs.vfs.pairs import PairStore
 log = logging.getLogger(__name__)
 
 
-
 def _escape(value: str) -> str:
     # libfuse splits -o on commas; a backslash escapes one.
     return value.replace("\\", "\\\\").replace(",", "\\,")
