@@ -140,7 +140,8 @@ class ChunkCache:
         with self._lock:
             for _, ext in found:
                 self._add_locked(ext)
-            self._evict_locked(0)
+            gone = self._evict_locked(0)
+        self._unlink_all(gone)
 
     def _add_locked(self, ext: _Extent) -> None:
         old = self._extents.pop(ext.name, None)
@@ -279,9 +280,13 @@ class ChunkCache:
         start = 0
         while start < len(chunks):
             unit = len(chunks[start])
+            # A small cache still takes long runs, in pieces it can evict one by one.
+            most = start + max(1, self.max_bytes // 8 // max(1, unit))
             stop = start + 1
             while (
-                stop < len(chunks) and len(chunks[stop - 1]) == unit and len(chunks[stop]) <= unit
+                stop < min(len(chunks), most)
+                and len(chunks[stop - 1]) == unit
+                and len(chunks[stop]) <= unit
             ):
                 stop += 1
             # chunks[start:stop]: all of length `unit` except perhaps a shorter last one.
@@ -300,15 +305,22 @@ class ChunkCache:
                 for k in range(len(chunks)):
                     self._extents.move_to_end(self._where[(digest, first + k)])
                 return True
-            self._evict_locked(size)
+            gone = self._evict_locked(size)
+        # Files are removed outside the lock: the event loop takes it for lookups.
+        self._unlink_all(gone)
         sub = name[:2]
         path = os.path.join(self.directory, sub, name)
         tmp = os.path.join(self.directory, sub, f".{name}.{os.getpid()}.{next(self._tmp_ids)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             if sub not in self._subdirs:
                 os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
                 self._subdirs.add(sub)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:  # its directory was removed behind our back
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                fd = os.open(tmp, flags, 0o600)
             try:
                 _write_all(fd, chunks)
             finally:
@@ -333,18 +345,36 @@ class ChunkCache:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _evict_locked(self, incoming: int) -> None:
+    def _evict_locked(self, incoming: int) -> list[str]:
+        """Forget the least recently used extents until ``incoming`` bytes fit; returns
+        their names, for the caller to unlink once the lock is released."""
+        gone = []
         while self._extents and self._total + incoming > self.max_bytes:
             name = next(iter(self._extents))
             self._drop_locked(name)
+            gone.append(name)
+        return gone
+
+    def _unlink_all(self, names: list[str]) -> None:
+        for name in names:
             _unlink_quietly(self._path(name))
+
+    def evict_all(self) -> int:
+        """Drop the whole read cache (a full disk needs the room for writes); bytes freed."""
+        with self._lock:
+            before = self._total
+            gone = self._evict_locked(self.max_bytes + 1)
+            freed = before - self._total
+        self._unlink_all(gone)
+        return freed
 
     def _write_failed(self, exc: OSError) -> None:
         self._no_writes_until = time.monotonic() + _WRITE_BACKOFF
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # Make room for the next try: the disk is shared with other users of the cache dir.
             with self._lock:
-                self._evict_locked(self._total // 4 + 1)
+                gone = self._evict_locked(self._total // 4 + 1)
+            self._unlink_all(gone)
         if not self._warned:
             self._warned = True
             log.warning(

@@ -201,12 +201,7 @@ class VfsState:
         disk = self.disk_cache
         if disk is None:
             return 0
-        before = disk.total_bytes
-        # ChunkCache has no public "evict everything" yet: evicting as if a chunk larger
-        # than the whole budget were coming empties it.
-        with disk._lock:
-            disk._evict_locked(disk.max_bytes + 1)
-        freed = before - disk.total_bytes
+        freed = disk.evict_all()
         if freed:
             log.warning("cache disk full: dropped %d bytes of read cache to make room", freed)
         return freed
