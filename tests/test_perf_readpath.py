@@ -57,16 +57,26 @@ def test_uneven_chunk_lengths_split_into_valid_extents(tmp_path: Path) -> None:
 
 
 def test_eviction_drops_whole_extents_oldest_first(tmp_path: Path) -> None:
-    cache = ChunkCache(str(tmp_path / "c"), 10_000)
-    cache.put_run("a", 0, [b"a" * 1000] * 4)
-    cache.put_run("b", 0, [b"b" * 1000] * 4)
-    assert cache.get("a", 3) == b"a" * 1000  # "a" becomes the most recently used
-    cache.put_run("c", 0, [b"c" * 1000] * 4)
-    assert cache.total_bytes <= 10_000
-    assert all(("b", i) not in cache for i in range(4))
-    assert all(cache.get("a", i) == b"a" * 1000 for i in range(4))
-    assert all(cache.get("c", i) == b"c" * 1000 for i in range(4))
-    assert len(files_under(tmp_path / "c")) == 2
+    cache = ChunkCache(str(tmp_path / "c"), 32_000)  # room for eight runs of 4 x 1000
+    for v in range(8):
+        assert cache.put_run(f"v{v}", 0, [bytes([v]) * 1000] * 4)
+    assert len(files_under(tmp_path / "c")) == 8
+    assert cache.get("v0", 3) == b"\0" * 1000  # v0 becomes the most recently used
+    cache.put_run("new", 0, [b"n" * 1000] * 4)
+    assert cache.total_bytes <= 32_000
+    assert all(("v1", i) not in cache for i in range(4))  # the least recently used run
+    assert all(cache.get("v0", i) == b"\0" * 1000 for i in range(4))
+    assert all(cache.get("new", i) == b"n" * 1000 for i in range(4))
+    assert len(files_under(tmp_path / "c")) == 8
+
+
+def test_a_small_cache_stores_long_runs_in_pieces(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 8_000)
+    chunks = [bytes([k]) * 1000 for k in range(8)]
+    assert cache.put_run("v", 0, chunks)  # larger than an eighth of the cache: split
+    assert [cache.get("v", i) for i in range(8)] == chunks
+    cache.put("w", 0, b"w" * 1000)
+    assert ("v", 0) not in cache and all(("v", i) in cache for i in range(1, 8))
 
 
 def test_damaged_extent_is_dropped_whole(tmp_path: Path) -> None:
@@ -94,6 +104,27 @@ def test_overlapping_runs_and_discard(tmp_path: Path) -> None:
     assert cache.get("v", 1) == b"1" * 10
     assert cache.put_run("v", 0, [b"0" * 10, b"1" * 10])  # already there: nothing written
     assert len(files_under(tmp_path / "c")) == 1
+
+
+def test_nowait_reads_only_what_memory_holds_and_never_drops_it(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), 1 << 20)
+    chunks = [os.urandom(4096) for _ in range(8)]
+    cache.put_run("v", 0, chunks)
+    # Just written: in the page cache, so the event loop's fast path gets every chunk.
+    assert cache.get_many("v", range(8), lambda i: 4096, nowait=True) == dict(enumerate(chunks))
+    (path,) = files_under(tmp_path / "c")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict the clean pages
+    finally:
+        os.close(fd)
+    got = cache.get_many("v", range(8), lambda i: 4096, nowait=True)
+    # Whatever the kernel still holds (tmpfs: everything) is right; the rest is left out,
+    # not taken for damage.
+    assert all(got[i] == chunks[i] for i in got)
+    assert all(("v", i) in cache for i in range(8))
+    assert cache.get_many("v", range(8), lambda i: 4096) == dict(enumerate(chunks))
 
 
 def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
