@@ -7,6 +7,8 @@ drained; what cannot be uploaded stays in the cache directory for the next mount
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -63,6 +65,7 @@ def make_pairs(config: MountConfig, store: Store) -> PairStore:
 
 def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> None:
     """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return."""
+    _limit_malloc_arenas()
     mountpoint = config.mountpoint
     if not mountpoint.startswith("/dev/fd/") and not os.path.isdir(mountpoint):
         raise UsageError(f"mountpoint is not a directory: {mountpoint}")
@@ -80,6 +83,19 @@ def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> N
             _close_session()
     finally:
         cache.close()
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas before worker threads start.
+
+    Each store/crypto thread otherwise keeps freed buffers in an arena of its own: reading a
+    large file from B2 peaked about 25% higher in RSS for no speed gained.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 _session_open = False

@@ -280,7 +280,12 @@ class Outbox:
         self._add(entry)
 
     def _insert(self, entry: OutboxEntry) -> None:
+        late = bool(self._entries) and entry.seq < next(reversed(self._entries))
         self._entries[entry.seq] = entry
+        if late:
+            # Sealed out of order (sealing runs in threads): keep the dict in sequence order,
+            # which is the upload order, so that _eligible need not sort on every wake-up.
+            self._entries = dict(sorted(self._entries.items()))
         self._by_path.setdefault(entry.path, {})[entry.seq] = entry
         self.index.add(entry.path)
 
@@ -406,8 +411,7 @@ class Outbox:
         """The next entry to upload, and when to look again if none is ready."""
         busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
         later = float("inf")
-        for seq in sorted(self._entries):
-            e = self._entries[seq]
+        for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
                 continue
             if e.not_before <= now:
