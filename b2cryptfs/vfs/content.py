@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 class ContentOps(VfsState):
     """Opening, reading and writing files; sealing and uploading what was written."""
 
+    async def _truncate_to_empty(self, node: Node) -> None:
+        """Start the node's content over, empty and dirty (O_TRUNC, or a new file)."""
+        async with node.lock:
+            if node.staging is None:
+                self.table.set_staging(node, Staging(self.cache.staging))
+            else:
+                node.staging.truncate(0)
+            node.dirty = True
+            node.content_mtime_ns = time.time_ns()
+
     async def open(self, ino: int, flags: int) -> tuple[int, bool]:
         """Open a file; returns (handle, keep the kernel's page cache)."""
         node = self.table.get(ino)
@@ -50,13 +60,7 @@ class ContentOps(VfsState):
             raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
         handle = Handle(self._new_fh(), node, readable, writable)
         if writable and flags & os.O_TRUNC:
-            async with node.lock:
-                if node.staging is None:
-                    self.table.set_staging(node, Staging(self.cache.staging))
-                else:
-                    node.staging.truncate(0)
-                node.dirty = True
-                node.content_mtime_ns = time.time_ns()
+            await self._truncate_to_empty(node)
         version: str | None = None
         if readable and node.staging is None:
             assert view is not None

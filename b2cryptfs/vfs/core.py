@@ -33,7 +33,6 @@ from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
 )
 from b2cryptfs.vfs.pairs import FileEntry
-from b2cryptfs.vfs.staging import Staging
 from b2cryptfs.vfs.state import BLKSIZE, Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
@@ -180,13 +179,7 @@ class Vfs(ContentOps):
             if name not in files:
                 self._check_collision(path, files)
             node = self.table.node_for(path, False)
-            async with node.lock:
-                if node.staging is None:
-                    self.table.set_staging(node, Staging(self.cache.staging))
-                else:
-                    node.staging.truncate(0)
-                node.dirty = True
-                node.content_mtime_ns = time.time_ns()
+            await self._truncate_to_empty(node)
             if mode & 0o7777:
                 node.perm = mode & 0o7777
             handle = Handle(
