@@ -63,21 +63,30 @@ class Watcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _observe(self) -> None:
+        files = self.pairs.list_dir("").files
+        state = {name: e.size for name, e in files.items() if e.key is not None}
+        if not self.seen or self.seen[-1] != state:
+            self.seen.append(state)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            files = self.pairs.list_dir("").files
-            state = {name: e.size for name, e in files.items() if e.key is not None}
-            if not self.seen or self.seen[-1] != state:
-                self.seen.append(state)
+            self._observe()
             time.sleep(0.05)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling, after one last look (the final state is recorded even if it came
+        about between two polls)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(30)
+        if self._thread.ident is None:
+            return  # never started
+        self._thread.join(30)
+        self._observe()
 
 
 @pytest.fixture
