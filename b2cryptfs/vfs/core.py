@@ -84,9 +84,7 @@ class Vfs(ContentOps):
             node = self.table.node_for(split(parent.path)[0], True) if parent.path else parent
         else:
             path = join(parent.path, name)
-            kind = await self._kind(path)
-            if kind is None:
-                raise OpError(errno.ENOENT)
+            kind = await self._existing_kind(path)
             node = self.table.node_for(path, kind == "dir")
         attr = await self._attr_of(node)
         node.lookups += 1
@@ -152,9 +150,7 @@ class Vfs(ContentOps):
         parent = self._dir_node(parent_ino)
         path = join(parent.path, name)
         async with self._meta:
-            kind = await self._kind(path)
-            if kind is None:
-                raise OpError(errno.ENOENT)
+            kind = await self._existing_kind(path)
             if kind != "dir":
                 raise OpError(errno.ENOTDIR)
             # Emptiness is decided on a fresh listing: another writer may have added files.
@@ -203,9 +199,7 @@ class Vfs(ContentOps):
         parent = self._dir_node(parent_ino)
         path = join(parent.path, name)
         async with self._meta:
-            kind = await self._kind(path)
-            if kind is None:
-                raise OpError(errno.ENOENT)
+            kind = await self._existing_kind(path)
             if kind == "dir":
                 raise OpError(errno.EISDIR)
             node = self.table.by_path.get(path)
@@ -232,9 +226,7 @@ class Vfs(ContentOps):
         new_parent = self._dir_node(new_parent_ino)
         old = join(old_parent.path, old_name)
         async with self._meta:
-            kind = await self._kind(old)
-            if kind is None:
-                raise OpError(errno.ENOENT)
+            kind = await self._existing_kind(old)
             if kind == "file":
                 new = self._check_name(new_parent.path, new_name, is_dir=False)
             else:

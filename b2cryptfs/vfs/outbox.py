@@ -353,13 +353,8 @@ class Outbox:
         """Upload a queued entry under another path (rename before upload)."""
         assert entry.state in (QUEUED, FAILED)
         old = entry.path
-        entry.path = new_path
-        try:
-            self._rewrite_manifest(entry)
-        except OSError:
-            entry.path = old
-            raise
-        entry.path = old
+        self._persist(entry, path=new_path)
+        entry.path = old  # the indexes are keyed by the old path until moved
         self._remove(entry)
         entry.path = new_path
         self._insert(entry)
@@ -372,12 +367,19 @@ class Outbox:
 
     def set_mtime(self, entry: OutboxEntry, mtime_ms: int) -> None:
         assert entry.state in (QUEUED, FAILED)
-        old = entry.mtime_ms
-        entry.mtime_ms = mtime_ms
+        self._persist(entry, mtime_ms=mtime_ms)
+
+    def _persist(self, entry: OutboxEntry, **changes: object) -> None:
+        """Change an entry and its manifest together: if the manifest cannot be written, the
+        entry is left as it was."""
+        before = {name: getattr(entry, name) for name in changes}
+        for name, value in changes.items():
+            setattr(entry, name, value)
         try:
             self._rewrite_manifest(entry)
         except OSError:
-            entry.mtime_ms = old
+            for name, value in before.items():
+                setattr(entry, name, value)
             raise
 
     async def wait(

@@ -375,6 +375,13 @@ class VfsState:
             return None
         return self._view_sync(path, await self._dir(split(path)[0]))
 
+    async def _existing_kind(self, path: str) -> str:
+        """Kind of a path that must exist: "dir" or "file", else ENOENT."""
+        kind = await self._kind(path)
+        if kind is None:
+            raise OpError(errno.ENOENT)
+        return kind
+
     async def _kind(self, path: str) -> str | None:
         """Kind of a path: "dir", "file" or None (a name both ways shows as a directory)."""
         if path == "":

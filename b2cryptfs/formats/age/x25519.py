@@ -31,15 +31,20 @@ IDENTITY_HRP = "age-secret-key-"
 _ZERO_NONCE = bytes(12)
 
 
+def _decode_key(s: str, hrp: str, what: str, expected: str) -> bytes:
+    """The 32 key bytes of a bech32 key string with the given human-readable part."""
+    try:
+        got_hrp, data = bech32.decode(s.strip())
+    except FormatError as e:
+        raise KeyFileError(f"invalid age {what}: {e}") from None
+    if got_hrp != hrp or len(data) != 32:
+        raise KeyFileError(f"invalid age {what}: not {expected}")
+    return data
+
+
 def parse_x25519_recipient(s: str) -> X25519Recipient:
     """An ``age1…`` recipient string."""
-    try:
-        hrp, data = bech32.decode(s.strip())
-    except FormatError as e:
-        raise KeyFileError(f"invalid age recipient: {e}") from None
-    if hrp != RECIPIENT_HRP or len(data) != 32:
-        raise KeyFileError("invalid age recipient: not an age1… X25519 public key")
-    return X25519Recipient(data)
+    return X25519Recipient(_decode_key(s, RECIPIENT_HRP, "recipient", "an age1… X25519 public key"))
 
 
 def encode_x25519_recipient(r: X25519Recipient) -> str:
@@ -48,13 +53,9 @@ def encode_x25519_recipient(r: X25519Recipient) -> str:
 
 def parse_x25519_identity(s: str) -> X25519Identity:
     """An ``AGE-SECRET-KEY-1…`` identity string."""
-    try:
-        hrp, data = bech32.decode(s.strip())
-    except FormatError as e:
-        raise KeyFileError(f"invalid age identity: {e}") from None
-    if hrp != IDENTITY_HRP or len(data) != 32:
-        raise KeyFileError("invalid age identity: not an AGE-SECRET-KEY-1… X25519 key")
-    return X25519Identity(data)
+    return X25519Identity(
+        _decode_key(s, IDENTITY_HRP, "identity", "an AGE-SECRET-KEY-1… X25519 key")
+    )
 
 
 def encode_x25519_identity(i: X25519Identity) -> str:
