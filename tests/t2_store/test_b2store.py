@@ -23,7 +23,7 @@ from b2cryptfs.store.base import MTIME_KEY
 
 MB = 1000 * 1000
 PART = 5 * MB  # B2's real minimum part size
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from b2cryptfs.cache.cachedir import CacheDir, CacheDirBusy
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.cache.readers import ByteBoundLRU, MemoryLRU
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_put_get_roundtrip_and_mode(tmp_path: Path) -> None:

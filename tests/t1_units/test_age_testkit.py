@@ -25,7 +25,7 @@ from b2cryptfs.formats.age import ScryptIdentity, header, parse_x25519_identity,
 from b2cryptfs.formats.age.agefile import decrypt_file, split_file
 from b2cryptfs.formats.age.codec import AgeCodec
 
-KIT = Path(__file__).resolve().parent / "age-testkit"
+KIT = Path(__file__).resolve().parents[1] / "age-testkit"
 NOT_VECTORS = {"README.md", "LICENSE"}
 
 
