@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests (tests/test_reliability_*.py).
+"""Helpers for the reliability tests (tests/t6_fuse/test_reliability_*.py).
 
 A small tmpfs (a cache disk that fills up), a loopback-B2 store whose faults and link
 shaping are always reset, polling for a condition, and the command-line tool.
