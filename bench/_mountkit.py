@@ -99,6 +99,28 @@ def public_key(key_args: list[str]) -> str:
     return str(priv.with_name("pub.pem"))
 
 
+SEED_MTIME_MS = 1_700_000_000_000
+
+
+def sealed_pair(key_args: list[str], plaintext: bytes) -> tuple[bytes, bytes, dict, dict]:
+    """One age-sealed pair (key object, content, their file infos); valid under any name, so
+    a benchmark can seed thousands of files with one seal."""
+    import io
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from b2cryptfs.formats import get_codec
+    from b2cryptfs.keys.loader import load_recipients
+
+    out = io.BytesIO()
+    sealed = get_codec("age").seal(
+        io.BytesIO(plaintext), out, load_recipients(public_key(key_args))
+    )
+    key_info = {"b2cryptfs-format": "age"}
+    content_info = {"b2cryptfs-format": "age", "src_last_modified_millis": str(SEED_MTIME_MS)}
+    return sealed.key_object, out.getvalue(), key_info, content_info
+
+
 # --- process accounting --------------------------------------------------------------------
 
 
@@ -209,6 +231,10 @@ class Server:
                 "data_b64": base64.b64encode(data).decode(),
             },
         )
+
+    def file_versions(self) -> list[dict[str, Any]]:
+        """Every stored version (name, action, length, info) of the bucket."""
+        return list(self._call(f"/test/file_versions?bucket={self.bucket}"))
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mountkit import (  # noqa: E402
     MIB,
     ROOT,
+    SEED_MTIME_MS,
     Blocks,
     Daemon,
     PhaseTimeout,
@@ -49,8 +50,8 @@ from _mountkit import (  # noqa: E402
     Server,
     make_keys,
     median,
-    public_key,
     run_capped,
+    sealed_pair,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -173,21 +174,9 @@ class Bench:
 
     def seed_bigdir(self, kind: str, server: Server | None, store_root: Path | None) -> None:
         """``dir_files`` real pairs (one sealed pair is valid under any name)."""
-        import io
-
-        from b2cryptfs.formats import get_codec
-        from b2cryptfs.keys.loader import load_recipients
-
-        plaintext = b"one of many\n"
-        out = io.BytesIO()
-        sealed = get_codec("age").seal(
-            io.BytesIO(plaintext), out, load_recipients(public_key(self.key_args))
-        )
-        key_object, content = sealed.key_object, out.getvalue()
-        mtime_ms = 1_700_000_000_000
+        key_object, content, key_info, content_info = sealed_pair(self.key_args, b"one of many\n")
+        mtime_ms = SEED_MTIME_MS
         names = [f"{BIGDIR}/f{i:05d}.txt" for i in range(self.args.dir_files)]
-        key_info = {"b2cryptfs-format": "age"}
-        content_info = {"b2cryptfs-format": "age", "src_last_modified_millis": str(mtime_ms)}
         if server is not None:
             server.seed([n + ".key.enc" for n in names], key_object, key_info)
             server.seed([n + ".enc" for n in names], content, content_info)
