@@ -309,15 +309,11 @@ class Daemon:
             cwd=ROOT,
         )
         self.pid = self.proc.pid
-        while not is_mounted(mountpoint):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mount exited {self.proc.returncode}: {self.log()[-2000:]}")
-            if time.monotonic() - started > 60:
-                self.kill()
-                raise RuntimeError("mount not live after 60 s")
-            time.sleep(0.02)
-        os.stat(mountpoint)
-        self.mount_seconds = time.monotonic() - started
+        try:
+            self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self.log)
+        except RuntimeError:
+            self._log.close()
+            raise
 
     def log(self) -> str:
         try:
@@ -390,6 +386,57 @@ class PySpy:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def timed_seq_read(path: Path, blocks: Blocks, size: int, want_crc: int, what: str) -> float:
+    """Seconds to read ``path`` whole in 1 MiB reads, checked against ``blocks``."""
+    crc, got = 0, 0
+    started = time.monotonic()
+    with open(path, "rb", buffering=0) as f:
+        while data := f.read(MIB):
+            crc = zlib.crc32(data, crc)
+            got += len(data)
+    elapsed = time.monotonic() - started
+    if got != size or crc != want_crc:
+        raise RuntimeError(f"{what}: read back {got} bytes, content differs or is short")
+    return elapsed
+
+
+def timed_random_reads(
+    path: Path, blocks: Blocks, size: int, count: int, seed: int, what: str
+) -> float:
+    """Seconds for ``count`` 4 KiB preads at random offsets, kernel read-ahead off."""
+    rnd = random.Random(seed)
+    offsets = [rnd.randrange(size // 4096) * 4096 for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        started = time.monotonic()
+        for off in offsets:
+            data = os.pread(fd, 4096, off)
+            within = off % MIB
+            if data != blocks.block(off // MIB)[within : within + 4096]:
+                raise RuntimeError(f"{what}: wrong bytes read at offset {off}")
+        return time.monotonic() - started
+    finally:
+        os.close(fd)
+
+
+def wait_mounted(
+    proc: subprocess.Popen, mountpoint: Path, started: float, log: Callable[[], str]
+) -> float:
+    """Seconds from ``started`` until ``mountpoint`` is live; kills ``proc`` after 60 s."""
+    while not is_mounted(mountpoint):
+        if proc.poll() is not None:
+            raise RuntimeError(f"mount exited {proc.returncode}: {log()[-2000:]}")
+        if time.monotonic() - started > 60:
+            proc.kill()
+            proc.wait()
+            force_unmount(mountpoint)
+            raise RuntimeError("mount not live after 60 s")
+        time.sleep(0.02)
+    os.stat(mountpoint)
+    return time.monotonic() - started
 
 
 def read_all(path: Path, block: int = MIB) -> Iterator[bytes]:

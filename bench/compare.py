@@ -47,12 +47,14 @@ from _mountkit import (  # noqa: E402
     PhaseTimeout,
     Server,
     force_unmount,
-    is_mounted,
     make_keys,
     median,
     run_capped,
     sealed_pair,
+    timed_random_reads,
+    timed_seq_read,
     vm_hwm,
+    wait_mounted,
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -182,16 +184,11 @@ class RcloneMount:
             env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         )  # fmt: skip
         self.pid = self.proc.pid
-        while not is_mounted(mountpoint):
-            if self.proc.poll() is not None:
-                self._log.close()
-                raise RuntimeError(f"rclone mount exited {self.proc.returncode}: {self.log()}")
-            if time.monotonic() - started > 60:
-                self.kill()
-                raise RuntimeError("rclone mount not live after 60 s")
-            time.sleep(0.02)
-        os.stat(mountpoint)
-        self.mount_seconds = time.monotonic() - started
+        try:
+            self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self.log)
+        except RuntimeError:
+            self._log.close()
+            raise
 
     def log(self) -> str:
         try:
@@ -334,33 +331,15 @@ class Bench:
         return {"w1_dd_s": dd, "w1_stored_s": stored}
 
     def w2(self, mnt: Path) -> dict[str, float]:
-        crc, got = 0, 0
-        started = time.monotonic()
-        with open(mnt / BIG, "rb", buffering=0) as f:
-            while data := f.read(MIB):
-                crc = zlib.crc32(data, crc)
-                got += len(data)
-        elapsed = time.monotonic() - started
-        if got != self.size or crc != self.want_crc:
-            raise RuntimeError(f"W2 read {got} bytes back, content differs or is short")
-        return {"w2_read_s": elapsed, "w2_mibps": got / MIB / elapsed}
+        elapsed = timed_seq_read(mnt / BIG, self.blocks, self.size, self.want_crc, "W2")
+        return {"w2_read_s": elapsed, "w2_mibps": self.size / MIB / elapsed}
 
     def w3(self, mnt: Path, seed: int) -> dict[str, float]:
-        rnd = random.Random(seed)
-        offsets = [rnd.randrange(self.size // 4096) * 4096 for _ in range(self.args.reads)]
-        fd = os.open(mnt / BIG, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            started = time.monotonic()
-            for off in offsets:
-                data = os.pread(fd, 4096, off)
-                within = off % MIB
-                if data != self.blocks.block(off // MIB)[within : within + 4096]:
-                    raise RuntimeError(f"W3: wrong bytes at offset {off}")
-            elapsed = time.monotonic() - started
-        finally:
-            os.close(fd)
-        return {"w3_rand_s": elapsed}
+        return {
+            "w3_rand_s": timed_random_reads(
+                mnt / BIG, self.blocks, self.size, self.args.reads, seed, "W3"
+            )
+        }
 
     def small_names(self) -> list[str]:
         return [f"{SMALL}/s{i:05d}" for i in range(self.args.small_files)]
@@ -658,7 +637,7 @@ def chart(args: argparse.Namespace, summary: dict[str, Any], path: Path) -> str 
     keys = [m for m in METRICS if any(summary[lat][m.key]["ratio"] for lat in lats)]
     if not keys:
         return "no ratio to chart"
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(keys) * len(lats) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.25 * len(keys) * len(lats) + 1.8))
     height = 0.8 / len(lats)
     for j, lat in enumerate(lats):
         ys, xs, lo, hi = [], [], [], []
@@ -744,6 +723,7 @@ def main() -> int:
 
     # SIGTERM ends the run like Ctrl-C: through the finally below.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
     work = Path(tempfile.mkdtemp(prefix="b2cryptfs-compare-"))
     CLEANUP.add(lambda: None if args.keep else shutil.rmtree(work, ignore_errors=True))
     results: dict[str, dict[str, list[Result]]] = {}
@@ -781,8 +761,13 @@ def main() -> int:
     machine = f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
     md += f"\nMachine: {machine}; total {time.monotonic() - started_all:.0f} s.\n"
     (out / "compare.md").write_text(md)
+    shown_args = dict(vars(args))
+    # No machine paths in a report that may be committed.
+    shown_args["out"] = (
+        os.path.relpath(out.resolve(), ROOT) if out.resolve().is_relative_to(ROOT) else out.name
+    )
     dump = {
-        "args": vars(args),
+        "args": shown_args,
         "skipped": skipped,
         "summary": summary,
         "runs": {
