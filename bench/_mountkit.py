@@ -309,11 +309,7 @@ class Daemon:
             cwd=ROOT,
         )
         self.pid = self.proc.pid
-        try:
-            self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self.log)
-        except RuntimeError:
-            self._log.close()
-            raise
+        self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self._log)
 
     def log(self) -> str:
         try:
@@ -422,19 +418,23 @@ def timed_random_reads(
         os.close(fd)
 
 
-def wait_mounted(
-    proc: subprocess.Popen, mountpoint: Path, started: float, log: Callable[[], str]
-) -> float:
-    """Seconds from ``started`` until ``mountpoint`` is live; kills ``proc`` after 60 s."""
-    while not is_mounted(mountpoint):
-        if proc.poll() is not None:
-            raise RuntimeError(f"mount exited {proc.returncode}: {log()[-2000:]}")
-        if time.monotonic() - started > 60:
-            proc.kill()
-            proc.wait()
-            force_unmount(mountpoint)
-            raise RuntimeError("mount not live after 60 s")
-        time.sleep(0.02)
+def wait_mounted(proc: subprocess.Popen, mountpoint: Path, started: float, log_file: Any) -> float:
+    """Seconds from ``started`` until ``mountpoint`` is live; kills ``proc`` after 60 s. On
+    failure the daemon's log file is closed and its tail is in the error."""
+    try:
+        while not is_mounted(mountpoint):
+            if proc.poll() is not None:
+                tail = Path(log_file.name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mount exited {proc.returncode}: {tail}")
+            if time.monotonic() - started > 60:
+                proc.kill()
+                proc.wait()
+                force_unmount(mountpoint)
+                raise RuntimeError("mount not live after 60 s")
+            time.sleep(0.02)
+    except RuntimeError:
+        log_file.close()
+        raise
     os.stat(mountpoint)
     return time.monotonic() - started
 

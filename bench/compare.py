@@ -184,17 +184,7 @@ class RcloneMount:
             env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         )  # fmt: skip
         self.pid = self.proc.pid
-        try:
-            self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self.log)
-        except RuntimeError:
-            self._log.close()
-            raise
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
+        self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self._log)
 
     def unmount(self, timeout: float = 300) -> None:
         try:
