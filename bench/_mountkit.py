@@ -99,6 +99,28 @@ def public_key(key_args: list[str]) -> str:
     return str(priv.with_name("pub.pem"))
 
 
+SEED_MTIME_MS = 1_700_000_000_000
+
+
+def sealed_pair(key_args: list[str], plaintext: bytes) -> tuple[bytes, bytes, dict, dict]:
+    """One age-sealed pair (key object, content, their file infos); valid under any name, so
+    a benchmark can seed thousands of files with one seal."""
+    import io
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from b2cryptfs.formats import get_codec
+    from b2cryptfs.keys.loader import load_recipients
+
+    out = io.BytesIO()
+    sealed = get_codec("age").seal(
+        io.BytesIO(plaintext), out, load_recipients(public_key(key_args))
+    )
+    key_info = {"b2cryptfs-format": "age"}
+    content_info = {"b2cryptfs-format": "age", "src_last_modified_millis": str(SEED_MTIME_MS)}
+    return sealed.key_object, out.getvalue(), key_info, content_info
+
+
 # --- process accounting --------------------------------------------------------------------
 
 
@@ -210,6 +232,10 @@ class Server:
             },
         )
 
+    def file_versions(self) -> list[dict[str, Any]]:
+        """Every stored version (name, action, length, info) of the bucket."""
+        return list(self._call(f"/test/file_versions?bucket={self.bucket}"))
+
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
 
@@ -283,15 +309,7 @@ class Daemon:
             cwd=ROOT,
         )
         self.pid = self.proc.pid
-        while not is_mounted(mountpoint):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mount exited {self.proc.returncode}: {self.log()[-2000:]}")
-            if time.monotonic() - started > 60:
-                self.kill()
-                raise RuntimeError("mount not live after 60 s")
-            time.sleep(0.02)
-        os.stat(mountpoint)
-        self.mount_seconds = time.monotonic() - started
+        self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self._log)
 
     def log(self) -> str:
         try:
@@ -364,6 +382,61 @@ class PySpy:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def timed_seq_read(path: Path, blocks: Blocks, size: int, want_crc: int, what: str) -> float:
+    """Seconds to read ``path`` whole in 1 MiB reads, checked against ``blocks``."""
+    crc, got = 0, 0
+    started = time.monotonic()
+    with open(path, "rb", buffering=0) as f:
+        while data := f.read(MIB):
+            crc = zlib.crc32(data, crc)
+            got += len(data)
+    elapsed = time.monotonic() - started
+    if got != size or crc != want_crc:
+        raise RuntimeError(f"{what}: read back {got} bytes, content differs or is short")
+    return elapsed
+
+
+def timed_random_reads(
+    path: Path, blocks: Blocks, size: int, count: int, seed: int, what: str
+) -> float:
+    """Seconds for ``count`` 4 KiB preads at random offsets, kernel read-ahead off."""
+    rnd = random.Random(seed)
+    offsets = [rnd.randrange(size // 4096) * 4096 for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        started = time.monotonic()
+        for off in offsets:
+            data = os.pread(fd, 4096, off)
+            within = off % MIB
+            if data != blocks.block(off // MIB)[within : within + 4096]:
+                raise RuntimeError(f"{what}: wrong bytes read at offset {off}")
+        return time.monotonic() - started
+    finally:
+        os.close(fd)
+
+
+def wait_mounted(proc: subprocess.Popen, mountpoint: Path, started: float, log_file: Any) -> float:
+    """Seconds from ``started`` until ``mountpoint`` is live; kills ``proc`` after 60 s. On
+    failure the daemon's log file is closed and its tail is in the error."""
+    try:
+        while not is_mounted(mountpoint):
+            if proc.poll() is not None:
+                tail = Path(log_file.name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mount exited {proc.returncode}: {tail}")
+            if time.monotonic() - started > 60:
+                proc.kill()
+                proc.wait()
+                force_unmount(mountpoint)
+                raise RuntimeError("mount not live after 60 s")
+            time.sleep(0.02)
+    except RuntimeError:
+        log_file.close()
+        raise
+    os.stat(mountpoint)
+    return time.monotonic() - started
 
 
 def read_all(path: Path, block: int = MIB) -> Iterator[bytes]:

@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mountkit import (  # noqa: E402
     MIB,
     ROOT,
+    SEED_MTIME_MS,
     Blocks,
     Daemon,
     PhaseTimeout,
@@ -49,8 +48,10 @@ from _mountkit import (  # noqa: E402
     Server,
     make_keys,
     median,
-    public_key,
     run_capped,
+    sealed_pair,
+    timed_random_reads,
+    timed_seq_read,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -173,21 +174,9 @@ class Bench:
 
     def seed_bigdir(self, kind: str, server: Server | None, store_root: Path | None) -> None:
         """``dir_files`` real pairs (one sealed pair is valid under any name)."""
-        import io
-
-        from b2cryptfs.formats import get_codec
-        from b2cryptfs.keys.loader import load_recipients
-
-        plaintext = b"one of many\n"
-        out = io.BytesIO()
-        sealed = get_codec("age").seal(
-            io.BytesIO(plaintext), out, load_recipients(public_key(self.key_args))
-        )
-        key_object, content = sealed.key_object, out.getvalue()
-        mtime_ms = 1_700_000_000_000
+        key_object, content, key_info, content_info = sealed_pair(self.key_args, b"one of many\n")
+        mtime_ms = SEED_MTIME_MS
         names = [f"{BIGDIR}/f{i:05d}.txt" for i in range(self.args.dir_files)]
-        key_info = {"b2cryptfs-format": "age"}
-        content_info = {"b2cryptfs-format": "age", "src_last_modified_millis": str(mtime_ms)}
         if server is not None:
             server.seed([n + ".key.enc" for n in names], key_object, key_info)
             server.seed([n + ".enc" for n in names], content, content_info)
@@ -255,33 +244,11 @@ class Bench:
         }
 
     def seq_read(self, mnt: Path, key: str) -> dict[str, float]:
-        crc, got = 0, 0
-        started = time.monotonic()
-        with open(mnt / BIGFILE, "rb", buffering=0) as f:
-            while data := f.read(MIB):
-                crc = zlib.crc32(data, crc)
-                got += len(data)
-        elapsed = time.monotonic() - started
-        if got != self.size or crc != self.want_crc:
-            raise RuntimeError(f"{key}: read back {got} bytes, content differs or is short")
-        return {key: got / MIB / elapsed}
+        elapsed = timed_seq_read(mnt / BIGFILE, self.blocks, self.size, self.want_crc, key)
+        return {key: self.size / MIB / elapsed}
 
     def random_reads(self, mnt: Path, key: str, count: int, seed: int) -> dict[str, float]:
-        rnd = random.Random(seed)
-        pages = self.size // 4096
-        offsets = [rnd.randrange(pages) * 4096 for _ in range(count)]
-        fd = os.open(mnt / BIGFILE, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            started = time.monotonic()
-            for off in offsets:
-                data = os.pread(fd, 4096, off)
-                within = off % MIB
-                if data != self.blocks.block(off // MIB)[within : within + 4096]:
-                    raise RuntimeError(f"{key}: wrong bytes read at offset {off}")
-            elapsed = time.monotonic() - started
-        finally:
-            os.close(fd)
+        elapsed = timed_random_reads(mnt / BIGFILE, self.blocks, self.size, count, seed, key)
         return {key: count / elapsed}
 
     # --- one store ---------------------------------------------------------------------
