@@ -1,0 +1,96 @@
+"""Random operation sequences on a real mount and on a local directory must agree (issue 7).
+
+See tests/difftree.py for the operations, the comparison and the FEATURES switch. Every run
+prints its seed; a divergence is shrunk to a short sequence and printed as a Python list that
+``difftree.replay`` runs again. ``B2CRYPTFS_DIFF_FEATURES=all`` tries every feature.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import difftree
+import pytest
+from mountutil import (  # noqa: F401
+    Keys,
+    Mount,
+    StoreSpec,
+    mount_store,
+    requires_fuse,
+    rsa_keys,
+)
+
+pytestmark = requires_fuse
+HEAVY = os.environ.get("B2CRYPTFS_HEAVY") == "1"
+
+
+class MountedPair:
+    """A mount and a reference directory, each holding one fresh sub-directory per run."""
+
+    def __init__(self, store: StoreSpec, keys: Keys, tmp_path: Path) -> None:
+        self.store, self.keys = store, keys
+        self.mnt, self.cache = tmp_path / "mnt", tmp_path / "cache"
+        self.ref = tmp_path / "ref"
+        self.ref.mkdir()
+        self.runs = itertools.count()
+        self.mount: Mount | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.mount = Mount(self.store, self.mnt, self.cache, self.keys.args()).start()
+
+    def remount(self) -> None:
+        """Clean unmount (the daemon must drain and exit 0), then mount again."""
+        assert self.mount is not None
+        m, self.mount = self.mount, None
+        m.close(expect_exit=0)
+        self.start()
+
+    def fresh(self) -> tuple[Path, Path, difftree.Callable[[], None]]:
+        if self.mount is None or self.mount.wait(0) is not None:
+            self.start()  # a previous replay left it dead
+        name = f"r{next(self.runs)}"
+        (self.ref / name).mkdir()
+        (self.mnt / name).mkdir()
+        return self.ref / name, self.mnt / name, self.remount
+
+    def close(self) -> None:
+        if self.mount is not None:
+            self.mount.close(expect_exit=0)
+
+
+@pytest.fixture
+def pair(mount_store: StoreSpec, rsa_keys: Keys, tmp_path: Path) -> Iterator[MountedPair]:  # noqa: F811
+    old = os.umask(0o022)
+    p = MountedPair(mount_store, rsa_keys, tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+        os.umask(old)
+
+
+def _run_seeds(pair: MountedPair, store: str, seeds: range, n_ops: int, shrink_s: float) -> None:
+    features = difftree.features_from_env()
+    for seed in seeds:
+        print(f"seed {seed}, {n_ops} ops, store {store}, features {sorted(features)}")
+        ops, found = difftree.run_random(seed, n_ops, pair.fresh, features)
+        if found is not None:
+            small, d = difftree.shrink(ops, found, pair.fresh, features, shrink_s)
+            pytest.fail(difftree.report(seed, store, features, small, d), pytrace=False)
+
+
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_random_sequences_agree(pair: MountedPair, mount_store: StoreSpec) -> None:  # noqa: F811
+    base = int(os.environ.get("B2CRYPTFS_DIFF_SEED", "1"))
+    _run_seeds(pair, mount_store.kind, range(base, base + 2), 40, shrink_s=60)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_random_sequences_agree_heavy(pair: MountedPair, mount_store: StoreSpec) -> None:  # noqa: F811
+    seeds, n_ops = (range(100, 120), 200) if HEAVY else (range(100, 101), 60)
+    _run_seeds(pair, mount_store.kind, seeds, n_ops, shrink_s=300 if HEAVY else 60)
