@@ -225,7 +225,11 @@ _RESURRECTS = pytest.mark.xfail(
 )
 QUICK_VARIANTS = [
     pytest.param("touch_rm", marks=_RESURRECTS),
-    pytest.param("touch_chmod_rm", marks=_RESURRECTS),
+    # A race: on the loopback B2 it came back in most runs, but not in every one.
+    pytest.param(
+        "touch_chmod_rm",
+        marks=pytest.mark.xfail(strict=False, reason="issue 7: comes back in most runs"),
+    ),
     "write_rm",
     pytest.param("dir_touch_rm", marks=_RESURRECTS),
 ]
