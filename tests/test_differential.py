@@ -124,8 +124,9 @@ PINNED = {
             ("sleep",),
         ],
     ),  # fmt: skip
-    # issue 7 item 5: after unlink, a write through a still-open descriptor is not read back
-    # through it (same size, wrong bytes).
+    # issue 7 item 5: a closed file reopened, unlinked, then partly overwritten through the
+    # descriptor: the bytes not overwritten read back as zeros (A*100, write B*100 at 50:
+    # reads 50 NULs + B*100). Overwriting all of it, or a file never closed, reads back right.
     "write_after_unlink_reads_back_wrong": (
         frozenset({"open_unlink"}),
         [
