@@ -110,8 +110,21 @@ def refuse_secret_options(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (the optional argcomplete package): answers and exits when the shell
+    asks (``eval "$(register-python-argcomplete b2cryptfs)"``), else does nothing."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
 def run(argv: Sequence[str]) -> int:
     parser = build_parser()
+    _complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.WARNING,
