@@ -258,8 +258,11 @@ def _get_tree(args, store_url: str, pairs: PairStore, path: str, report: Reporte
     if args.dest == "-":
         raise UsageError("get -r writes a directory; it cannot go to standard output")
     dest = args.dest
-    if os.path.isdir(dest) and path.strip("/"):
-        dest = os.path.join(dest, os.path.basename(path.strip("/")))
+    if os.path.isdir(dest):
+        # As cp -r: into an existing directory goes DIR/NAME (a local store given as a
+        # directory has no path inside it: its own name then).
+        name = os.path.basename(path.strip("/") or args.source.rstrip("/"))
+        dest = os.path.join(dest, name)
     for rel, entry in _tree(pairs, path):
         target = os.path.join(dest, *rel.split("/"))
         try:
