@@ -58,19 +58,25 @@ def forget_environment_passphrase() -> None:
     The bytes are overwritten in place too: /proc/PID/environ shows the environment block
     the process started with, which unsetenv() alone leaves intact.
     """
-    if os.environ.pop(ENV_PASSPHRASE, None) is None:
+    if ENV_PASSPHRASE not in os.environ:
         return
+    name = ENV_PASSPHRASE.encode()
     try:
         import ctypes
 
         libc = ctypes.CDLL(None)
         libc.getenv.restype = ctypes.c_void_p
-        ptr = libc.getenv(ENV_PASSPHRASE.encode())
-        if ptr:
-            ctypes.memset(ptr, 0, libc.strlen(ctypes.c_void_p(ptr)))
-        libc.unsetenv(ENV_PASSPHRASE.encode())
+        value = libc.getenv(name)
+        if value:
+            # getenv points just past "NAME=": wipe the whole "NAME=VALUE" string, after
+            # unsetenv has taken it out of the environment array.
+            start = value - len(name) - 1
+            length = len(name) + 1 + len(ctypes.string_at(value))
+            libc.unsetenv(name)
+            ctypes.memset(start, 0, length)
     except (OSError, AttributeError):
         pass
+    os.environ.pop(ENV_PASSPHRASE, None)
 
 
 def _open_tty() -> None:
