@@ -289,3 +289,23 @@ def test_wheel_builds(tmp_path: Path) -> None:
     ep = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(ep).decode()
     assert "mount.b2cryptfs" in text and "b2cryptfs = b2cryptfs.cli.main:main" in text
+
+
+def test_progress_bar_on_request(tmp_path: Path, env, keys) -> None:
+    ident, recipient = keys
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    put = ok(["put", "-P", "--public-key", recipient, src, f"{tmp_path}/store/"], env)
+    get = ok(["get", "-P", "--private-key", ident, f"{tmp_path}/store/big.bin", "-"], env)
+    assert get.stdout == src.read_bytes()  # the bar never mixes into the data
+    for proc in (put, get):
+        shown = proc.stderr.decode().replace("\r", "\n")
+        assert "100%" in shown and "3.0 MiB" in shown, shown
+
+
+def test_mount_o_passphrase_cmd_and_ownership_options() -> None:
+    from b2cryptfs.cli.mountopts import translate_o_options
+
+    assert translate_o_options(["passphrase_cmd=pass show b2,uid=1000,gid=100,umask=027"]) == [
+        "--passphrase-command", "pass show b2", "--uid", "1000", "--gid", "100", "--umask", "027",
+    ]  # fmt: skip
