@@ -52,6 +52,12 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
         "(else $B2CRYPTFS_PASSPHRASE, else a prompt on the terminal)",
     )
     g.add_argument(
+        "--passphrase-command",
+        metavar="CMD",
+        help="run CMD with the shell and take the first line it prints as the passphrase "
+        "(pass show KEY, secret-tool lookup …, systemd-ask-password)",
+    )
+    g.add_argument(
         "--format",
         choices=FORMATS,
         default="age",
@@ -92,10 +98,14 @@ def load_identities_from_args(args: argparse.Namespace) -> list[Identity]:
     from b2cryptfs.keys.loader import load_identities
     from b2cryptfs.keys.passphrase import passphrase_source
 
-    source = passphrase_source(getattr(args, "passphrase_file", None))
+    passphrase_file = getattr(args, "passphrase_file", None)
+    command = getattr(args, "passphrase_command", None)
+    if passphrase_file is not None and command is not None:
+        raise UsageError("give --passphrase-file or --passphrase-command, not both")
+    source = passphrase_source(passphrase_file, command=command)
     identities: list[Identity] = []
     for path in _private_key_paths(args):
-        identities.extend(load_identities(path, source))
+        identities.extend(load_identities(path, lambda path=path: source(path)))
     return identities
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from b2cryptfs import __version__
 from b2cryptfs.errors import B2CryptfsError
@@ -26,15 +27,27 @@ _MODULES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviations (``--passphrase`` must never be taken for ``--passphrase-file``), and
+    a usage error in one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="b2cryptfs",
         description="Client-side encrypted Backblaze B2 storage: a FUSE mount and tools.",
     )
     parser.add_argument("--version", action="version", version=f"b2cryptfs {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     registered: set[str] = set()
     for name in COMMANDS:
@@ -53,12 +66,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _looks_like_mount_helper(argv: Sequence[str]) -> bool:
-    """mount.fuse3 runs ``b2cryptfs STORE MNT -o OPTS``: no subcommand first."""
-    return len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-")
+    """mount.fuse3 runs ``b2cryptfs STORE MNT -o OPTS``: no subcommand first, and a store
+    (a URL, a path or an existing directory) where the subcommand would be."""
+    if len(argv) < 2 or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return False
+    return "/" in argv[0] or os.path.isdir(argv[0])
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    if not argv or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"commands: {', '.join(COMMANDS)}"
+    return f"unknown command '{argv[0]}' ({hint})"
+
+
+# Secrets are never taken on the command line (other users see it in the process list).
+_SECRET_OPTIONS = ("--passphrase", "--password", "--pass")
+_SECRET_MOUNT_OPTIONS = ("passphrase", "password", "pass")
+_SECRET_ADVICE = "use --passphrase-file, --passphrase-command or $B2CRYPTFS_PASSPHRASE"
+
+
+def refuse_secret_options(argv: Sequence[str]) -> str | None:
+    """A one-line refusal of a passphrase given as an option; never repeats its value."""
+    after_o = False
+    for token in argv:
+        if token == "--":
+            break
+        name = token.partition("=")[0]
+        if name in _SECRET_OPTIONS:
+            return f"{name} is not accepted: {_SECRET_ADVICE}"
+        if after_o or token.startswith("-o") and len(token) > 2:
+            opts = token[2:] if not after_o else token
+            for opt in opts.split(","):
+                if opt.partition("=")[0].strip() in _SECRET_MOUNT_OPTIONS:
+                    return (
+                        f"mount option {opt.partition('=')[0].strip()} is not accepted: "
+                        "use passphrase_file=, passphrase_cmd= or $B2CRYPTFS_PASSPHRASE"
+                    )
+        after_o = token == "-o"
+    return None
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (the optional argcomplete package): answers and exits when the shell
+    asks (``eval "$(register-python-argcomplete b2cryptfs)"``), else does nothing."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def run(argv: Sequence[str]) -> int:
     parser = build_parser()
+    _complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.WARNING,
@@ -69,27 +135,49 @@ def run(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    refused = refuse_secret_options(argv)
+    if refused:
+        print(f"b2cryptfs: error: {refused}", file=sys.stderr)
+        return 2
     if _looks_like_mount_helper(argv):
         return mount_helper_main(argv)
+    unknown = _unknown_command(argv)
+    if unknown:
+        print(f"b2cryptfs: error: {unknown}", file=sys.stderr)
+        return 2
     try:
         return run(argv)
     except B2CryptfsError as exc:
         print(f"b2cryptfs: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        return _reader_left()
+    except OSError as exc:
+        # Local files: one line, whatever the errno (ENOSPC, EACCES, ENOTDIR…).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"b2cryptfs: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("b2cryptfs: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # `b2cryptfs cat … | head`: the reader left; not an error worth a traceback.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        except OSError:
-            pass
-        return 0
+
+
+def _reader_left() -> int:
+    # `b2cryptfs cat … | head`: the reader left; not an error worth a traceback.
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    except OSError:
+        pass
+    return 0
 
 
 def mount_helper_main(argv: Sequence[str] | None = None) -> int:
     """Entry point as ``mount.b2cryptfs STORE MNT -o OPTS`` (and via mount.fuse3)."""
     from b2cryptfs.cli.mount import helper_main
 
-    return helper_main(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    refused = refuse_secret_options(argv)
+    if refused:
+        print(f"mount.b2cryptfs: error: {refused}", file=sys.stderr)
+        return 2
+    return helper_main(argv)

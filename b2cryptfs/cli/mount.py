@@ -54,6 +54,34 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _uid(text: str) -> int:
+    import pwd
+
+    try:
+        return int(text) if text.isdigit() else pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def _gid(text: str) -> int:
+    import grp
+
+    try:
+        return int(text) if text.isdigit() else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such group: {text!r}") from None
+
+
+def _umask(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"not an octal umask: {text!r} (examples: 022, 077)")
+    return value
+
+
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE", help="b2://BUCKET[/PREFIX] or a directory")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
@@ -91,6 +119,25 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--auto-unmount", action="store_true", help="unmount if the daemon dies (FUSE option)"
+    )
+    g.add_argument(
+        "--uid",
+        type=_uid,
+        metavar="USER",
+        help="owner shown for files without stored ownership (default: the mounting user)",
+    )
+    g.add_argument(
+        "--gid",
+        type=_gid,
+        metavar="GROUP",
+        help="group shown for files without stored ownership (default: the mounting group)",
+    )
+    g.add_argument(
+        "--umask",
+        type=_umask,
+        metavar="OCTAL",
+        help="mode bits cleared for files and directories without stored modes "
+        "(default: files 0644, directories 0755)",
     )
     c = parser.add_argument_group("cache")
     c.add_argument(
@@ -140,6 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mount a store as a directory",
         description="Mount a store; files are encrypted on close and uploaded as "
         "PATH.enc + PATH.key.enc pairs.",
+        allow_abbrev=False,
     )
     add_mount_arguments(parser)
     parser.set_defaults(func=handle)
@@ -153,7 +201,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=prog, description="Mount a b2cryptfs store.")
+    parser = _OneLineParser(prog=prog, description="Mount a b2cryptfs store.", allow_abbrev=False)
     add_mount_arguments(parser)
     return parser
 
@@ -220,6 +268,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
+    from b2cryptfs.keys.passphrase import forget_environment_passphrase
+
+    forget_environment_passphrase()  # the daemon is forked from here and lives long
 
     store = open_store(args)
     # One listing call proves credentials, bucket and the right to list it, before forking.
@@ -256,6 +307,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         fsname=args.store if "://" in args.store else os.path.abspath(args.store),
     )
     config.fuse_options = ["auto_unmount"] if args.auto_unmount else []
+    config.uid, config.gid, config.umask = args.uid, args.gid, args.umask
     config.encrypt_names = bool(getattr(args, "encrypt_names", False))
     # The pair layer as the daemon will build it: a name key the keys cannot open (or a
     # write-only mount of a store with encrypted names) is refused here, in the foreground.

@@ -2,13 +2,15 @@
 
 Identities: RSA keys in PEM as ``openssl genrsa`` writes them (encrypted PKCS#8 on OpenSSL 3,
 traditional ``Proc-Type: 4,ENCRYPTED`` PEM before, or unencrypted), OpenSSH-format RSA keys,
-and age identity files (``AGE-SECRET-KEY-1…`` lines). Recipients: SPKI or PKCS#1 PEM public
+and age identity files (``AGE-SECRET-KEY-1…`` lines), also passphrase-protected by ``age -p``. Recipients: SPKI or PKCS#1 PEM public
 keys, ``ssh-rsa`` lines, ``age1…`` strings, or an unencrypted private key's public half.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -23,6 +25,8 @@ from b2cryptfs.keys.types import Identity, Recipient, RsaIdentity, RsaRecipient
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _AGE_IDENTITY = "AGE-SECRET-KEY-1"
 _AGE_RECIPIENT = "age1"
+_AGE_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
+_AGE_ARMOR_END = b"-----END AGE ENCRYPTED FILE-----"
 # Anything bigger is not a key file; reading it whole would only waste memory.
 _MAX_KEY_FILE = 1 << 20
 
@@ -147,6 +151,55 @@ def _age_identities(data: bytes, path: str) -> list[Identity]:
     return out
 
 
+def _dearmor(data: bytes, path: str) -> bytes:
+    text = data.strip()
+    if not (text.startswith(_AGE_ARMOR_BEGIN) and text.endswith(_AGE_ARMOR_END)):
+        raise KeyFileError(f"{path}: damaged age armor; check it with age -d {path}")
+    body = b"".join(text[len(_AGE_ARMOR_BEGIN) : -len(_AGE_ARMOR_END)].split())
+    try:
+        return base64.b64decode(body, validate=True)
+    except ValueError:
+        raise KeyFileError(f"{path}: damaged age armor; check it with age -d {path}") from None
+
+
+def _age_protected_identities(
+    data: bytes, path: str, passphrase: Callable[[], bytes] | None
+) -> list[Identity]:
+    """Identities from a file ``age -p`` wrote: an age file, encrypted to a passphrase (one
+    scrypt stanza), whose plaintext is an identity file."""
+    from b2cryptfs.errors import FormatError, NoMatchingIdentity
+    from b2cryptfs.formats.age import header
+    from b2cryptfs.formats.age.agefile import decrypt_file
+    from b2cryptfs.formats.age.scrypt import STANZA_TYPE, ScryptIdentity
+
+    if _AGE_ARMOR_BEGIN in data:
+        data = _dearmor(data, path)
+    try:
+        stanzas = header.parse(header.read_header(io.BytesIO(data))).stanzas
+    except FormatError as e:
+        raise KeyFileError(
+            f"{path}: not a readable age file ({e}); check it with age -d {path}"
+        ) from None
+    if [s.type for s in stanzas] != [STANZA_TYPE]:
+        raise KeyFileError(
+            f"{path} is an age file encrypted to a key, not to a passphrase; "
+            f"decrypt it first (age -d {path})"
+        )
+    if passphrase is None:
+        raise KeyFileError(f"{path} is a passphrase-protected age identity: give its public key")
+    try:
+        secret = passphrase().decode("utf-8")
+    except UnicodeDecodeError:
+        raise WrongPassphrase(f"wrong passphrase for {path}") from None
+    try:
+        plain = b"".join(decrypt_file(io.BytesIO(data), [ScryptIdentity(secret)]))
+    except NoMatchingIdentity:
+        raise WrongPassphrase(f"wrong passphrase for {path}") from None
+    except FormatError as e:
+        raise KeyFileError(f"{path}: damaged age file ({e})") from None
+    return _age_identities(plain, path)
+
+
 def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity]:
     """The private key(s) in ``path``; ``passphrase()`` is called only for an encrypted key.
 
@@ -159,10 +212,8 @@ def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity
             return [_require_rsa_private(_load_openssh_private(block, path, passphrase), path)]
         if label.endswith("PRIVATE KEY"):
             return [_require_rsa_private(_load_pem_private(block, path, passphrase), path)]
-    if data.startswith(b"age-encryption.org/") or b"-----BEGIN AGE ENCRYPTED FILE-----" in data:
-        raise KeyFileError(
-            f"{path} is a passphrase-encrypted age file; decrypt it first (age -d {path})"
-        )
+    if data.startswith(b"age-encryption.org/") or _AGE_ARMOR_BEGIN in data:
+        return _age_protected_identities(data, path, passphrase)
     if _AGE_IDENTITY.encode() in data:
         return _age_identities(data, path)
     if b"-----BEGIN" in data or b"ssh-rsa " in data or _AGE_RECIPIENT.encode() in data:
@@ -179,7 +230,7 @@ def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity
 
 
 def _parse_line(line: str, where: str) -> Recipient:
-    """One recipient string: ``age1…``, ``ssh-rsa AAAA… [comment]`` or an age identity."""
+    """One recipient string: ``age1…`` or ``ssh-rsa AAAA… [comment]``."""
     if line.startswith(_AGE_RECIPIENT):
         from b2cryptfs.formats.age.x25519 import parse_x25519_recipient
 
@@ -193,13 +244,12 @@ def _parse_line(line: str, where: str) -> Recipient:
         except (ValueError, UnsupportedAlgorithm) as e:
             raise KeyFileError(f"{where}: invalid ssh-rsa public key ({e})") from None
         return _require_rsa_public(key, where)
-    if line.startswith(_AGE_IDENTITY):
-        from b2cryptfs.formats.age.x25519 import parse_x25519_identity
-
-        try:
-            return parse_x25519_identity(line).recipient()
-        except KeyFileError as e:
-            raise KeyFileError(f"{where}: {e}") from None
+    if line.upper().startswith(_AGE_IDENTITY):
+        # As age -R: a secret key does not belong where only the public key is needed.
+        raise KeyFileError(
+            f"{where}: this is an age secret key (AGE-SECRET-KEY-1…); give the public key "
+            "instead (age-keygen -y FILE prints it)"
+        )
     if line.startswith(("ssh-", "ecdsa-", "sk-")):
         kind = line.split()[0]
         raise KeyFileError(f"{where}: {kind} keys are not supported (ssh-rsa or age1… only)")

@@ -34,3 +34,8 @@ class MountConfig:
     # Create a name key if the store has none (an existing one is always honoured).
     encrypt_names: bool = False
     fuse_options: list[str] = field(default_factory=list)  # extra, e.g. auto_unmount
+    # Owner and mode bits shown for files without stored ownership metadata (mount options
+    # uid=, gid=, umask=); None: the mounting user, 0644 files and 0755 directories.
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None

@@ -375,16 +375,24 @@ class Vfs(ContentOps):
         return "\n".join(lines).encode()
 
     def statfs(self) -> dict[str, int]:
-        # A bucket has no meaningful capacity: report a large, plausible one.
-        frsize = 4096
+        # A bucket has no meaningful capacity: report a large, plausible one. What limits
+        # writes is the cache disk (files are staged there until uploaded): its free space.
+        # One block size for both fields, so that tools using either agree.
+        frsize = BLKSIZE
         blocks = (256 << 40) // frsize  # 256 TiB
         used = sum(e.content_size for e in self.outbox.pending()) // frsize
+        free = blocks - used
+        try:
+            disk = os.statvfs(self.cache.path)
+            free = min(free, disk.f_bavail * disk.f_frsize // frsize)
+        except OSError:
+            pass
         return {
-            "f_bsize": BLKSIZE,
+            "f_bsize": frsize,
             "f_frsize": frsize,
             "f_blocks": blocks,
-            "f_bfree": blocks - used,
-            "f_bavail": blocks - used,
+            "f_bfree": free,
+            "f_bavail": free,
             "f_files": 1 << 32,
             "f_ffree": (1 << 32) - 1,
             "f_favail": (1 << 32) - 1,

@@ -433,7 +433,16 @@ class PairStore:
         info.setdefault(INFO_FORMAT, self.format)
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
         key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
-        content = self.store.upload_file(content_obj, content_file, info)
+        try:
+            content = self.store.upload_file(content_obj, content_file, info)
+        except BaseException:
+            # No orphan key object: drop the version just uploaded (an older one, if any,
+            # still fits the older content). Best effort: the key may lack deleteFiles.
+            try:
+                self.store.delete_version(key)
+            except Exception:  # noqa: BLE001
+                pass
+            raise
         return self.make_entry(path, content, key)
 
     def put_file(self, path: str, local_path: str, mtime_ms: int | None = None) -> FileEntry:

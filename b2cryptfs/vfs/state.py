@@ -128,8 +128,11 @@ class VfsState:
         self.pairs = pairs
         self.config = config
         self.cache = cache
-        self.uid = os.getuid()
-        self.gid = os.getgid()
+        self.uid = os.getuid() if config.uid is None else config.uid
+        self.gid = os.getgid() if config.gid is None else config.gid
+        umask = config.umask
+        self.file_perm = _FILE_PERM if umask is None else 0o666 & ~umask
+        self.dir_perm = _DIR_PERM if umask is None else 0o777 & ~umask
         self.timeout = max(0.0, min(1.0, config.dir_cache_time))
         self.table = InodeTable()
         self._dirs: dict[str, DirState] = {}
@@ -420,7 +423,7 @@ class VfsState:
         mtime = node.dir_mtime_ns or self.mount_time_ns
         return Attr(
             ino=node.ino,
-            mode=stat.S_IFDIR | (node.perm if node.perm is not None else _DIR_PERM),
+            mode=stat.S_IFDIR | (node.perm if node.perm is not None else self.dir_perm),
             nlink=1,  # "unknown": tools must not count subdirectories from it
             uid=node.uid if node.uid is not None else self.uid,
             gid=node.gid if node.gid is not None else self.gid,
@@ -439,7 +442,7 @@ class VfsState:
         timeout = self.timeout if view.exact else 0.0
         return Attr(
             ino=node.ino,
-            mode=stat.S_IFREG | (node.perm if node.perm is not None else _FILE_PERM),
+            mode=stat.S_IFREG | (node.perm if node.perm is not None else self.file_perm),
             nlink=0 if node.unlinked else 1,
             uid=node.uid if node.uid is not None else self.uid,
             gid=node.gid if node.gid is not None else self.gid,
