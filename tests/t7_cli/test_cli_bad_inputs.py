@@ -25,7 +25,7 @@ def w(tmp_path_factory) -> SimpleNamespace:
     (d / "a.txt").write_text("hello\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("B2_", "B2CRYPTFS_"))}
     env["HOME"] = str(d)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     ok(["put", "-q", "--public-key", recipient, d / "a.txt", f"{store}/docs/"], env)
     dangling = d / "dangling"
     dangling.mkdir()
