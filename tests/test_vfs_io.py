@@ -26,12 +26,12 @@ from vfs_testutil import (
     x25519_identity,
 )
 
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import AuthError, TransientError
 from b2cryptfs.keys.types import RsaIdentity
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import ROOT_INO
-from b2cryptfs.vfs.pairs import PairStore
 
 OPENSSL = shutil.which("openssl")
 

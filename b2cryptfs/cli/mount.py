@@ -259,7 +259,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     config.encrypt_names = bool(getattr(args, "encrypt_names", False))
     # The pair layer as the daemon will build it: a name key the keys cannot open (or a
     # write-only mount of a store with encrypted names) is refused here, in the foreground.
-    from b2cryptfs.fs.mount import make_pairs
+    from b2cryptfs.bucket.factory import make_pairs
 
     make_pairs(config, store)
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 
+from b2cryptfs.bucket.pairs import PairStore, fetch_plaintext_to
 from b2cryptfs.cli.common import (
     add_key_options,
     load_keys_from_args,
@@ -16,7 +17,6 @@ from b2cryptfs.cli.common import (
 )
 from b2cryptfs.errors import NotFound, UsageError
 from b2cryptfs.store.base import Store
-from b2cryptfs.vfs.pairs import PairStore, fetch_plaintext_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -64,6 +64,9 @@ def _os_error(exc: OSError, what: str) -> StoreError:
 class DirStore:
     """A Store over a local directory (see the module docstring for the rules)."""
 
+    # Object names are relative to the directory itself: nothing is counted before them.
+    prefix = ""
+
     def __init__(self, root: str, *, url: str | None = None, create: bool = False) -> None:
         root = os.path.abspath(root)
         if create:

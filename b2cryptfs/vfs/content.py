@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import trio
 
+from b2cryptfs.bucket.pairs import INFO_FORMAT
 from b2cryptfs.errors import B2CryptfsError, IntegrityError
 from b2cryptfs.store.base import MTIME_KEY
 from b2cryptfs.vfs.fserror import OpError
@@ -24,7 +25,6 @@ from b2cryptfs.vfs.openfile import (
     readahead_window,
 )
 from b2cryptfs.vfs.outbox import OutboxEntry
-from b2cryptfs.vfs.pairs import INFO_FORMAT
 from b2cryptfs.vfs.staging import Staging
 from b2cryptfs.vfs.state import Attr, FileView, Handle, VfsState
 
@@ -369,13 +369,13 @@ class ContentOps(VfsState):
             raise OpError(errno.EIO, f"{path}: its key object is missing")
         key_obj, fmt = remote.key, remote.format
         seq, content_path = self.outbox.allocate()
-        store, outbox = self.pairs.store, self.outbox
+        pairs, outbox = self.pairs, self.outbox
 
         def work() -> OutboxEntry:
             try:
-                store.download(remote.content, content_path)
+                pairs.download_content(remote.content, content_path)
                 os.chmod(content_path, 0o600)
-                key_object = store.read(key_obj)
+                key_object = pairs.read_key_object(key_obj)
                 info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
                 info[INFO_FORMAT] = fmt
                 return outbox.write_entry(seq, path, mtime_ms, key_object, info, fmt, view.size)

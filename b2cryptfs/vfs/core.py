@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.formats import detect_format
 from b2cryptfs.vfs.content import ContentOps
@@ -32,7 +33,6 @@ from b2cryptfs.vfs.namespace import (
 from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
 )
-from b2cryptfs.vfs.pairs import FileEntry
 from b2cryptfs.vfs.state import BLKSIZE, Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ class Vfs(ContentOps):
             if remote.key is None:
                 raise OpError(errno.ENODATA, "key object missing")
             key_object = await self._store_read(
-                f"key object of {node.path}", self.pairs.store.read, remote.key
+                f"key object of {node.path}", self.pairs.read_key_object, remote.key
             )
             fmt = remote.format or detect_format(key_object[:64])
             if name == XATTR_FORMAT:

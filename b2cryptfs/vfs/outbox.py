@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, TransientError
 from b2cryptfs.vfs.namespace import PathIndex
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,19 @@ from typing import Any, TypeVar
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.cache.readers import MemoryLRU
-from b2cryptfs.errors import AlreadyExists, B2CryptfsError, TransientError
+from b2cryptfs.errors import (
+    AlreadyExists,
+    B2CryptfsError,
+    InvalidName,
+    NameTooLong,
+    TransientError,
+)
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.names import check_dir_name, check_file_name
 from b2cryptfs.vfs.namespace import (
     DirState,
     InodeTable,
@@ -41,11 +47,9 @@ from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
     LocalContent,
     LocalFileSource,
-    RecordingSource,
     RemoteContent,
 )
 from b2cryptfs.vfs.outbox import Outbox, OutboxEntry
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,9 +163,6 @@ class VfsState:
         self._fetcher: ChunkFetcher | None = None
         self.mount_time_ns = time.time_ns()
         self._warned: set[str] = set()
-        # A bucket prefix counts against B2's limit on object names.
-        prefix = getattr(pairs.store, "prefix", "")
-        self._prefix_bytes = len(prefix.encode()) if isinstance(prefix, str) else 0
 
     @property
     def fetcher(self) -> ChunkFetcher:
@@ -533,13 +534,12 @@ class VfsState:
 
     def _check_name(self, parent: str, leaf: str, *, is_dir: bool) -> str:
         """A new name's path, or ENAMETOOLONG/EINVAL if the store would refuse it."""
-        check = check_dir_name if is_dir else check_file_name
-        path = check(parent, leaf, self._prefix_bytes)
-        # The pair layer knows the object names exactly (encrypted names are longer).
-        check_objects = getattr(self.pairs, "check_name", None)
-        if check_objects is not None:
-            check_objects(path, is_dir=is_dir)
-        return path
+        try:
+            return self.pairs.check_new_name(parent, leaf, is_dir=is_dir)
+        except NameTooLong as exc:
+            raise OpError(errno.ENAMETOOLONG, str(exc)) from None
+        except InvalidName as exc:
+            raise OpError(errno.EINVAL, str(exc)) from None
 
     async def _remote(self, entry: FileEntry) -> RemoteContent:
         vid = entry.content.version_id
@@ -561,7 +561,7 @@ class VfsState:
             rc = self.readers.get(vid)
             if rc is not None:
                 return rc
-            source = RecordingSource(self.pairs.store, entry.content)
+            source = self.pairs.content_source(entry.content)
             try:
                 reader = await self._store_read(
                     f"open of {entry.path}", self.pairs.open, entry, source
