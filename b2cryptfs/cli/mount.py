@@ -19,15 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from b2cryptfs.cache.cachedir import ROOT_CACHE_ROOT, default_cache_root
 from b2cryptfs.cli import daemon
 from b2cryptfs.cli.common import add_key_options, load_keys_from_args
 from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
 from b2cryptfs.cli.mountprep import (
-    ROOT_CACHE_ROOT,
     MountError,
     check_fuse_device,
     check_mountpoint,
-    default_cache_root,
     open_store,
     prepare_cache_dir,
 )

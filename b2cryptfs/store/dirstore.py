@@ -55,10 +55,7 @@ def _sort_key(name: str) -> bytes:
 
 
 def _os_error(exc: OSError, what: str) -> StoreError:
-    err = StoreError(f"{what}: {exc.strerror or exc}")
-    if exc.errno:
-        err.errno = exc.errno
-    return err
+    return StoreError(f"{what}: {exc.strerror or exc}")
 
 
 class DirStore:
