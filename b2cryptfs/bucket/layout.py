@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from b2cryptfs.errors import InvalidName, NameTooLong
+from b2cryptfs.formats.names import SUFFIX_RESERVE
 from b2cryptfs.store.base import MAX_NAME_BYTES, MAX_SEGMENT_BYTES
 
 KEY_SUFFIX = ".key.enc"
@@ -25,6 +26,8 @@ NAME_KEY_OBJECT = ".b2cryptfs-names.age"
 # A file leaf gets KEY_SUFFIX appended, so it has that much less room than a segment.
 MAX_FILE_LEAF_BYTES = MAX_SEGMENT_BYTES - len(KEY_SUFFIX)  # 242
 MAX_FILE_PATH_BYTES = MAX_NAME_BYTES - len(KEY_SUFFIX)
+# Encrypted leaves leave room for the suffixes appended here.
+assert max(len(KEY_SUFFIX), len(CONTENT_SUFFIX)) <= SUFFIX_RESERVE
 
 Kind = Literal["content", "key", "marker", "name-key", "stray"]
 

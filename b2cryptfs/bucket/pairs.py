@@ -50,7 +50,15 @@ from b2cryptfs.errors import (
     PairMismatch,
     UsageError,
 )
-from b2cryptfs.formats import Codec, ContentReader, Sealed, detect_format, get_codec
+from b2cryptfs.formats import (
+    Codec,
+    ContentReader,
+    Sealed,
+    detect_format,
+    estimate_plaintext_size,
+    get_codec,
+    sniff_format,
+)
 from b2cryptfs.formats.names import NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store, validate_name
@@ -71,8 +79,6 @@ __all__ = [
     "fetch_plaintext_to",
     "key_name",
 ]
-# RSA modulus sizes: an openssl-format key object is exactly one RSA block.
-_RSA_BLOCK_SIZES = frozenset({128, 256, 384, 512, 768, 1024})
 
 
 @dataclass(frozen=True)
@@ -91,24 +97,6 @@ class DirListing:
     files: dict[str, FileEntry]
     dirs: set[str]
     has_marker: bool
-
-
-def _openssl_layout(content_size: int) -> bool:
-    """Could this many bytes be `openssl enc -a` output (64-char base64 lines + newlines)?"""
-    full, rest = divmod(content_size, 65)
-    if rest:
-        chars = rest - 1
-        if chars <= 0 or chars % 4:
-            return False
-    raw = full * 48 + (rest - 1) * 3 // 4 if rest else full * 48
-    return raw >= 32
-
-
-def _openssl_estimate(content_size: int) -> int:
-    """Upper bound of the plaintext size of an openssl content object (padding unknown)."""
-    full, rest = divmod(content_size, 65)
-    raw = full * 48 + (max(rest - 1, 0) * 3 // 4)
-    return max(raw - 16 - 1, 0)
 
 
 class PairStore:
@@ -233,24 +221,15 @@ class PairStore:
     def make_entry(self, path: str, content: ObjectInfo, key: ObjectInfo | None) -> FileEntry:
         """Describe a file from its listing rows alone (no request)."""
         fmt = content.info.get(INFO_FORMAT)
-        if fmt is None:
-            # Written by another tool: the seed's objects are one RSA block and base64 text.
-            if key is not None and key.size in _RSA_BLOCK_SIZES and _openssl_layout(content.size):
-                fmt = "openssl"
-            elif key is not None:
-                fmt = "age"
+        if fmt is None and key is not None:
+            fmt = sniff_format(key.size, content.size)  # written by another tool
         size = None
         if fmt in ("age", "openssl"):
             try:
                 size = self.codec_for(fmt).plaintext_size_hint(content.size, content.info)
             except B2CryptfsError:
                 size = None
-        if size is not None:
-            estimate = size
-        elif fmt == "age" or fmt is None and not _openssl_layout(content.size):
-            estimate = max(content.size - 16, 0)
-        else:
-            estimate = _openssl_estimate(content.size)
+        estimate = size if size is not None else estimate_plaintext_size(fmt, content.size)
         return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms)
 
     def list_dir(self, dirpath: str) -> DirListing:

@@ -132,7 +132,7 @@ def _age_lines(data: bytes, path: str) -> Iterator[tuple[int, str]]:
 
 
 def _age_identities(data: bytes, path: str) -> list[Identity]:
-    from b2cryptfs.formats.age.x25519 import parse_x25519_identity
+    from b2cryptfs.keys.agekeys import parse_x25519_identity
 
     out: list[Identity] = []
     for n, line in _age_lines(data, path):
@@ -181,7 +181,7 @@ def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity
 def _parse_line(line: str, where: str) -> Recipient:
     """One recipient string: ``age1…``, ``ssh-rsa AAAA… [comment]`` or an age identity."""
     if line.startswith(_AGE_RECIPIENT):
-        from b2cryptfs.formats.age.x25519 import parse_x25519_recipient
+        from b2cryptfs.keys.agekeys import parse_x25519_recipient
 
         try:
             return parse_x25519_recipient(line)
@@ -194,7 +194,7 @@ def _parse_line(line: str, where: str) -> Recipient:
             raise KeyFileError(f"{where}: invalid ssh-rsa public key ({e})") from None
         return _require_rsa_public(key, where)
     if line.startswith(_AGE_IDENTITY):
-        from b2cryptfs.formats.age.x25519 import parse_x25519_identity
+        from b2cryptfs.keys.agekeys import parse_x25519_identity
 
         try:
             return parse_x25519_identity(line).recipient()
