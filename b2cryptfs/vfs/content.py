@@ -24,7 +24,7 @@ from b2cryptfs.vfs.namespace import (
 from b2cryptfs.vfs.openfile import (
     readahead_window,
 )
-from b2cryptfs.vfs.outbox import OutboxEntry
+from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
 from b2cryptfs.vfs.staging import Staging
 from b2cryptfs.vfs.state import Attr, FileView, Handle, VfsState
 
@@ -194,26 +194,17 @@ class ContentOps(VfsState):
                 return None
             path = node.path
             mtime_ms = node.content_mtime_ns // 1_000_000
-            seq, content_path = self.outbox.allocate()
-            pairs, outbox = self.pairs, self.outbox
+            pairs = self.pairs
 
-            def work() -> OutboxEntry:
-                try:
-                    fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
-                    return outbox.write_entry(
-                        seq,
-                        path,
-                        mtime_ms,
-                        sealed.key_object,
-                        sealed.info,
-                        pairs.format,
-                        sealed.plaintext_size,
-                    )
-                except BaseException:
-                    outbox.discard_files(seq)
-                    raise
+            def write_content(content_path: str) -> WrittenContent:
+                fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+                return WrittenContent(
+                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size
+                )
+
+            work = self.outbox.put(path, mtime_ms, write_content)
 
             async def seal() -> OutboxEntry:
                 return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
@@ -368,20 +359,17 @@ class ContentOps(VfsState):
         if remote.key is None or remote.format is None:
             raise OpError(errno.EIO, f"{path}: its key object is missing")
         key_obj, fmt = remote.key, remote.format
-        seq, content_path = self.outbox.allocate()
-        pairs, outbox = self.pairs, self.outbox
+        pairs = self.pairs
 
-        def work() -> OutboxEntry:
-            try:
-                pairs.download_content(remote.content, content_path)
-                os.chmod(content_path, 0o600)
-                key_object = pairs.read_key_object(key_obj)
-                info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
-                info[INFO_FORMAT] = fmt
-                return outbox.write_entry(seq, path, mtime_ms, key_object, info, fmt, view.size)
-            except BaseException:
-                outbox.discard_files(seq)
-                raise
+        def write_content(content_path: str) -> WrittenContent:
+            pairs.download_content(remote.content, content_path)
+            os.chmod(content_path, 0o600)
+            key_object = pairs.read_key_object(key_obj)
+            info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
+            info[INFO_FORMAT] = fmt
+            return WrittenContent(key_object, info, fmt, view.size)
+
+        work = self.outbox.put(path, mtime_ms, write_content)
 
         async def copy() -> OutboxEntry:
             return await trio.to_thread.run_sync(work, limiter=self.store_limiter)

@@ -94,6 +94,16 @@ class OutboxEntry:
             return f.read()
 
 
+@dataclass(frozen=True)
+class WrittenContent:
+    """What a content writer hands the outbox besides the content file it wrote."""
+
+    key_object: bytes
+    info: dict[str, str]
+    format: str
+    plaintext_size: int
+
+
 def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -166,18 +176,39 @@ class Outbox:
 
     # --- files -------------------------------------------------------------------------
 
-    def allocate(self) -> tuple[int, str]:
+    def put(
+        self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
+    ) -> Callable[[], OutboxEntry]:
+        """The one way into the outbox: a blocking job (for a worker thread) that has
+        ``write_content`` write the sealed content to the file it is given, then makes the
+        entry durable; on any failure nothing of it is left. Register the entry it returns
+        with :meth:`register`. The job may be run again after a failure (disk full)."""
+        seq, content_path = self._allocate()
+
+        def job() -> OutboxEntry:
+            try:
+                w = write_content(content_path)
+                return self._write_entry(
+                    seq, path, mtime_ms, w.key_object, w.info, w.format, w.plaintext_size
+                )
+            except BaseException:
+                self._discard_files(seq)
+                raise
+
+        return job
+
+    def _allocate(self) -> tuple[int, str]:
         """A fresh sequence number and the content file path to write the sealed content to."""
         seq = self._next_seq
         self._next_seq += 1
         return seq, os.path.join(self.directory, f"{seq:012d}.content")
 
-    def discard_files(self, seq: int) -> None:
+    def _discard_files(self, seq: int) -> None:
         stem = os.path.join(self.directory, f"{seq:012d}")
         for ext in (".json", ".key", ".content"):
             _unlink_quietly(stem + ext)
 
-    def write_entry(
+    def _write_entry(
         self,
         seq: int,
         path: str,
@@ -275,7 +306,7 @@ class Outbox:
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
-        """Queue an entry made durable by :meth:`write_entry`."""
+        """Queue an entry made durable by a :meth:`put` job."""
         entry.not_before = trio.current_time() + self.settle if settle else 0.0
         self._add(entry)
 
@@ -301,7 +332,7 @@ class Outbox:
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
         self._remove(entry)
-        self.discard_files(entry.seq)
+        self._discard_files(entry.seq)
         entry.done.set()
         entry.attempted.set()
 
@@ -468,7 +499,7 @@ class Outbox:
             entry.error = None
             entry.state = DONE
             self._remove(entry)
-            self.discard_files(entry.seq)
+            self._discard_files(entry.seq)
             if self.on_uploaded is not None:
                 try:
                     self.on_uploaded(entry, result)
