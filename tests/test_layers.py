@@ -111,7 +111,7 @@ def test_nothing_in_vfs_reaches_the_raw_store() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="state.py and outbox.py are still over 400 lines (vfs composition not finished); "
+    reason="state.py is still over 400 lines (the vfs composition is not finished); "
     "strict: this fails as soon as they fit, so the mark must then go",
 )
 def test_vfs_modules_are_small() -> None:
