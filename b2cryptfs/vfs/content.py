@@ -237,7 +237,7 @@ class ContentOps(VfsState):
         if node.dirty and node.staging is not None and node.staging.size == 0:
             # Shells open (O_TRUNC), dup and close a descriptor before writing to it: an
             # empty new file is sealed at the last close instead of at each of those.
-            if self.outbox.latest(node.path) is None and not self._listed(node.path):
+            if self.outbox.latest(node.path) is None and not self.listings.listed(node.path):
                 return
         entry = await self._seal(node)
         if self.config.sync_upload:

@@ -31,10 +31,10 @@ from b2cryptfs.errors import (
     B2CryptfsError,
     InvalidName,
     NameTooLong,
-    TransientError,
 )
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.namespace import (
     DirState,
     InodeTable,
@@ -136,9 +136,7 @@ class VfsState:
         self.gid = os.getgid()
         self.timeout = max(0.0, min(1.0, config.dir_cache_time))
         self.table = InodeTable()
-        self._dirs: dict[str, DirState] = {}
-        self._replay: dict[str, list[Callable[[DirState], None]]] = {}
-        self._dir_locks: dict[str, trio.Lock] = {}
+        self.listings = ListingCache(pairs, config.dir_cache_time, self._store)
         self._meta = trio.Lock()
         self._handles: dict[int, Handle] = {}
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
@@ -158,7 +156,7 @@ class VfsState:
             workers=config.upload_workers,
             settle=settle,
             retry_base=retry_base,
-            on_uploaded=self._on_uploaded,
+            on_uploaded=lambda entry, result: self.listings.uploaded(entry.path, result),
         )
         self._fetcher: ChunkFetcher | None = None
         self.mount_time_ns = time.time_ns()
@@ -241,91 +239,10 @@ class VfsState:
             self._warn_once("no-recipient", "this mount has no public key: it cannot write")
             raise OpError(errno.EACCES, "no public key to encrypt to")
 
-    # In-place changes of cached listings. A listing running meanwhile may or may not see a
-    # change, so each one is also recorded and replayed onto that listing when it returns.
-
-    def _edit(self, dirpath: str, change: Callable[[DirState], None]) -> None:
-        ds = self._dirs.get(dirpath)
-        if ds is not None:
-            change(ds)
-        replay = self._replay.get(dirpath)
-        if replay is not None:
-            replay.append(change)
-
-    def _set_file(self, dirpath: str, leaf: str, entry: FileEntry | None) -> None:
-        def change(ds: DirState) -> None:
-            if entry is None:
-                ds.files.pop(leaf, None)
-            else:
-                ds.files[leaf] = entry
-
-        self._edit(dirpath, change)
-
-    def _set_dir(self, dirpath: str, leaf: str, exists: bool) -> None:
-        def change(ds: DirState) -> None:
-            if exists:
-                ds.dirs.add(leaf)
-            else:
-                ds.dirs.discard(leaf)
-
-        self._edit(dirpath, change)
-
-    def _set_marker(self, dirpath: str) -> None:
-        def change(ds: DirState) -> None:
-            ds.has_marker = True
-
-        self._edit(dirpath, change)
-
-    def _on_uploaded(self, entry: OutboxEntry, result: FileEntry) -> None:
-        parent, leaf = split(entry.path)
-        self._set_file(parent, leaf, result)
-        # Parents that existed only through the pending upload now exist in the store.
-        path = parent
-        while path:
-            up, name = split(path)
-            self._set_dir(up, name, True)
-            path = up
-
     def _new_fh(self) -> int:
         fh = self._next_fh
         self._next_fh += 1
         return fh
-
-    async def _dir(self, dirpath: str, *, fresh: bool = False) -> DirState:
-        ds = self._dirs.get(dirpath)
-        asked = trio.current_time()
-        if ds is not None and not fresh and asked - ds.fetched < self.config.dir_cache_time:
-            return ds
-        lock = self._dir_locks.setdefault(dirpath, trio.Lock())
-        async with lock:
-            ds = self._dirs.get(dirpath)
-            if ds is not None and ds.fetched >= asked:
-                return ds  # listed by someone else while we waited
-            started = trio.current_time()
-            replay: list[Callable[[DirState], None]] = []
-            self._replay[dirpath] = replay
-            try:
-                listing = await self._store(self.pairs.list_dir, dirpath)
-            except TransientError as exc:
-                if ds is None or fresh:
-                    raise
-                # The store is unreachable: keep showing what was listed (and writing into
-                # it: uploads wait in the outbox), asking again after dir_cache_time.
-                log.warning(
-                    "listing /%s failed (%s); showing the one from %.0f s ago",
-                    dirpath,
-                    exc,
-                    started - ds.fetched,
-                )
-                ds.fetched = started
-                return ds
-            finally:
-                del self._replay[dirpath]
-            ds = DirState.from_listing(listing, started)
-            for change in replay:
-                change(ds)
-            self._dirs[dirpath] = ds
-            return ds
 
     def _overlay(self, dirpath: str) -> tuple[set[str], set[str]]:
         """Files and subdirectories of ``dirpath`` that exist only locally so far."""
@@ -365,16 +282,10 @@ class VfsState:
             None,
         )
 
-    def _listed(self, path: str) -> bool:
-        """Does the cached listing hold a stored version of ``path``?"""
-        parent, leaf = split(path)
-        ds = self._dirs.get(parent)
-        return ds is not None and leaf in ds.files
-
     async def _view(self, path: str) -> FileView | None:
         if not path:
             return None
-        return self._view_sync(path, await self._dir(split(path)[0]))
+        return self._view_sync(path, await self.listings.get(split(path)[0]))
 
     async def _existing_kind(self, path: str) -> str:
         """Kind of a path that must exist: "dir" or "file", else ENOENT."""
@@ -388,7 +299,7 @@ class VfsState:
         if path == "":
             return "dir"
         parent, leaf = split(path)
-        ds = await self._dir(parent)
+        ds = await self.listings.get(parent)
         if (
             leaf in ds.dirs
             or self.outbox.index.has_dir(parent, leaf)
@@ -400,7 +311,7 @@ class VfsState:
         return None
 
     async def _children(self, dirpath: str) -> tuple[dict[str, FileView], set[str]]:
-        ds = await self._dir(dirpath)
+        ds = await self.listings.get(dirpath)
         ofiles, odirs = self._overlay(dirpath)
         dirs = set(ds.dirs) | odirs
         files: dict[str, FileView] = {}
@@ -497,15 +408,11 @@ class VfsState:
             raise OpError(errno.ENOENT, f"{node.path}: directory was removed")
         return node
 
-    def _forget_dirs(self, top: str) -> None:
-        for d in [d for d in self._dirs if d == top or is_under(d, top)]:
-            del self._dirs[d]
-
     async def _keep_dir(self, dirpath: str) -> None:
         """A directory left empty keeps existing in the store through a marker object."""
         if not dirpath or self.config.read_only:
             return
-        ds = self._dirs.get(dirpath)
+        ds = self.listings.cached(dirpath)
         if ds is None or ds.files or ds.dirs or ds.has_marker:
             return
         ofiles, odirs = self._overlay(dirpath)
@@ -518,7 +425,7 @@ class VfsState:
         except B2CryptfsError as exc:
             log.warning("%s: could not keep the empty directory (%s)", dirpath, exc)
             return
-        self._set_marker(dirpath)
+        self.listings.set_marker(dirpath)
 
     def _check_collision(self, path: str, files: dict[str, FileView], ignore: str = "") -> None:
         """Refuse ``P.key`` next to ``P`` and the reverse (they would share an object)."""
