@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parent.parent / "b2cryptfs"
 
 # Higher may import lower; equal ranks only the pairs allowed below.
@@ -109,11 +107,6 @@ def test_nothing_in_vfs_reaches_the_raw_store() -> None:
     assert not wrong, f"the vfs talks to PairStore only: {wrong}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="state.py is still over 400 lines (the vfs composition is not finished); "
-    "strict: this fails as soon as they fit, so the mark must then go",
-)
 def test_vfs_modules_are_small() -> None:
     sizes = {
         p.name: len(p.read_text(encoding="utf-8").splitlines())

@@ -26,7 +26,8 @@ from b2cryptfs.vfs.openfile import (
 )
 from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
 from b2cryptfs.vfs.staging import Staging
-from b2cryptfs.vfs.state import Attr, FileView, Handle, VfsState
+from b2cryptfs.vfs.state import VfsState
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ContentOps(VfsState):
             handle.empty = True
             return view.version
         if view.pending is not None:
-            local = await self._local(view.pending)
+            local = await self.versions.local(view.pending)
             if local is not None:
                 handle.local = local
                 return local.version
@@ -85,7 +86,7 @@ class ContentOps(VfsState):
             if view.pending is not None or view.remote is None:
                 raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
         assert view.remote is not None
-        handle.remote = await self._remote(view.remote)
+        handle.remote = await self.versions.remote(view.remote)
         return view.remote.content.version_id
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -157,13 +158,13 @@ class ContentOps(VfsState):
 
     async def _blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
         if view.pending is not None:
-            local = await self._local(view.pending)
+            local = await self.versions.local(view.pending)
             if local is not None:
                 return local.read, local.reader.plaintext_size
             view = await self._view(view.pending.path) or view
         if view.remote is None:
             raise OpError(errno.EIO, "the file's content vanished")
-        rc = await self._remote(view.remote)
+        rc = await self.versions.remote(view.remote)
         return rc.reader.read, rc.size
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

@@ -33,7 +33,8 @@ from b2cryptfs.vfs.namespace import (
 from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
 )
-from b2cryptfs.vfs.state import BLKSIZE, Attr, FileView, Handle
+from b2cryptfs.vfs.state import BLKSIZE
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Shared state of the vfs: settings, caches, the listing cache with its local overlay,
-and how a path is seen (attributes, where its content comes from).
+"""Shared state of the vfs: settings, the parts it holds (listings, versions, outbox,
+inodes), the local overlay on listings, and how a path is seen (attributes, content).
 
 Where a file's content comes from, newest first: the node's staging file (open for writing),
 the newest pending outbox entry of its path (sealed, not yet uploaded), the remote pair in
@@ -11,21 +11,20 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
+import itertools
 import logging
 import math
 import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
-from b2cryptfs.bucket.pairs import FileEntry, PairStore
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
-from b2cryptfs.cache.readers import MemoryLRU
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
@@ -43,13 +42,10 @@ from b2cryptfs.vfs.namespace import (
     join,
     split,
 )
-from b2cryptfs.vfs.openfile import (
-    ChunkFetcher,
-    LocalContent,
-    LocalFileSource,
-    RemoteContent,
-)
-from b2cryptfs.vfs.outbox import Outbox, OutboxEntry
+from b2cryptfs.vfs.openfile import ChunkFetcher
+from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.versions import Versions
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,57 +60,6 @@ _ABANDON: dict[str, bool] = (
 BLKSIZE = 128 * 1024
 _FILE_PERM = 0o644
 _DIR_PERM = 0o755
-
-
-@dataclass
-class Attr:
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    blocks: int
-    blksize: int
-    attr_timeout: float
-    entry_timeout: float
-
-
-@dataclass
-class FileView:
-    """What a path shows as a file, and where its content is."""
-
-    size: int
-    mtime_ns: int
-    exact: bool
-    remote: FileEntry | None
-    pending: OutboxEntry | None
-    staged: Node | None
-
-    @property
-    def version(self) -> str | None:
-        if self.staged is not None:
-            return None
-        if self.pending is not None:
-            return f"outbox:{self.pending.seq}"
-        assert self.remote is not None
-        return self.remote.content.version_id
-
-
-@dataclass(eq=False)
-class Handle:
-    fh: int
-    node: Node
-    readable: bool
-    writable: bool
-    remote: RemoteContent | None = None
-    local: LocalContent | None = None
-    empty: bool = False
-    next_off: int = 0
-    readahead: int = 0
-    ahead_upto: int = 0  # chunks below this index were already asked for
 
 
 class VfsState:
@@ -140,15 +85,17 @@ class VfsState:
         self._meta = trio.Lock()
         self._handles: dict[int, Handle] = {}
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
-        self._next_fh = 1
+        self._fh_numbers = itertools.count(1)
         self.store_limiter = trio.CapacityLimiter(max(1, config.store_threads))
         self.cpu_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self.disk_cache = (
             ChunkCache(cache.chunks, config.cache_size) if config.cache_size > 0 else None
         )
-        self.readers: MemoryLRU[RemoteContent] = MemoryLRU(64)
-        self._reader_locks: dict[str, trio.Lock] = {}
-        self.exact_sizes: dict[str, int] = {}
+        self.versions = Versions(
+            pairs, self._store_read, self.cpu_limiter, self._warn_once, self._no_read_key
+        )
+        self.readers = self.versions.readers
+        self.exact_sizes = self.versions.exact_sizes
         self.outbox = Outbox(
             cache.outbox,
             pairs,
@@ -240,9 +187,7 @@ class VfsState:
             raise OpError(errno.EACCES, "no public key to encrypt to")
 
     def _new_fh(self) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        return fh
+        return next(self._fh_numbers)
 
     def _overlay(self, dirpath: str) -> tuple[set[str], set[str]]:
         """Files and subdirectories of ``dirpath`` that exist only locally so far."""
@@ -377,7 +322,7 @@ class VfsState:
         if view.exact or view.remote is None or not self.pairs.can_read:
             return view
         try:
-            rc = await self._remote(view.remote)
+            rc = await self.versions.remote(view.remote)
         except B2CryptfsError as exc:
             self._warn_once(
                 f"size:{view.remote.content.version_id}",
@@ -447,63 +392,6 @@ class VfsState:
             raise OpError(errno.ENAMETOOLONG, str(exc)) from None
         except InvalidName as exc:
             raise OpError(errno.EINVAL, str(exc)) from None
-
-    async def _remote(self, entry: FileEntry) -> RemoteContent:
-        vid = entry.content.version_id
-        rc = self.readers.get(vid)
-        if rc is not None:
-            return rc
-        if not self.pairs.can_read:
-            raise self._no_read_key(entry.path)
-        if entry.key is None:
-            self._warn_once(
-                f"nokey:{vid}",
-                "%s: its key object %s.key.enc is missing: the file cannot be read",
-                entry.path,
-                entry.path,
-            )
-            raise OpError(errno.EIO, f"{entry.path}: key object missing")
-        lock = self._reader_locks.setdefault(vid, trio.Lock())
-        async with lock:
-            rc = self.readers.get(vid)
-            if rc is not None:
-                return rc
-            source = self.pairs.content_source(entry.content)
-            try:
-                reader = await self._store_read(
-                    f"open of {entry.path}", self.pairs.open, entry, source
-                )
-            except B2CryptfsError as exc:
-                log.warning("%s: cannot open: %s", entry.path, exc)
-                raise
-            finally:
-                self._reader_locks.pop(vid, None)
-            rc = RemoteContent(entry, reader, source)
-            self.readers.put(vid, rc)
-            self.exact_sizes[vid] = reader.plaintext_size
-            return rc
-
-    async def _local(self, entry: OutboxEntry) -> LocalContent | None:
-        """Open a pending upload from its outbox files; None if it was uploaded meanwhile."""
-        if not self.pairs.can_read:
-            raise self._no_read_key(entry.path)
-        identities = self.pairs.identities
-        codec = self.pairs.codec_for(entry.format)
-
-        def work() -> LocalContent | None:
-            try:
-                source = LocalFileSource(entry.content_file)
-                key_object = entry.read_key_object()
-            except FileNotFoundError:
-                return None
-            try:
-                reader = codec.open(key_object, identities, source, entry.info)
-            except BaseException:
-                source.close()
-                raise
-            return LocalContent(reader, source, f"outbox:{entry.seq}")
-
-        return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
 
     def _handle(self, fh: int) -> Handle:
         handle = self._handles.get(fh)
