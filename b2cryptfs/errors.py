@@ -1,7 +1,7 @@
 """Exceptions shared by every layer.
 
 Each carries a one-line, user-facing message (``str(exc)``) and a process exit code for the
-command-line tools. Which errno a mount answers for each is decided in one table,
+command-line tools. Which POSIX error a mount answers for each is decided in one table,
 :mod:`b2cryptfs.fs.errors`.
 """
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from b2cryptfs.bucket.layout import key_name
 from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.cache.readers import MemoryLRU
 from b2cryptfs.errors import B2CryptfsError
@@ -53,9 +54,9 @@ class Versions:
         if entry.key is None:
             self._warn_once(
                 f"nokey:{vid}",
-                "%s: its key object %s.key.enc is missing: the file cannot be read",
+                "%s: its key object %s is missing: the file cannot be read",
                 entry.path,
-                entry.path,
+                key_name(entry.path),
             )
             raise OpError(errno.EIO, f"{entry.path}: key object missing")
         lock = self._locks.setdefault(vid, trio.Lock())
