@@ -1,20 +1,17 @@
 """Exceptions shared by every layer.
 
-Each carries a one-line, user-facing message (``str(exc)``), a process exit code for the
-command-line tools and an errno for the filesystem layer, so that no layer has to know how
-another one reports failures.
+Each carries a one-line, user-facing message (``str(exc)``) and a process exit code for the
+command-line tools. Which POSIX error a mount answers for each is decided in one table,
+:mod:`b2cryptfs.fs.errors`.
 """
 
 from __future__ import annotations
-
-import errno as _errno
 
 
 class B2CryptfsError(Exception):
     """Base class: an expected failure with a message fit for the user."""
 
     exit_code: int = 1
-    errno: int = _errno.EIO
 
 
 # --- usage -----------------------------------------------------------------------------
@@ -22,7 +19,6 @@ class B2CryptfsError(Exception):
 
 class UsageError(B2CryptfsError):
     exit_code = 2
-    errno = _errno.EINVAL
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -32,7 +28,6 @@ class KeyError_(B2CryptfsError):
     """A key could not be loaded or does not fit (base of the key errors)."""
 
     exit_code = 3
-    errno = _errno.EACCES
 
 
 class KeyFileError(KeyError_):
@@ -78,31 +73,27 @@ class StoreError(B2CryptfsError):
 
 
 class NotFound(StoreError):
-    errno = _errno.ENOENT
+    """No such object or file."""
 
 
 class AlreadyExists(StoreError):
-    errno = _errno.EEXIST
+    """The object or directory exists already."""
 
 
 class AuthError(StoreError):
     """Bad or expired credentials, or a key without the needed capability."""
 
-    errno = _errno.EACCES
-
 
 class NoSuchBucket(StoreError):
-    errno = _errno.ENOENT
+    """The bucket does not exist (or the key may not see it)."""
 
 
 class InvalidName(StoreError):
     """The store refuses this object name."""
 
-    errno = _errno.EINVAL
-
 
 class NameTooLong(InvalidName):
-    errno = _errno.ENAMETOOLONG
+    """An object name (or one segment of it) is longer than the store allows."""
 
 
 class TransientError(StoreError):
@@ -112,12 +103,11 @@ class TransientError(StoreError):
 class NameCollision(B2CryptfsError):
     """``P.key`` and ``P`` would share an object: refuse to create one while the other exists."""
 
-    errno = _errno.EEXIST
     exit_code = 1
 
 
 class DirectoryNotEmpty(B2CryptfsError):
-    errno = _errno.ENOTEMPTY
+    """The directory still holds files or directories."""
 
 
 # --- mounting --------------------------------------------------------------------------
@@ -128,3 +118,14 @@ class MountError(B2CryptfsError):
     the mount (no /dev/fuse, no permission...)."""
 
     exit_code = 32  # mount(8)'s "mount failure"
+
+
+class CacheDirBusy(B2CryptfsError):
+    """Another mount of the same store uses this cache directory."""
+
+
+# --- the mount's local files -------------------------------------------------------------
+
+
+class StagingError(B2CryptfsError):
+    """The staging file was damaged underneath us (only possible through outside tampering)."""

@@ -12,8 +12,8 @@ from typing import Any
 
 import trio
 
+from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.cache.cachedir import CacheDir
-from b2cryptfs.fs.mount import make_pairs
 from b2cryptfs.keys.types import X25519Identity
 from b2cryptfs.store.base import Store
 from b2cryptfs.store.dirstore import DirStore

@@ -14,20 +14,35 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import shutil
 
-from b2cryptfs.errors import B2CryptfsError, UsageError
+from b2cryptfs.errors import CacheDirBusy, UsageError
 
 log = logging.getLogger(__name__)
 
-
-class CacheDirBusy(B2CryptfsError):
-    """Another mount of the same store uses this cache directory."""
+ROOT_CACHE_ROOT = "/var/cache/b2cryptfs"
 
 
-def default_cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "b2cryptfs")
+def default_cache_root(env: dict[str, str] | None = None, euid: int | None = None) -> str:
+    """Where cache directories live when --cache-dir is not given.
+
+    Must work with the near-empty environment mount(8) gives a helper (no HOME, no PATH).
+    """
+    env = dict(os.environ if env is None else env)
+    euid = os.geteuid() if euid is None else euid
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "b2cryptfs")
+    if euid == 0:
+        return ROOT_CACHE_ROOT
+    home = env.get("HOME", "")
+    if not os.path.isabs(home):
+        try:
+            home = pwd.getpwuid(euid).pw_dir
+        except KeyError:
+            raise UsageError("no home directory to keep a cache in: give --cache-dir") from None
+    return os.path.join(home, ".cache", "b2cryptfs")
 
 
 def store_id(store_url: str) -> str:

@@ -14,7 +14,7 @@ from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import Store
 
 if TYPE_CHECKING:
-    from b2cryptfs.vfs.pairs import PairStore
+    from b2cryptfs.bucket.pairs import PairStore
 
 ENV_PRIVATE_KEY = "B2CRYPTFS_PRIVATE_KEY"
 ENV_PUBLIC_KEY = "B2CRYPTFS_PUBLIC_KEY"
@@ -152,7 +152,7 @@ def open_pairs_from_args(
     encrypt_names: bool = False,
 ) -> PairStore:
     """A PairStore with the session's format options, honouring the store's name key."""
-    from b2cryptfs.vfs.namekey import open_pair_store
+    from b2cryptfs.bucket.namekey import open_pair_store
 
     return open_pair_store(
         store,
@@ -194,7 +194,7 @@ def split_location(spec: str) -> tuple[str, str]:
     if not os.path.isdir(parent):
         # With encrypted names no plaintext directory exists on disk: a path below the root
         # of a name-encrypted tree is (that root, the rest).
-        from b2cryptfs.vfs.pairs import NAME_KEY_OBJECT
+        from b2cryptfs.bucket.pairs import NAME_KEY_OBJECT
 
         head, rest = parent, [leaf]
         while not os.path.isdir(head):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from b2cryptfs.bucket.check import check, repair
 from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
@@ -11,7 +12,6 @@ from b2cryptfs.cli.common import (
     open_store_from_args,
     split_location,
 )
-from b2cryptfs.vfs.check import check, repair
 
 
 def register(sub: argparse._SubParsersAction) -> None:

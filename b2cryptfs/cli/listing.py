@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from b2cryptfs.bucket.namekey import find_name_root
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.cli.common import (
     add_key_options,
     open_pairs_from_args,
@@ -13,8 +15,6 @@ from b2cryptfs.cli.common import (
     split_location,
 )
 from b2cryptfs.errors import B2CryptfsError, NotFound
-from b2cryptfs.vfs.namekey import find_name_root
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:

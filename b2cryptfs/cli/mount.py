@@ -19,15 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from b2cryptfs.cache.cachedir import ROOT_CACHE_ROOT, default_cache_root
 from b2cryptfs.cli import daemon
 from b2cryptfs.cli.common import add_key_options, load_keys_from_args
 from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
 from b2cryptfs.cli.mountprep import (
-    ROOT_CACHE_ROOT,
     MountError,
     check_fuse_device,
     check_mountpoint,
-    default_cache_root,
     open_store,
     prepare_cache_dir,
 )
@@ -311,7 +310,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     config.encrypt_names = bool(getattr(args, "encrypt_names", False))
     # The pair layer as the daemon will build it: a name key the keys cannot open (or a
     # write-only mount of a store with encrypted names) is refused here, in the foreground.
-    from b2cryptfs.fs.mount import make_pairs
+    from b2cryptfs.bucket.factory import make_pairs
 
     make_pairs(config, store)
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None

@@ -10,7 +10,6 @@ import argparse
 import errno
 import logging
 import os
-import pwd
 import re
 import stat as stat_mod
 
@@ -21,7 +20,6 @@ from b2cryptfs.store.base import Store
 log = logging.getLogger(__name__)
 
 FUSE_DEVICE = "/dev/fuse"
-ROOT_CACHE_ROOT = "/var/cache/b2cryptfs"
 # B2 account settings the b2 command-line tool and b2sdk read from the environment; mount(8)
 # passes no environment to a helper, so fstab lines name a file holding them instead.
 CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
@@ -30,27 +28,6 @@ CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMEN
 def check_fuse_device() -> None:
     if not os.path.exists(FUSE_DEVICE):
         raise MountError(f"{FUSE_DEVICE} is missing: is the fuse kernel module loaded?")
-
-
-def default_cache_root(env: dict[str, str] | None = None, euid: int | None = None) -> str:
-    """Where cache directories live when --cache-dir is not given.
-
-    Must work with the near-empty environment mount(8) gives a helper (no HOME, no PATH).
-    """
-    env = dict(os.environ if env is None else env)
-    euid = os.geteuid() if euid is None else euid
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(xdg):
-        return os.path.join(xdg, "b2cryptfs")
-    if euid == 0:
-        return ROOT_CACHE_ROOT
-    home = env.get("HOME", "")
-    if not os.path.isabs(home):
-        try:
-            home = pwd.getpwuid(euid).pw_dir
-        except KeyError:
-            raise UsageError("no home directory to keep a cache in: give --cache-dir") from None
-    return os.path.join(home, ".cache", "b2cryptfs")
 
 
 def check_mountpoint(path: str) -> str:

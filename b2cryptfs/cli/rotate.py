@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 
+from b2cryptfs.bucket.namekey import rewrap_name_key
+from b2cryptfs.bucket.pairs import INFO_FORMAT, FileEntry, PairStore
+from b2cryptfs.bucket.walk import walk_files
 from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
@@ -15,11 +18,8 @@ from b2cryptfs.cli.common import (
     split_location,
 )
 from b2cryptfs.errors import B2CryptfsError, UsageError
-from b2cryptfs.formats import detect_format, get_codec
+from b2cryptfs.formats import detect_format
 from b2cryptfs.keys.types import Recipient, RsaRecipient
-from b2cryptfs.vfs.namekey import rewrap_name_key
-from b2cryptfs.vfs.pairs import INFO_FORMAT, FileEntry, PairStore
-from b2cryptfs.vfs.walk import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,13 @@ def _recipients_for(fmt: str, recipients: list[Recipient]) -> list[Recipient]:
 
 def rotate_one(pairs: PairStore, entry: FileEntry, recipients: list[Recipient], purge: bool) -> str:
     """Re-wrap one file's key object; returns its format."""
-    store = pairs.store
     assert entry.key is not None
     # Prove the pair first, so that a mismatched newest key object is not made permanent.
     key_object = pairs.matching_key_object(entry)
     fmt = detect_format(key_object)
-    codec = get_codec(fmt, openssl_md=pairs.openssl_md)
+    codec = pairs.codec_for(fmt)
     new_key = codec.rewrap(key_object, pairs.identities, _recipients_for(fmt, recipients))
-    name = pairs.key_object_name(entry.path)
-    uploaded = store.upload_bytes(name, new_key, {INFO_FORMAT: fmt})
-    if purge:
-        for old in store.versions(name):
-            if old.version_id != uploaded.version_id:
-                store.delete_version(old)
+    pairs.rewrap_key(pairs.key_object_name(entry.path), new_key, {INFO_FORMAT: fmt}, purge=purge)
     return fmt
 
 

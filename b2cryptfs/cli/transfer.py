@@ -9,6 +9,7 @@ import stat
 import sys
 import tempfile
 
+from b2cryptfs.bucket.pairs import PairStore, fetch_plaintext_to
 from b2cryptfs.cli.common import (
     add_key_options,
     load_keys_from_args,
@@ -19,7 +20,6 @@ from b2cryptfs.cli.common import (
 from b2cryptfs.cli.progress import Reporter, add_output_options, local_error
 from b2cryptfs.errors import B2CryptfsError, NotFound, UsageError
 from b2cryptfs.store.base import Store
-from b2cryptfs.vfs.pairs import PairStore, fetch_plaintext_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:

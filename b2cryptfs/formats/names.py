@@ -28,11 +28,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from b2cryptfs.errors import FormatError, InvalidName, NameTooLong
 from b2cryptfs.keys.types import Identity, Recipient
+from b2cryptfs.store.base import MAX_SEGMENT_BYTES
 
 NAME_KEY_SIZE = 64  # AES-SIV-512: two AES-256 keys (S2V/CMAC and CTR)
 SIV_TAG_SIZE = 16
-# B2 allows 250 bytes per segment, and a file leaf gets ".key.enc" appended.
-MAX_ENCODED_SEGMENT = 250 - len(".key.enc")  # 242
+# The store's limit per segment, less the room the bucket layer appends to a file's leaf
+# (its longest suffix; b2cryptfs.bucket.layout checks that it fits).
+SUFFIX_RESERVE = 8
+MAX_ENCODED_SEGMENT = MAX_SEGMENT_BYTES - SUFFIX_RESERVE  # 242
 # The longest plaintext segment whose encoding fits: floor(242 * 5 / 8) - 16 = 135 bytes.
 MAX_PLAIN_SEGMENT = MAX_ENCODED_SEGMENT * 5 // 8 - SIV_TAG_SIZE
 # First associated-data component: separates these ciphertexts from any other use of a key.

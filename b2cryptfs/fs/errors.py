@@ -20,10 +20,16 @@ import trio
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
+    DirectoryNotEmpty,
     InvalidName,
+    KeyError_,
+    NameCollision,
+    NameTooLong,
     NotFound,
     StoreError,
+    UsageError,
 )
+from b2cryptfs.vfs.fserror import OpError
 
 log = logging.getLogger("b2cryptfs.fs")
 
@@ -45,13 +51,31 @@ _QUIET = {
 }
 
 
+# The one table from domain exceptions to errno, most specific class first. Any other
+# B2CryptfsError is EIO: in particular every other StoreError, because when the store itself
+# failed (gone bucket, revoked or expired key, outage) EACCES or ENOENT would blame the file
+# or its permissions, which the user cannot fix.
+ERRNO_TABLE: tuple[tuple[type[B2CryptfsError], int], ...] = (
+    (NameTooLong, errno.ENAMETOOLONG),
+    (InvalidName, errno.EINVAL),
+    (NotFound, errno.ENOENT),
+    (AlreadyExists, errno.EEXIST),
+    (StoreError, errno.EIO),
+    (NameCollision, errno.EEXIST),
+    (DirectoryNotEmpty, errno.ENOTEMPTY),
+    (KeyError_, errno.EACCES),  # no key, wrong key: the file is not ours to read
+    (UsageError, errno.EINVAL),
+)
+
+
 def errno_of(exc: BaseException) -> int:
-    if isinstance(exc, StoreError) and not isinstance(exc, NotFound | AlreadyExists | InvalidName):
-        # The store itself failed (gone bucket, revoked or expired key, outage): EACCES or
-        # ENOENT would blame the file or its permissions, which the user cannot fix.
-        return errno.EIO
+    if isinstance(exc, OpError):
+        return exc.errno or errno.EIO  # the vfs already said which POSIX failure it is
     if isinstance(exc, B2CryptfsError):
-        return int(getattr(exc, "errno", errno.EIO) or errno.EIO)
+        for cls, code in ERRNO_TABLE:
+            if isinstance(exc, cls):
+                return code
+        return errno.EIO
     if isinstance(exc, OSError):
         return exc.errno or errno.EIO
     return errno.EIO

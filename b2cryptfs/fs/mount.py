@@ -17,13 +17,13 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import MountError, UsageError
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.core import Vfs
-from b2cryptfs.vfs.pairs import PairStore
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ def fuse_options(config: MountConfig) -> set[str]:
         options.add("ro")
     options.update(config.fuse_options)
     return options
-
-
-def make_pairs(config: MountConfig, store: Store) -> PairStore:
-    """The pair layer of a mount; honours a name key at the store root (encrypted names)."""
-    from b2cryptfs.vfs.namekey import open_pair_store
-
-    return open_pair_store(
-        store,
-        recipients=config.recipients,
-        identities=config.identities,
-        format=config.format,
-        openssl_md=config.openssl_md,
-        hard_delete=config.hard_delete,
-        # A read-only mount must not write a name key into the store.
-        encrypt_names=config.encrypt_names and not config.read_only,
-    )
 
 
 def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> None:

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import pyfuse3
 
+from b2cryptfs.bucket.layout import decode_leaf
+from b2cryptfs.errors import InvalidName
 from b2cryptfs.fs.errors import handler, quiet
 from b2cryptfs.vfs.core import Attr, Vfs
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.names import decode_leaf
 
 log = logging.getLogger("b2cryptfs.fs")
 
@@ -63,7 +64,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         try:
             leaf = _name(name)
-        except OpError:
+        except InvalidName:
             raise OpError(errno.ENOENT) from None  # such a name cannot exist in the store
         return entry_attributes(await self.vfs.lookup(parent_inode, leaf))
 

@@ -69,7 +69,7 @@ def generate_keypair(
 
 def generate_age_identity(path: str) -> str:
     """Write a new age X25519 identity file (as ``age-keygen`` does); return its recipient."""
-    from b2cryptfs.formats.age.x25519 import (
+    from b2cryptfs.keys.agekeys import (
         encode_x25519_identity,
         encode_x25519_recipient,
         generate_x25519_identity,

@@ -136,7 +136,7 @@ def _age_lines(data: bytes, path: str) -> Iterator[tuple[int, str]]:
 
 
 def _age_identities(data: bytes, path: str) -> list[Identity]:
-    from b2cryptfs.formats.age.x25519 import parse_x25519_identity
+    from b2cryptfs.keys.agekeys import parse_x25519_identity
 
     out: list[Identity] = []
     for n, line in _age_lines(data, path):
@@ -232,7 +232,7 @@ def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity
 def _parse_line(line: str, where: str) -> Recipient:
     """One recipient string: ``age1…`` or ``ssh-rsa AAAA… [comment]``."""
     if line.startswith(_AGE_RECIPIENT):
-        from b2cryptfs.formats.age.x25519 import parse_x25519_recipient
+        from b2cryptfs.keys.agekeys import parse_x25519_recipient
 
         try:
             return parse_x25519_recipient(line)

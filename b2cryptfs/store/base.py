@@ -59,6 +59,9 @@ class Store(Protocol):
     """
 
     url: str
+    # What the backend puts before every name (a bucket path, "" for none); B2 counts it in
+    # an object name's length, so name checks add it.
+    prefix: str
 
     def list_dir(self, prefix: str) -> Listing:
         """One level below ``prefix`` (``""`` or ending in ``/``), using a delimiter."""

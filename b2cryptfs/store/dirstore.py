@@ -55,14 +55,14 @@ def _sort_key(name: str) -> bytes:
 
 
 def _os_error(exc: OSError, what: str) -> StoreError:
-    err = StoreError(f"{what}: {exc.strerror or exc}")
-    if exc.errno:
-        err.errno = exc.errno
-    return err
+    return StoreError(f"{what}: {exc.strerror or exc}")
 
 
 class DirStore:
     """A Store over a local directory (see the module docstring for the rules)."""
+
+    # Object names are relative to the directory itself: nothing is counted before them.
+    prefix = ""
 
     def __init__(self, root: str, *, url: str | None = None, create: bool = False) -> None:
         root = os.path.abspath(root)

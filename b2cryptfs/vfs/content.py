@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import trio
 
+from b2cryptfs.bucket.pairs import INFO_FORMAT
 from b2cryptfs.errors import B2CryptfsError, IntegrityError
 from b2cryptfs.store.base import MTIME_KEY
 from b2cryptfs.vfs.fserror import OpError
@@ -23,10 +24,10 @@ from b2cryptfs.vfs.namespace import (
 from b2cryptfs.vfs.openfile import (
     readahead_window,
 )
-from b2cryptfs.vfs.outbox import OutboxEntry
-from b2cryptfs.vfs.pairs import INFO_FORMAT
+from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
 from b2cryptfs.vfs.staging import Staging
-from b2cryptfs.vfs.state import Attr, FileView, Handle, VfsState
+from b2cryptfs.vfs.state import VfsState
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ContentOps(VfsState):
             handle.empty = True
             return view.version
         if view.pending is not None:
-            local = await self._local(view.pending)
+            local = await self.versions.local(view.pending)
             if local is not None:
                 handle.local = local
                 return local.version
@@ -85,7 +86,7 @@ class ContentOps(VfsState):
             if view.pending is not None or view.remote is None:
                 raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
         assert view.remote is not None
-        handle.remote = await self._remote(view.remote)
+        handle.remote = await self.versions.remote(view.remote)
         return view.remote.content.version_id
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -157,13 +158,13 @@ class ContentOps(VfsState):
 
     async def _blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
         if view.pending is not None:
-            local = await self._local(view.pending)
+            local = await self.versions.local(view.pending)
             if local is not None:
                 return local.read, local.reader.plaintext_size
             view = await self._view(view.pending.path) or view
         if view.remote is None:
             raise OpError(errno.EIO, "the file's content vanished")
-        rc = await self._remote(view.remote)
+        rc = await self.versions.remote(view.remote)
         return rc.reader.read, rc.size
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -194,26 +195,17 @@ class ContentOps(VfsState):
                 return None
             path = node.path
             mtime_ms = node.content_mtime_ns // 1_000_000
-            seq, content_path = self.outbox.allocate()
-            pairs, outbox = self.pairs, self.outbox
+            pairs = self.pairs
 
-            def work() -> OutboxEntry:
-                try:
-                    fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
-                    return outbox.write_entry(
-                        seq,
-                        path,
-                        mtime_ms,
-                        sealed.key_object,
-                        sealed.info,
-                        pairs.format,
-                        sealed.plaintext_size,
-                    )
-                except BaseException:
-                    outbox.discard_files(seq)
-                    raise
+            def write_content(content_path: str) -> WrittenContent:
+                fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+                return WrittenContent(
+                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size
+                )
+
+            work = self.outbox.put(path, mtime_ms, write_content)
 
             async def seal() -> OutboxEntry:
                 return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
@@ -246,7 +238,7 @@ class ContentOps(VfsState):
         if node.dirty and node.staging is not None and node.staging.size == 0:
             # Shells open (O_TRUNC), dup and close a descriptor before writing to it: an
             # empty new file is sealed at the last close instead of at each of those.
-            if self.outbox.latest(node.path) is None and not self._listed(node.path):
+            if self.outbox.latest(node.path) is None and not self.listings.listed(node.path):
                 return
         entry = await self._seal(node)
         if self.config.sync_upload:
@@ -368,20 +360,17 @@ class ContentOps(VfsState):
         if remote.key is None or remote.format is None:
             raise OpError(errno.EIO, f"{path}: its key object is missing")
         key_obj, fmt = remote.key, remote.format
-        seq, content_path = self.outbox.allocate()
-        store, outbox = self.pairs.store, self.outbox
+        pairs = self.pairs
 
-        def work() -> OutboxEntry:
-            try:
-                store.download(remote.content, content_path)
-                os.chmod(content_path, 0o600)
-                key_object = store.read(key_obj)
-                info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
-                info[INFO_FORMAT] = fmt
-                return outbox.write_entry(seq, path, mtime_ms, key_object, info, fmt, view.size)
-            except BaseException:
-                outbox.discard_files(seq)
-                raise
+        def write_content(content_path: str) -> WrittenContent:
+            pairs.download_content(remote.content, content_path)
+            os.chmod(content_path, 0o600)
+            key_object = pairs.read_key_object(key_obj)
+            info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
+            info[INFO_FORMAT] = fmt
+            return WrittenContent(key_object, info, fmt, view.size)
+
+        work = self.outbox.put(path, mtime_ms, write_content)
 
         async def copy() -> OutboxEntry:
             return await trio.to_thread.run_sync(work, limiter=self.store_limiter)

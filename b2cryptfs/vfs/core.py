@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.formats import detect_format
 from b2cryptfs.vfs.content import ContentOps
@@ -32,8 +33,8 @@ from b2cryptfs.vfs.namespace import (
 from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
 )
-from b2cryptfs.vfs.pairs import FileEntry
-from b2cryptfs.vfs.state import BLKSIZE, Attr, FileView, Handle
+from b2cryptfs.vfs.state import BLKSIZE
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,8 @@ class Vfs(ContentOps):
                 await self._store(self.pairs.mkdir, path)
             except AlreadyExists:
                 raise OpError(errno.EEXIST, f"{path}: exists") from None
-            self._set_dir(parent.path, name, True)
-            self._dirs[path] = DirState({}, set(), True, trio.current_time())
+            self.listings.set_dir(parent.path, name, True)
+            self.listings.put(path, DirState({}, set(), True, trio.current_time()))
             node = self.table.node_for(path, True)
             node.perm = mode & 0o7777 if mode & 0o7777 else None
             node.dir_mtime_ns = time.time_ns()
@@ -154,13 +155,13 @@ class Vfs(ContentOps):
             if kind != "dir":
                 raise OpError(errno.ENOTDIR)
             # Emptiness is decided on a fresh listing: another writer may have added files.
-            await self._dir(path, fresh=True)
+            await self.listings.get(path, fresh=True)
             files, dirs = await self._children(path)
             if files or dirs:
                 raise OpError(errno.ENOTEMPTY, f"{path}: not empty")
             await self._store(self.pairs.rmdir, path)
-            self._set_dir(parent.path, name, False)
-            self._forget_dirs(path)
+            self.listings.set_dir(parent.path, name, False)
+            self.listings.forget(path)
             self.table.detach(path)
             await self._keep_dir(parent.path)
 
@@ -207,13 +208,13 @@ class Vfs(ContentOps):
                 node.dirty = False  # content written to a deleted name is never uploaded
                 self.table.detach(path)
             await self.outbox.cancel_path(path)
-            ds = await self._dir(parent.path)
+            ds = await self.listings.get(parent.path)
             if name in ds.files:
                 try:
                     await self._store(self.pairs.delete, path)
                 except NotFound:
                     pass
-                self._set_file(parent.path, name, None)
+                self.listings.set_file(parent.path, name, None)
             await self._keep_dir(parent.path)
 
     async def rename(
@@ -252,8 +253,8 @@ class Vfs(ContentOps):
                     if files or dirs:
                         raise OpError(errno.ENOTEMPTY)
                     await self._store(self.pairs.rmdir, new)
-                    self._set_dir(new_parent.path, new_name, False)
-                    self._forget_dirs(new)
+                    self.listings.set_dir(new_parent.path, new_name, False)
+                    self.listings.forget(new)
                     self.table.detach(new)
                 await self._rename_dir(old, new)
             await self._keep_dir(old_parent.path)
@@ -267,7 +268,7 @@ class Vfs(ContentOps):
             await self._seal(node)
         await self.outbox.cancel_path(new)
         entry = await self.outbox.settle_path(old)
-        remote_old = (await self._dir(old_dir)).files.get(old_leaf)
+        remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)
         moved: FileEntry | None = None
         if entry is not None and remote_old is None:
             try:
@@ -278,11 +279,11 @@ class Vfs(ContentOps):
             if entry is not None:
                 await self._wait_upload(entry)
             moved = await self._store(self.pairs.rename, old, new)
-        self._set_file(old_dir, old_leaf, None)
+        self.listings.set_file(old_dir, old_leaf, None)
         if moved is not None:
             # (A retargeted upload leaves the target's stored version listed: it still
             # exists, and an unlink before the upload must remove it.)
-            self._set_file(new_dir, new_leaf, moved)
+            self.listings.set_file(new_dir, new_leaf, moved)
         self.table.move(old, new)
 
     async def _rename_dir(self, old: str, new: str) -> None:
@@ -298,10 +299,10 @@ class Vfs(ContentOps):
         finally:
             old_parent, old_leaf = split(old)
             new_parent, new_leaf = split(new)
-            self._forget_dirs(old)
-            self._forget_dirs(new)
-            self._set_dir(old_parent, old_leaf, False)
-            self._set_dir(new_parent, new_leaf, True)
+            self.listings.forget(old)
+            self.listings.forget(new)
+            self.listings.set_dir(old_parent, old_leaf, False)
+            self.listings.set_dir(new_parent, new_leaf, True)
         self.table.move(old, new)
 
     def _rename_tree(self, old: str, new: str) -> None:
@@ -366,7 +367,7 @@ class Vfs(ContentOps):
             if remote.key is None:
                 raise OpError(errno.ENODATA, "key object missing")
             key_object = await self._store_read(
-                f"key object of {node.path}", self.pairs.store.read, remote.key
+                f"key object of {node.path}", self.pairs.read_key_object, remote.key
             )
             fmt = remote.format or detect_format(key_object[:64])
             if name == XATTR_FORMAT:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.pairs import DirListing, FileEntry
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.pairs import DirListing, FileEntry
 from b2cryptfs.vfs.staging import Staging
 
 ROOT_INO = 1

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry, StoreSource
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.cache.readers import ByteBoundLRU, MemoryLRU
 from b2cryptfs.errors import IntegrityError
 from b2cryptfs.formats import ContentReader
-from b2cryptfs.store.base import ObjectInfo, Store
-from b2cryptfs.vfs.pairs import FileEntry
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +40,6 @@ MAX_READAHEAD_BYTES = 16 << 20
 MEMORY_BYTES = 2 * MAX_READAHEAD_BYTES
 _PLAIN_CHUNKS = 8  # decrypted chunks kept per open version
 _THREAD_DECRYPT = 3  # decrypt in a worker thread from this many chunks on
-
-
-class RecordingSource:
-    """A ContentSource over one stored version that remembers its last fetch.
-
-    Opening a pair reads the first chunk (to prove the pair matches); the first read then
-    finds those bytes here instead of asking the store again.
-    """
-
-    def __init__(self, store: Store, obj: ObjectInfo) -> None:
-        self.store = store
-        self.obj = obj
-        self.size = obj.size
-        self._last: tuple[int, int, bytes] | None = None
-
-    def fetch(self, start: int, end: int) -> bytes:
-        if end <= start:
-            return b""
-        data = self.store.read(self.obj, start, end - start)
-        self._last = (start, end, data)
-        return data
-
-    def recall(self, start: int, end: int) -> bytes | None:
-        last = self._last
-        if last is not None and last[0] <= start and end <= last[1]:
-            return last[2][start - last[0] : end - last[0]]
-        return None
 
 
 class LocalFileSource:
@@ -106,7 +78,7 @@ class RemoteContent:
 
     entry: FileEntry
     reader: ContentReader
-    source: RecordingSource
+    source: StoreSource
     plain: MemoryLRU[bytes] = field(default_factory=lambda: MemoryLRU(_PLAIN_CHUNKS))
 
     @property

@@ -1,10 +1,8 @@
 """The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
 
-An entry is three files named by a sequence number: ``N.key`` (the key object), ``N.content``
-(the content object) and ``N.json`` (the manifest: path, mtime, file info). Both objects are
-complete and encrypted before the manifest is written, and the manifest is written last
-(temporary file, fsync, rename, directory fsync): an entry exists exactly when its manifest
-does, and whatever a killed daemon left is uploaded by the next mount.
+An entry is three files named by a sequence number (:mod:`b2cryptfs.vfs.outboxfiles`, the
+one place that writes them); an entry exists exactly when its manifest does, and whatever a
+killed daemon left is uploaded by the next mount. :meth:`Outbox.put` is the way in.
 
 Background workers upload entries oldest first, key object first (``PairStore.upload_pair``).
 Entries of one path are uploaded one at a time, in order; a new entry for a path replaces an
@@ -16,121 +14,37 @@ the entry stays on disk for the next mount.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, TransientError
 from b2cryptfs.vfs.namespace import PathIndex
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
+from b2cryptfs.vfs.outboxfiles import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    UPLOADING,
+    OutboxEntry,
+    WrittenContent,
+    discard_files,
+    rewrite_manifest,
+    scan_dir,
+    write_entry,
+)
+
+__all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
 
 log = logging.getLogger(__name__)
 
-QUEUED, UPLOADING, DONE, FAILED, CANCELLED = "queued", "uploading", "done", "failed", "cancelled"
-_PENDING = (QUEUED, UPLOADING, FAILED)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
-
-
-@dataclass(eq=False)
-class OutboxEntry:
-    seq: int
-    path: str
-    mtime_ms: int
-    info: dict[str, str]
-    format: str
-    plaintext_size: int
-    content_size: int
-    directory: str
-    state: str = QUEUED
-    not_before: float = 0.0
-    attempts: int = 0
-    drain_failures: int = 0
-    error: BaseException | None = None
-    result: FileEntry | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-    attempted: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def stem(self) -> str:
-        return os.path.join(self.directory, f"{self.seq:012d}")
-
-    @property
-    def key_file(self) -> str:
-        return self.stem + ".key"
-
-    @property
-    def content_file(self) -> str:
-        return self.stem + ".content"
-
-    @property
-    def manifest_file(self) -> str:
-        return self.stem + ".json"
-
-    @property
-    def pending(self) -> bool:
-        return self.state in _PENDING
-
-    def manifest(self) -> dict[str, object]:
-        return {
-            "version": 1,
-            "path": self.path,
-            "mtime_ms": self.mtime_ms,
-            "info": self.info,
-            "format": self.format,
-            "plaintext_size": self.plaintext_size,
-            "content_size": self.content_size,
-        }
-
-    def read_key_object(self) -> bytes:
-        with open(self.key_file, "rb") as f:
-            return f.read()
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: str, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, durable once this returns."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class Outbox:
@@ -166,98 +80,43 @@ class Outbox:
 
     # --- files -------------------------------------------------------------------------
 
-    def allocate(self) -> tuple[int, str]:
+    def put(
+        self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
+    ) -> Callable[[], OutboxEntry]:
+        """The one way into the outbox: a blocking job (for a worker thread) that has
+        ``write_content`` write the sealed content to the file it is given, then makes the
+        entry durable; on any failure nothing of it is left. Register the entry it returns
+        with :meth:`register`. The job may be run again after a failure (disk full)."""
+        seq, content_path = self._allocate()
+
+        def job() -> OutboxEntry:
+            try:
+                return self._write_entry(seq, path, mtime_ms, write_content(content_path))
+            except BaseException:
+                self._discard_files(seq)
+                raise
+
+        return job
+
+    def _allocate(self) -> tuple[int, str]:
         """A fresh sequence number and the content file path to write the sealed content to."""
         seq = self._next_seq
         self._next_seq += 1
         return seq, os.path.join(self.directory, f"{seq:012d}.content")
 
-    def discard_files(self, seq: int) -> None:
-        stem = os.path.join(self.directory, f"{seq:012d}")
-        for ext in (".json", ".key", ".content"):
-            _unlink_quietly(stem + ext)
+    def _discard_files(self, seq: int) -> None:
+        discard_files(self.directory, seq)
 
-    def write_entry(
-        self,
-        seq: int,
-        path: str,
-        mtime_ms: int,
-        key_object: bytes,
-        info: dict[str, str],
-        fmt: str,
-        plaintext_size: int,
-    ) -> OutboxEntry:
-        """Blocking: make the entry durable (the content file is already written)."""
-        entry = OutboxEntry(
-            seq=seq,
-            path=path,
-            mtime_ms=mtime_ms,
-            info=dict(info),
-            format=fmt,
-            plaintext_size=plaintext_size,
-            content_size=0,
-            directory=self.directory,
-        )
-        with open(entry.content_file, "rb+") as f:
-            os.fsync(f.fileno())
-            entry.content_size = os.fstat(f.fileno()).st_size
-        # The key file needs no rename: without a manifest it is not part of an entry.
-        fd = os.open(entry.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_object)
-            f.flush()
-            os.fsync(f.fileno())
-        # Last, the manifest; its directory fsync also makes the other two names durable.
-        _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
-        return entry
+    def _write_entry(self, seq: int, path: str, mtime_ms: int, w: WrittenContent) -> OutboxEntry:
+        return write_entry(self.directory, seq, path, mtime_ms, w)
 
     def _rewrite_manifest(self, entry: OutboxEntry) -> None:
-        _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
+        rewrite_manifest(entry)
 
     def scan(self) -> list[OutboxEntry]:
         """Load entries left by an earlier run (blocking; call before :meth:`run`)."""
-        found: list[OutboxEntry] = []
-        stems: set[str] = set()
-        for name in os.listdir(self.directory):
-            full = os.path.join(self.directory, name)
-            if name.startswith(".tmp-"):
-                _unlink_quietly(full)
-                continue
-            stem, _, ext = name.partition(".")
-            if ext == "json" and stem.isdigit():
-                stems.add(stem)
-        for name in os.listdir(self.directory):
-            stem, _, ext = name.partition(".")
-            if ext in ("key", "content") and stem not in stems:
-                # Sealing was interrupted before the manifest: not an entry.
-                _unlink_quietly(os.path.join(self.directory, name))
-        for stem in sorted(stems):
-            seq = int(stem)
-            self._next_seq = max(self._next_seq, seq + 1)
-            try:
-                with open(os.path.join(self.directory, stem + ".json"), "rb") as f:
-                    m = json.load(f)
-                entry = OutboxEntry(
-                    seq=seq,
-                    path=str(m["path"]),
-                    mtime_ms=int(m["mtime_ms"]),
-                    info={str(k): str(v) for k, v in dict(m["info"]).items()},
-                    format=str(m["format"]),
-                    plaintext_size=int(m["plaintext_size"]),
-                    content_size=int(m["content_size"]),
-                    directory=self.directory,
-                )
-                if not (os.path.isfile(entry.key_file) and os.path.isfile(entry.content_file)):
-                    raise ValueError("its key or content file is missing")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error(
-                    "outbox: entry %s in %s is unusable (%s); leaving it there",
-                    stem,
-                    self.directory,
-                    exc,
-                )
-                continue
-            found.append(entry)
+        found, next_seq = scan_dir(self.directory)
+        self._next_seq = max(self._next_seq, next_seq)
         for entry in found:
             self._add(entry)
         if found:
@@ -275,7 +134,7 @@ class Outbox:
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
-        """Queue an entry made durable by :meth:`write_entry`."""
+        """Queue an entry made durable by a :meth:`put` job."""
         entry.not_before = trio.current_time() + self.settle if settle else 0.0
         self._add(entry)
 
@@ -301,7 +160,7 @@ class Outbox:
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
         self._remove(entry)
-        self.discard_files(entry.seq)
+        self._discard_files(entry.seq)
         entry.done.set()
         entry.attempted.set()
 
@@ -468,7 +327,7 @@ class Outbox:
             entry.error = None
             entry.state = DONE
             self._remove(entry)
-            self.discard_files(entry.seq)
+            self._discard_files(entry.seq)
             if self.on_uploaded is not None:
                 try:
                     self.on_uploaded(entry, result)

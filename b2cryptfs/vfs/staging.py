@@ -21,15 +21,13 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from b2cryptfs.errors import StagingError
+
 BLOCK = 64 * 1024
 _NONCE = 12
 _TAG = 16
 SLOT = _NONCE + BLOCK + _TAG
 _MAX_DIRTY = 16  # plaintext blocks kept in memory (1 MiB)
-
-
-class StagingError(Exception):
-    """The staging file was damaged underneath us (only possible through outside tampering)."""
 
 
 class Staging:

@@ -1,5 +1,5 @@
-"""Shared state of the vfs: settings, caches, the listing cache with its local overlay,
-and how a path is seen (attributes, where its content comes from).
+"""Shared state of the vfs: settings, the parts it holds (listings, versions, outbox,
+inodes), the local overlay on listings, and how a path is seen (attributes, content).
 
 Where a file's content comes from, newest first: the node's staging file (open for writing),
 the newest pending outbox entry of its path (sealed, not yet uploaded), the remote pair in
@@ -11,24 +11,29 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
+import itertools
 import logging
 import math
 import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
-from b2cryptfs.cache.readers import MemoryLRU
-from b2cryptfs.errors import AlreadyExists, B2CryptfsError, TransientError
+from b2cryptfs.errors import (
+    AlreadyExists,
+    B2CryptfsError,
+    InvalidName,
+    NameTooLong,
+)
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.names import check_dir_name, check_file_name
+from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.namespace import (
     DirState,
     InodeTable,
@@ -37,15 +42,10 @@ from b2cryptfs.vfs.namespace import (
     join,
     split,
 )
-from b2cryptfs.vfs.openfile import (
-    ChunkFetcher,
-    LocalContent,
-    LocalFileSource,
-    RecordingSource,
-    RemoteContent,
-)
-from b2cryptfs.vfs.outbox import Outbox, OutboxEntry
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
+from b2cryptfs.vfs.openfile import ChunkFetcher
+from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.versions import Versions
+from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,57 +60,6 @@ _ABANDON: dict[str, bool] = (
 BLKSIZE = 128 * 1024
 _FILE_PERM = 0o644
 _DIR_PERM = 0o755
-
-
-@dataclass
-class Attr:
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    blocks: int
-    blksize: int
-    attr_timeout: float
-    entry_timeout: float
-
-
-@dataclass
-class FileView:
-    """What a path shows as a file, and where its content is."""
-
-    size: int
-    mtime_ns: int
-    exact: bool
-    remote: FileEntry | None
-    pending: OutboxEntry | None
-    staged: Node | None
-
-    @property
-    def version(self) -> str | None:
-        if self.staged is not None:
-            return None
-        if self.pending is not None:
-            return f"outbox:{self.pending.seq}"
-        assert self.remote is not None
-        return self.remote.content.version_id
-
-
-@dataclass(eq=False)
-class Handle:
-    fh: int
-    node: Node
-    readable: bool
-    writable: bool
-    remote: RemoteContent | None = None
-    local: LocalContent | None = None
-    empty: bool = False
-    next_off: int = 0
-    readahead: int = 0
-    ahead_upto: int = 0  # chunks below this index were already asked for
 
 
 class VfsState:
@@ -135,21 +84,21 @@ class VfsState:
         self.dir_perm = _DIR_PERM if umask is None else 0o777 & ~umask
         self.timeout = max(0.0, min(1.0, config.dir_cache_time))
         self.table = InodeTable()
-        self._dirs: dict[str, DirState] = {}
-        self._replay: dict[str, list[Callable[[DirState], None]]] = {}
-        self._dir_locks: dict[str, trio.Lock] = {}
+        self.listings = ListingCache(pairs, config.dir_cache_time, self._store)
         self._meta = trio.Lock()
         self._handles: dict[int, Handle] = {}
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
-        self._next_fh = 1
+        self._fh_numbers = itertools.count(1)
         self.store_limiter = trio.CapacityLimiter(max(1, config.store_threads))
         self.cpu_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self.disk_cache = (
             ChunkCache(cache.chunks, config.cache_size) if config.cache_size > 0 else None
         )
-        self.readers: MemoryLRU[RemoteContent] = MemoryLRU(64)
-        self._reader_locks: dict[str, trio.Lock] = {}
-        self.exact_sizes: dict[str, int] = {}
+        self.versions = Versions(
+            pairs, self._store_read, self.cpu_limiter, self._warn_once, self._no_read_key
+        )
+        self.readers = self.versions.readers
+        self.exact_sizes = self.versions.exact_sizes
         self.outbox = Outbox(
             cache.outbox,
             pairs,
@@ -157,14 +106,11 @@ class VfsState:
             workers=config.upload_workers,
             settle=settle,
             retry_base=retry_base,
-            on_uploaded=self._on_uploaded,
+            on_uploaded=lambda entry, result: self.listings.uploaded(entry.path, result),
         )
         self._fetcher: ChunkFetcher | None = None
         self.mount_time_ns = time.time_ns()
         self._warned: set[str] = set()
-        # A bucket prefix counts against B2's limit on object names.
-        prefix = getattr(pairs.store, "prefix", "")
-        self._prefix_bytes = len(prefix.encode()) if isinstance(prefix, str) else 0
 
     @property
     def fetcher(self) -> ChunkFetcher:
@@ -243,91 +189,8 @@ class VfsState:
             self._warn_once("no-recipient", "this mount has no public key: it cannot write")
             raise OpError(errno.EACCES, "no public key to encrypt to")
 
-    # In-place changes of cached listings. A listing running meanwhile may or may not see a
-    # change, so each one is also recorded and replayed onto that listing when it returns.
-
-    def _edit(self, dirpath: str, change: Callable[[DirState], None]) -> None:
-        ds = self._dirs.get(dirpath)
-        if ds is not None:
-            change(ds)
-        replay = self._replay.get(dirpath)
-        if replay is not None:
-            replay.append(change)
-
-    def _set_file(self, dirpath: str, leaf: str, entry: FileEntry | None) -> None:
-        def change(ds: DirState) -> None:
-            if entry is None:
-                ds.files.pop(leaf, None)
-            else:
-                ds.files[leaf] = entry
-
-        self._edit(dirpath, change)
-
-    def _set_dir(self, dirpath: str, leaf: str, exists: bool) -> None:
-        def change(ds: DirState) -> None:
-            if exists:
-                ds.dirs.add(leaf)
-            else:
-                ds.dirs.discard(leaf)
-
-        self._edit(dirpath, change)
-
-    def _set_marker(self, dirpath: str) -> None:
-        def change(ds: DirState) -> None:
-            ds.has_marker = True
-
-        self._edit(dirpath, change)
-
-    def _on_uploaded(self, entry: OutboxEntry, result: FileEntry) -> None:
-        parent, leaf = split(entry.path)
-        self._set_file(parent, leaf, result)
-        # Parents that existed only through the pending upload now exist in the store.
-        path = parent
-        while path:
-            up, name = split(path)
-            self._set_dir(up, name, True)
-            path = up
-
     def _new_fh(self) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        return fh
-
-    async def _dir(self, dirpath: str, *, fresh: bool = False) -> DirState:
-        ds = self._dirs.get(dirpath)
-        asked = trio.current_time()
-        if ds is not None and not fresh and asked - ds.fetched < self.config.dir_cache_time:
-            return ds
-        lock = self._dir_locks.setdefault(dirpath, trio.Lock())
-        async with lock:
-            ds = self._dirs.get(dirpath)
-            if ds is not None and ds.fetched >= asked:
-                return ds  # listed by someone else while we waited
-            started = trio.current_time()
-            replay: list[Callable[[DirState], None]] = []
-            self._replay[dirpath] = replay
-            try:
-                listing = await self._store(self.pairs.list_dir, dirpath)
-            except TransientError as exc:
-                if ds is None or fresh:
-                    raise
-                # The store is unreachable: keep showing what was listed (and writing into
-                # it: uploads wait in the outbox), asking again after dir_cache_time.
-                log.warning(
-                    "listing /%s failed (%s); showing the one from %.0f s ago",
-                    dirpath,
-                    exc,
-                    started - ds.fetched,
-                )
-                ds.fetched = started
-                return ds
-            finally:
-                del self._replay[dirpath]
-            ds = DirState.from_listing(listing, started)
-            for change in replay:
-                change(ds)
-            self._dirs[dirpath] = ds
-            return ds
+        return next(self._fh_numbers)
 
     def _overlay(self, dirpath: str) -> tuple[set[str], set[str]]:
         """Files and subdirectories of ``dirpath`` that exist only locally so far."""
@@ -367,16 +230,10 @@ class VfsState:
             None,
         )
 
-    def _listed(self, path: str) -> bool:
-        """Does the cached listing hold a stored version of ``path``?"""
-        parent, leaf = split(path)
-        ds = self._dirs.get(parent)
-        return ds is not None and leaf in ds.files
-
     async def _view(self, path: str) -> FileView | None:
         if not path:
             return None
-        return self._view_sync(path, await self._dir(split(path)[0]))
+        return self._view_sync(path, await self.listings.get(split(path)[0]))
 
     async def _existing_kind(self, path: str) -> str:
         """Kind of a path that must exist: "dir" or "file", else ENOENT."""
@@ -390,7 +247,7 @@ class VfsState:
         if path == "":
             return "dir"
         parent, leaf = split(path)
-        ds = await self._dir(parent)
+        ds = await self.listings.get(parent)
         if (
             leaf in ds.dirs
             or self.outbox.index.has_dir(parent, leaf)
@@ -402,7 +259,7 @@ class VfsState:
         return None
 
     async def _children(self, dirpath: str) -> tuple[dict[str, FileView], set[str]]:
-        ds = await self._dir(dirpath)
+        ds = await self.listings.get(dirpath)
         ofiles, odirs = self._overlay(dirpath)
         dirs = set(ds.dirs) | odirs
         files: dict[str, FileView] = {}
@@ -468,7 +325,7 @@ class VfsState:
         if view.exact or view.remote is None or not self.pairs.can_read:
             return view
         try:
-            rc = await self._remote(view.remote)
+            rc = await self.versions.remote(view.remote)
         except B2CryptfsError as exc:
             self._warn_once(
                 f"size:{view.remote.content.version_id}",
@@ -499,15 +356,11 @@ class VfsState:
             raise OpError(errno.ENOENT, f"{node.path}: directory was removed")
         return node
 
-    def _forget_dirs(self, top: str) -> None:
-        for d in [d for d in self._dirs if d == top or is_under(d, top)]:
-            del self._dirs[d]
-
     async def _keep_dir(self, dirpath: str) -> None:
         """A directory left empty keeps existing in the store through a marker object."""
         if not dirpath or self.config.read_only:
             return
-        ds = self._dirs.get(dirpath)
+        ds = self.listings.cached(dirpath)
         if ds is None or ds.files or ds.dirs or ds.has_marker:
             return
         ofiles, odirs = self._overlay(dirpath)
@@ -520,7 +373,7 @@ class VfsState:
         except B2CryptfsError as exc:
             log.warning("%s: could not keep the empty directory (%s)", dirpath, exc)
             return
-        self._set_marker(dirpath)
+        self.listings.set_marker(dirpath)
 
     def _check_collision(self, path: str, files: dict[str, FileView], ignore: str = "") -> None:
         """Refuse ``P.key`` next to ``P`` and the reverse (they would share an object)."""
@@ -536,70 +389,12 @@ class VfsState:
 
     def _check_name(self, parent: str, leaf: str, *, is_dir: bool) -> str:
         """A new name's path, or ENAMETOOLONG/EINVAL if the store would refuse it."""
-        check = check_dir_name if is_dir else check_file_name
-        path = check(parent, leaf, self._prefix_bytes)
-        # The pair layer knows the object names exactly (encrypted names are longer).
-        check_objects = getattr(self.pairs, "check_name", None)
-        if check_objects is not None:
-            check_objects(path, is_dir=is_dir)
-        return path
-
-    async def _remote(self, entry: FileEntry) -> RemoteContent:
-        vid = entry.content.version_id
-        rc = self.readers.get(vid)
-        if rc is not None:
-            return rc
-        if not self.pairs.can_read:
-            raise self._no_read_key(entry.path)
-        if entry.key is None:
-            self._warn_once(
-                f"nokey:{vid}",
-                "%s: its key object %s.key.enc is missing: the file cannot be read",
-                entry.path,
-                entry.path,
-            )
-            raise OpError(errno.EIO, f"{entry.path}: key object missing")
-        lock = self._reader_locks.setdefault(vid, trio.Lock())
-        async with lock:
-            rc = self.readers.get(vid)
-            if rc is not None:
-                return rc
-            source = RecordingSource(self.pairs.store, entry.content)
-            try:
-                reader = await self._store_read(
-                    f"open of {entry.path}", self.pairs.open, entry, source
-                )
-            except B2CryptfsError as exc:
-                log.warning("%s: cannot open: %s", entry.path, exc)
-                raise
-            finally:
-                self._reader_locks.pop(vid, None)
-            rc = RemoteContent(entry, reader, source)
-            self.readers.put(vid, rc)
-            self.exact_sizes[vid] = reader.plaintext_size
-            return rc
-
-    async def _local(self, entry: OutboxEntry) -> LocalContent | None:
-        """Open a pending upload from its outbox files; None if it was uploaded meanwhile."""
-        if not self.pairs.can_read:
-            raise self._no_read_key(entry.path)
-        identities = self.pairs.identities
-        codec = self.pairs.codec_for(entry.format)
-
-        def work() -> LocalContent | None:
-            try:
-                source = LocalFileSource(entry.content_file)
-                key_object = entry.read_key_object()
-            except FileNotFoundError:
-                return None
-            try:
-                reader = codec.open(key_object, identities, source, entry.info)
-            except BaseException:
-                source.close()
-                raise
-            return LocalContent(reader, source, f"outbox:{entry.seq}")
-
-        return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+        try:
+            return self.pairs.check_new_name(parent, leaf, is_dir=is_dir)
+        except NameTooLong as exc:
+            raise OpError(errno.ENAMETOOLONG, str(exc)) from None
+        except InvalidName as exc:
+            raise OpError(errno.EINVAL, str(exc)) from None
 
     def _handle(self, fh: int) -> Handle:
         handle = self._handles.get(fh)

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from b2cryptfs.errors import FormatError, IntegrityError, KeyFileError
 from b2cryptfs.formats.age import (
     b64,
-    bech32,
     encode_x25519_identity,
     encode_x25519_recipient,
     generate_x25519_identity,
@@ -22,6 +21,7 @@ from b2cryptfs.formats.age import (
     ssh_wire_public_key,
 )
 from b2cryptfs.formats.age.header import Stanza
+from b2cryptfs.keys import bech32
 
 # From the C2SP testkit vectors (tests/age-testkit/x25519).
 KIT_IDENTITY = "AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0"

@@ -9,9 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from b2cryptfs.cache.cachedir import CacheDir, CacheDirBusy
+from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.cache.readers import ByteBoundLRU, MemoryLRU
+from b2cryptfs.errors import CacheDirBusy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -90,8 +90,8 @@ def test_new_key_object_beside_old_content_falls_back_to_older_version(
     cli(env, "put", "--public-key", pub, first, f"{b2_bucket.url}/f")
     # The overwrite's first step only: seal v2 and upload just its key object.
     store = b2_bucket.store()
+    from b2cryptfs.bucket.pairs import PairStore, key_name
     from b2cryptfs.keys.loader import load_recipients
-    from b2cryptfs.vfs.pairs import PairStore, key_name
 
     pairs = PairStore(store, recipients=load_recipients(str(pub)))
     with open(second, "rb") as src, open(tmp_path / "sealed", "wb") as out:

@@ -13,8 +13,8 @@ import pytest
 from conftest import B2CRYPTFS
 from openssl_testutil import PASSPHRASE, needs_openssl, openssl_keypair
 
+from b2cryptfs.bucket.namekey import open_pair_store
 from b2cryptfs.keys.loader import load_identities, load_recipients
-from b2cryptfs.vfs.namekey import open_pair_store
 
 pytestmark = needs_openssl
 NAME_KEY_OBJECT = ".b2cryptfs-names.age"

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from b2cryptfs.bucket.check import check, repair
+from b2cryptfs.bucket.namekey import NAME_KEY_OBJECT, find_name_root, open_pair_store
+from b2cryptfs.bucket.pairs import PairStore
+from b2cryptfs.bucket.walk import walk_files
 from b2cryptfs.errors import (
     DirectoryNotEmpty,
     NameTooLong,
@@ -22,10 +26,6 @@ from b2cryptfs.errors import (
 from b2cryptfs.formats.names import NameCipher
 from b2cryptfs.keys.types import X25519Identity
 from b2cryptfs.store.dirstore import DirStore
-from b2cryptfs.vfs.check import check, repair
-from b2cryptfs.vfs.namekey import NAME_KEY_OBJECT, find_name_root, open_pair_store
-from b2cryptfs.vfs.pairs import PairStore
-from b2cryptfs.vfs.walk import walk_files
 
 # Each has a character outside lowercase base32, so it cannot show up in an encrypted name
 # by chance.

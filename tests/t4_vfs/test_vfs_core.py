@@ -20,11 +20,11 @@ from vfs_testutil import (
     x25519_identity,
 )
 
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.core import RENAME_NOREPLACE
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import ROOT_INO, PathIndex
-from b2cryptfs.vfs.pairs import PairStore
 
 
 class CountingStore(DirStore):

@@ -26,12 +26,13 @@ from vfs_testutil import (
     x25519_identity,
 )
 
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import AuthError, TransientError
+from b2cryptfs.fs.errors import errno_of
 from b2cryptfs.keys.types import RsaIdentity
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import ROOT_INO
-from b2cryptfs.vfs.pairs import PairStore
 
 OPENSSL = shutil.which("openssl")
 
@@ -338,12 +339,12 @@ def test_damaged_or_unpaired_files_read_as_eio(tmp_path: Path, ident) -> None:
             assert await vfs.read(fh, 0, 1000) == data[:1000]  # intact chunks still read
             with pytest.raises(B2CryptfsError) as ei:
                 await vfs.read(fh, 2 * 65536 + 10, 10)
-            assert ei.value.errno == errno.EIO
+            assert errno_of(ei.value) == errno.EIO
             await vfs.release(fh)
             for name in ("other", "keyless"):
                 with pytest.raises(B2CryptfsError) as ei:
                     await vfs.open(await ino_of(vfs, name), os.O_RDONLY)
-                assert ei.value.errno == errno.EIO, name
+                assert errno_of(ei.value) == errno.EIO, name
             assert sorted(await listdir(vfs)) == ["damaged", "keyless", "other"]
 
     run(main)

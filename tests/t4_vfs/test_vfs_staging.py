@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from b2cryptfs.vfs.staging import BLOCK, Staging, StagingError
+from b2cryptfs.errors import StagingError
+from b2cryptfs.vfs.staging import BLOCK, Staging
 
 
 def _disk_bytes(directory: Path, staging: Staging) -> bytes:

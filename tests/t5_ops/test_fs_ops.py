@@ -147,8 +147,8 @@ def test_fuse_options() -> None:
 
 
 def test_run_mount_refuses_before_mounting(tmp_path: Path) -> None:
-    from b2cryptfs.cache.cachedir import CacheDir, CacheDirBusy
-    from b2cryptfs.errors import B2CryptfsError
+    from b2cryptfs.cache.cachedir import CacheDir
+    from b2cryptfs.errors import B2CryptfsError, CacheDirBusy
     from b2cryptfs.fs.mount import run_mount
     from b2cryptfs.store.dirstore import DirStore
 

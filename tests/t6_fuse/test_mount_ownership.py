@@ -13,7 +13,7 @@ import pytest
 from mountutil import dir_store, force_unmount, is_mounted, mounted, requires_fuse, rsa_keys  # noqa: F401
 from vfs_testutil import make_config, open_vfs, run, x25519_identity
 
-from b2cryptfs.fs.mount import make_pairs
+from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.namespace import ROOT_INO
 

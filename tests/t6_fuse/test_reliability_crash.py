@@ -27,7 +27,7 @@ from reliability_util import (  # noqa: F401
     wait_until,
 )
 
-from b2cryptfs.vfs.pairs import PairStore
+from b2cryptfs.bucket.pairs import PairStore
 
 pytestmark = requires_fuse
 

@@ -15,7 +15,7 @@ import pytest
 from mountutil import Keys, StoreSpec, dir_store, mounted, requires_fuse, rsa_keys  # noqa: F401
 from reliability_util import b2_spec, log_lines, outbox_entries, wait_until  # noqa: F401
 
-from b2cryptfs.vfs.pairs import INFO_FORMAT
+from b2cryptfs.bucket.pairs import INFO_FORMAT
 
 pytestmark = requires_fuse
 

@@ -28,11 +28,11 @@ from vfs_testutil import (
     x25519_identity,
 )
 
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import TransientError
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import ROOT_INO
-from b2cryptfs.vfs.pairs import PairStore
 
 CHUNK = 64 * 1024
 # Far below the store's retry budget with production settings (20 tries, up to 64 s apart).

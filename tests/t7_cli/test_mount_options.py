@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from mountutil import B2CRYPTFS, Keys, base_env, rsa_keys  # noqa: F401
 
+from b2cryptfs.cache.cachedir import ROOT_CACHE_ROOT, default_cache_root
 from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
 from b2cryptfs.cli.mountprep import (
-    ROOT_CACHE_ROOT,
     check_mountpoint,
-    default_cache_root,
     load_credentials_file,
 )
 from b2cryptfs.errors import B2CryptfsError, UsageError

@@ -116,6 +116,7 @@ def main(out: Path) -> None:
         import trio
 
         from b2cryptfs.vfs.outbox import Outbox
+        from b2cryptfs.vfs.outboxfiles import WrittenContent
 
         store = tmp / "store-outbox"
         (store / "pending").mkdir(parents=True)
@@ -129,13 +130,15 @@ def main(out: Path) -> None:
         info = json.loads(os.getxattr(store / "pending" / "waiting.txt.enc", XATTR))
         outbox_dir = out / "outbox" / "outbox"
         box = Outbox(str(outbox_dir), None, trio.CapacityLimiter(1))  # type: ignore[arg-type]
-        seq, content_path = box.allocate()
-        Path(content_path).write_bytes(content)
-        box.write_entry(
-            seq, "pending/waiting.txt", MTIME * 1000, key_obj, info, "age", pending.stat().st_size
-        )
-        _, content2 = box.allocate()
-        Path(content2).write_bytes(b"half-sealed content, no manifest: not an entry")
+
+        def write_content(content_path: str) -> WrittenContent:
+            Path(content_path).write_bytes(content)
+            return WrittenContent(key_obj, info, "age", pending.stat().st_size)
+
+        box.put("pending/waiting.txt", MTIME * 1000, write_content)()
+        # A second sealing cut short by the kill: its content file, no manifest.
+        half = outbox_dir / "000000000002.content"
+        half.write_bytes(b"half-sealed content, no manifest: not an entry")
         files["pending/waiting.txt"] = pending.read_bytes()
 
     expected = {

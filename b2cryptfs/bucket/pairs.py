@@ -6,7 +6,7 @@ invisible), a reader proves the pair matches and falls back to older key version
 does not, and ``P.key``/``P`` never share an object. It is blocking and holds no state but
 its settings, so the CLI calls it directly and the mount calls it from worker threads.
 
-With a :class:`~b2cryptfs.formats.names.NameCipher` (see :mod:`b2cryptfs.vfs.namekey`), every
+With a :class:`~b2cryptfs.formats.names.NameCipher` (see :mod:`b2cryptfs.bucket.namekey`), every
 segment below the *name root* is encrypted: the public methods still take and return
 plaintext paths, and only the object names (``object_path``) differ. Encrypted segments are
 base32 without dots, so ``X.enc``/``X.key.enc`` are told apart by their suffix alone and the
@@ -24,6 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from b2cryptfs.bucket.layout import (
+    CONTENT_SUFFIX,
+    EMPTY_MARKER,
+    INFO_FORMAT,
+    KEY_SUFFIX,
+    NAME_KEY_OBJECT,
+    check_new_name,
+    classify,
+    content_name,
+    dir_prefix,
+    join,
+    key_name,
+    marker_name,
+    name_key_object,
+)
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
@@ -35,39 +50,35 @@ from b2cryptfs.errors import (
     PairMismatch,
     UsageError,
 )
-from b2cryptfs.formats import Codec, ContentReader, Sealed, detect_format, get_codec
+from b2cryptfs.formats import (
+    Codec,
+    ContentReader,
+    Sealed,
+    detect_format,
+    estimate_plaintext_size,
+    get_codec,
+    sniff_format,
+)
 from b2cryptfs.formats.names import NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store, validate_name
 
 log = logging.getLogger(__name__)
 
-KEY_SUFFIX = ".key.enc"
-CONTENT_SUFFIX = ".enc"
-EMPTY_MARKER = ".bzEmpty"
-INFO_FORMAT = "b2cryptfs-format"
-# The name key of a name-encrypted tree (an age file), at the tree's root; its presence is
-# what marks the tree as name-encrypted (see b2cryptfs.vfs.namekey).
-NAME_KEY_OBJECT = ".b2cryptfs-names.age"
-# RSA modulus sizes: an openssl-format key object is exactly one RSA block.
-_RSA_BLOCK_SIZES = frozenset({128, 256, 384, 512, 768, 1024})
-
-
-def content_name(path: str) -> str:
-    return path + CONTENT_SUFFIX
-
-
-def key_name(path: str) -> str:
-    return path + KEY_SUFFIX
-
-
-def _join(dirpath: str, leaf: str) -> str:
-    return f"{dirpath}/{leaf}" if dirpath else leaf
-
-
-def _dir_prefix(dirpath: str) -> str:
-    dirpath = dirpath.strip("/")
-    return dirpath + "/" if dirpath else ""
+__all__ = [
+    "CONTENT_SUFFIX",
+    "EMPTY_MARKER",
+    "INFO_FORMAT",
+    "KEY_SUFFIX",
+    "NAME_KEY_OBJECT",
+    "DirListing",
+    "FileEntry",
+    "PairStore",
+    "StoreSource",
+    "content_name",
+    "fetch_plaintext_to",
+    "key_name",
+]
 
 
 @dataclass(frozen=True)
@@ -86,24 +97,6 @@ class DirListing:
     files: dict[str, FileEntry]
     dirs: set[str]
     has_marker: bool
-
-
-def _openssl_layout(content_size: int) -> bool:
-    """Could this many bytes be `openssl enc -a` output (64-char base64 lines + newlines)?"""
-    full, rest = divmod(content_size, 65)
-    if rest:
-        chars = rest - 1
-        if chars <= 0 or chars % 4:
-            return False
-    raw = full * 48 + (rest - 1) * 3 // 4 if rest else full * 48
-    return raw >= 32
-
-
-def _openssl_estimate(content_size: int) -> int:
-    """Upper bound of the plaintext size of an openssl content object (padding unknown)."""
-    full, rest = divmod(content_size, 65)
-    raw = full * 48 + (max(rest - 1, 0) * 3 // 4)
-    return max(raw - 16 - 1, 0)
 
 
 class PairStore:
@@ -198,7 +191,7 @@ class PairStore:
         """Where this session's name key lives (None for plain names)."""
         if self.names is None:
             return None
-        return _dir_prefix(self.name_root) + NAME_KEY_OBJECT
+        return name_key_object(self.name_root)
 
     def check_name(self, path: str, *, is_dir: bool = False) -> None:
         """Raise NameTooLong/InvalidName if ``path`` cannot be created in the store.
@@ -207,42 +200,42 @@ class PairStore:
         and rename time): with encrypted names the limits apply to the encrypted form.
         """
         path = path.strip("/")
-        if is_dir:
-            name = _dir_prefix(self.object_path(path)) + EMPTY_MARKER
-        else:
-            name = self.key_object_name(path)
-        prefix = getattr(self.store, "prefix", "")
-        validate_name((prefix if isinstance(prefix, str) else "") + name)
+        name = marker_name(self.object_path(path)) if is_dir else self.key_object_name(path)
+        validate_name(self.store.prefix + name)
+
+    @property
+    def prefix_bytes(self) -> int:
+        """Bytes of the store's own prefix, which B2 counts in every object name."""
+        return len(self.store.prefix.encode())
+
+    def check_new_name(self, dirpath: str, leaf: str, *, is_dir: bool) -> str:
+        """The one name check for a new file or directory: the plaintext rules, then the
+        object names as the store will see them. Returns the path; raises NameTooLong or
+        InvalidName."""
+        path = check_new_name(dirpath, leaf, is_dir=is_dir, prefix_bytes=self.prefix_bytes)
+        self.check_name(path, is_dir=is_dir)
+        return path
 
     # --- listing -----------------------------------------------------------------------
 
     def make_entry(self, path: str, content: ObjectInfo, key: ObjectInfo | None) -> FileEntry:
         """Describe a file from its listing rows alone (no request)."""
         fmt = content.info.get(INFO_FORMAT)
-        if fmt is None:
-            # Written by another tool: the seed's objects are one RSA block and base64 text.
-            if key is not None and key.size in _RSA_BLOCK_SIZES and _openssl_layout(content.size):
-                fmt = "openssl"
-            elif key is not None:
-                fmt = "age"
+        if fmt is None and key is not None:
+            fmt = sniff_format(key.size, content.size)  # written by another tool
         size = None
         if fmt in ("age", "openssl"):
             try:
                 size = self.codec_for(fmt).plaintext_size_hint(content.size, content.info)
             except B2CryptfsError:
                 size = None
-        if size is not None:
-            estimate = size
-        elif fmt == "age" or fmt is None and not _openssl_layout(content.size):
-            estimate = max(content.size - 16, 0)
-        else:
-            estimate = _openssl_estimate(content.size)
+        estimate = size if size is not None else estimate_plaintext_size(fmt, content.size)
         return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms)
 
     def list_dir(self, dirpath: str) -> DirListing:
         """One directory level in one listing (B2 delimiter)."""
         dirpath = dirpath.strip("/")
-        prefix = _dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath))
         listing = self.store.list_dir(prefix)
         rel = self._rel(dirpath)
         if rel is not None:
@@ -258,16 +251,9 @@ class PairStore:
             )
         files: dict[str, FileEntry] = {}
         for leaf, obj in by_leaf.items():
-            if not leaf.endswith(CONTENT_SUFFIX) or leaf == CONTENT_SUFFIX:
-                continue
-            name = leaf[: -len(CONTENT_SUFFIX)]
-            # X.key.enc is X's key object when X.enc exists, and an orphan key object when
-            # it has no key of its own; only otherwise the content of a file "X.key".
-            if name.endswith(".key") and (
-                name[:-4] + CONTENT_SUFFIX in by_leaf or name + KEY_SUFFIX not in by_leaf
-            ):
-                continue
-            files[name] = self.make_entry(_join(dirpath, name), obj, by_leaf.get(name + KEY_SUFFIX))
+            kind, name = classify(leaf, by_leaf.__contains__)
+            if kind == "content":
+                files[name] = self.make_entry(join(dirpath, name), obj, by_leaf.get(key_name(name)))
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
         dirs.discard("")
         return DirListing(files, dirs, EMPTY_MARKER in by_leaf)
@@ -285,21 +271,18 @@ class PairStore:
         keys: dict[str, ObjectInfo] = {}
         has_marker = False
         for obj in objects:
-            leaf = obj.name[len(prefix) :]
-            if leaf == EMPTY_MARKER:
+            kind, base = classify(obj.name[len(prefix) :], _never, encrypted=True)
+            if kind == "marker":
                 has_marker = True
-                continue
-            # Encrypted leaves have no dot, so the suffix alone says which object it is.
-            base, _, suffix = leaf.partition(".")
-            if suffix == "enc":
+            elif kind == "content":
                 contents[base] = obj
-            elif suffix == "key.enc":
+            elif kind == "key":
                 keys[base] = obj
         files: dict[str, FileEntry] = {}
         for base, obj in contents.items():
             name = self.names.decrypt_segment(base, rel)
             if name is not None:
-                files[name] = self.make_entry(_join(dirpath, name), obj, keys.get(base))
+                files[name] = self.make_entry(join(dirpath, name), obj, keys.get(base))
         dirs: set[str] = set()
         for p in prefixes:
             name = self.names.decrypt_segment(p[len(prefix) :].rstrip("/"), rel)
@@ -321,9 +304,14 @@ class PairStore:
         if content is None:
             return None
         key = self.store.stat(key_name(path))
-        if path.endswith(".key") and (
-            key is None or self.store.stat(content_name(path[:-4])) is not None
-        ):
+        found = {key_name(path): key}
+
+        def exists(name: str) -> bool:
+            if name not in found:
+                found[name] = self.store.stat(name)
+            return found[name] is not None
+
+        if classify(content_name(path), exists)[0] != "content":
             return None  # that object is the key of path[:-4] (or an orphan), not a file
         return self.make_entry(path, content, key)
 
@@ -356,7 +344,7 @@ class PairStore:
             raise NoPrivateKey(f"{entry.path}: no private key given (write-only): cannot read")
         if entry.key is None:
             raise NotFound(f"{entry.path}: key object {key_name(entry.path)} is missing")
-        src = source if source is not None else StoreSource(self.store, entry.content)
+        src = source if source is not None else self.content_source(entry.content)
         try:
             return self.open_version(entry, entry.key, src)
         except PairMismatch as first:
@@ -381,11 +369,23 @@ class PairStore:
         self, entry: FileEntry, key: ObjectInfo, source: object | None = None
     ) -> tuple[ContentReader, bytes]:
         """Open with exactly this key object version: (reader, key object bytes)."""
-        src = source if source is not None else StoreSource(self.store, entry.content)
+        src = source if source is not None else self.content_source(entry.content)
         key_object = self.store.read(key)
         fmt = detect_format(key_object)
         codec = self.codec_for(fmt)
         return codec.open(key_object, self.identities, src, entry.content.info), key_object
+
+    def content_source(self, obj: ObjectInfo) -> StoreSource:
+        """The one content source over one exact content object version."""
+        return StoreSource(self.store, obj)
+
+    def read_key_object(self, key: ObjectInfo) -> bytes:
+        """The bytes of one key object version."""
+        return self.store.read(key)
+
+    def download_content(self, obj: ObjectInfo, path: str) -> None:
+        """The ciphertext of one content object version into a local file (streaming)."""
+        self.store.download(obj, path)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -457,6 +457,19 @@ class PairStore:
                 sealed = self.seal(src, out)
             return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms)
 
+    def rewrap_key(
+        self, name: str, data: bytes, info: dict[str, str], *, purge: bool = False
+    ) -> ObjectInfo:
+        """Upload ``data`` as the newest version of the key object ``name`` (a file's key
+        object or the name key); with ``purge``, delete every older version (still wrapped
+        for the old keys). The one re-wrap used by rotate, the name key and fsck repair."""
+        uploaded = self.store.upload_bytes(name, data, info)
+        if purge:
+            for old in self.store.versions(name):
+                if old.version_id != uploaded.version_id:
+                    self.store.delete_version(old)
+        return uploaded
+
     # --- namespace changes -------------------------------------------------------------
 
     def _remove(self, name: str) -> None:
@@ -493,7 +506,7 @@ class PairStore:
 
     def mkdir(self, dirpath: str) -> None:
         dirpath = dirpath.strip("/")
-        marker = _dir_prefix(self.object_path(dirpath)) + EMPTY_MARKER
+        marker = marker_name(self.object_path(dirpath))
         if self.store.stat(marker) is not None:
             raise AlreadyExists(f"{dirpath}: directory exists")
         self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
@@ -504,9 +517,13 @@ class PairStore:
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
             raise DirectoryNotEmpty(f"{dirpath}: directory not empty")
-        prefix = _dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
+
+
+def _never(name: str) -> bool:
+    return False
 
 
 def _valid_object_name(name: str) -> bool:
@@ -519,17 +536,30 @@ def _valid_object_name(name: str) -> bool:
 
 
 class StoreSource:
-    """A ContentSource reading one exact content object version from the store."""
+    """The ContentSource over one exact content object version, remembering its last fetch.
+
+    Opening a pair reads the first chunk (to prove the pair matches); the mount's first
+    read then finds those bytes here (:meth:`recall`) instead of asking the store again.
+    """
 
     def __init__(self, store: Store, obj: ObjectInfo) -> None:
         self.store = store
         self.obj = obj
         self.size = obj.size
+        self._last: tuple[int, int, bytes] | None = None
 
     def fetch(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        return self.store.read(self.obj, start, end - start)
+        data = self.store.read(self.obj, start, end - start)
+        self._last = (start, end, data)
+        return data
+
+    def recall(self, start: int, end: int) -> bytes | None:
+        last = self._last
+        if last is not None and last[0] <= start and end <= last[1]:
+            return last[2][start - last[0] : end - last[0]]
+        return None
 
 
 def fetch_plaintext_to(reader: ContentReader, out: BinaryIO, chunks_per_request: int = 16) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from b2cryptfs.vfs.pairs import FileEntry, PairStore
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 
 
 def walk_files(pairs: PairStore, top: str = "") -> Iterator[FileEntry]:

@@ -9,17 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from b2cryptfs.bucket.layout import INFO_FORMAT, KEY_SUFFIX, key_name
+from b2cryptfs.bucket.layout import classify as classify_name
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import B2CryptfsError, PairMismatch
 from b2cryptfs.store.base import ObjectInfo
-from b2cryptfs.vfs.pairs import (
-    CONTENT_SUFFIX,
-    EMPTY_MARKER,
-    INFO_FORMAT,
-    KEY_SUFFIX,
-    NAME_KEY_OBJECT,
-    PairStore,
-    key_name,
-)
 
 
 @dataclass(frozen=True)
@@ -37,19 +31,12 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     keys: set[str] = set()
     strays: set[str] = set()
     for name in names:
-        leaf = name.rsplit("/", 1)[-1]
-        if leaf in (EMPTY_MARKER, NAME_KEY_OBJECT):
-            continue
-        if not name.endswith(CONTENT_SUFFIX):
+        kind, path = classify_name(name, names.__contains__)
+        if kind == "stray":
             strays.add(name)
-            continue
-        path = name[: -len(CONTENT_SUFFIX)]
-        # X.key.enc is X's key object when X.enc exists (the rule listings follow too).
-        if path.endswith(".key") and path[:-4] + CONTENT_SUFFIX in names:
-            keys.add(name)
-        elif name.endswith(KEY_SUFFIX) and key_name(path) not in names:
-            keys.add(name)  # no key of its own: it is a key object (an orphan, checked below)
-        else:
+        elif kind == "key":
+            keys.add(name)  # an orphan when its content object is missing (checked below)
+        elif kind == "content":
             files[path] = name
     return files, keys, strays
 
@@ -66,17 +53,16 @@ def _layout_encrypted(
     keys: dict[str, str] = {}
     strays: dict[str, str] = {}
     for name in names:
-        dirpart, _, leaf = name.rpartition("/")
-        if leaf in (EMPTY_MARKER, NAME_KEY_OBJECT):
+        kind, base = classify_name(name, names.__contains__, encrypted=True)
+        if kind in ("marker", "name-key"):
             continue
-        base, _, suffix = leaf.partition(".")
-        if suffix not in ("enc", "key.enc") or not base:
+        if kind == "stray":
             strays[name] = _STRAY
             continue
-        path = pairs.plain_path(f"{dirpart}/{base}" if dirpart else base)
+        path = pairs.plain_path(base)
         if path is None:
             strays[name] = "name does not decrypt with this store's name key (ignored)"
-        elif suffix == "enc":
+        elif kind == "content":
             files[path] = name
         else:
             keys[path] = name
@@ -143,4 +129,4 @@ def repair(pairs: PairStore, problem: Problem) -> None:
             return
         key_object = pairs.matching_key_object(entry)
         fmt = entry.format or "age"
-        pairs.store.upload_bytes(pairs.key_object_name(entry.path), key_object, {INFO_FORMAT: fmt})
+        pairs.rewrap_key(pairs.key_object_name(entry.path), key_object, {INFO_FORMAT: fmt})

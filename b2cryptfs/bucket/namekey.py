@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from b2cryptfs.bucket.layout import EMPTY_MARKER, NAME_KEY_OBJECT, dir_prefix, name_key_object
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import (
     FormatError,
     NoMatchingIdentity,
@@ -25,7 +27,6 @@ from b2cryptfs.errors import (
 from b2cryptfs.formats.names import NameCipher, unwrap_name_key, wrap_name_key
 from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import ObjectInfo, Store
-from b2cryptfs.vfs.pairs import EMPTY_MARKER, NAME_KEY_OBJECT, PairStore
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,6 @@ __all__ = [
     "open_pair_store",
     "rewrap_name_key",
 ]
-
-
-def name_key_object(root: str) -> str:
-    """The name key object of a tree rooted at ``root`` (a directory path, "" = store root)."""
-    root = root.strip("/")
-    return f"{root}/{NAME_KEY_OBJECT}" if root else NAME_KEY_OBJECT
 
 
 def _where(store: Store, root: str) -> str:
@@ -105,8 +100,8 @@ def create_name_key(
             "--encrypt-names needs the private key too: a store with encrypted names cannot be "
             "used write-only (encrypting a name needs the secret name key)"
         )
-    listing = store.list_dir(f"{root}/" if root else "")
-    prefix_len = len(root) + 1 if root else 0
+    listing = store.list_dir(dir_prefix(root))
+    prefix_len = len(dir_prefix(root))
     present = [o for o in listing.objects if o.name[prefix_len:] != EMPTY_MARKER]
     present_dirs = listing.prefixes
     if present or present_dirs:
@@ -187,9 +182,4 @@ def rewrap_name_key(
         return None
     if not recipients:
         raise UsageError("no public key to encrypt the name key to")
-    uploaded = pairs.store.upload_bytes(name, wrap_name_key(pairs.names.key, recipients), {})
-    if purge:
-        for old in pairs.store.versions(name):
-            if old.version_id != uploaded.version_id:
-                pairs.store.delete_version(old)
-    return uploaded
+    return pairs.rewrap_key(name, wrap_name_key(pairs.names.key, recipients), {}, purge=purge)
