@@ -95,6 +95,7 @@ def _public_key_specs(args: argparse.Namespace) -> list[str]:
 
 
 def load_identities_from_args(args: argparse.Namespace) -> list[Identity]:
+    from b2cryptfs.formats.age.protected import decrypt_protected
     from b2cryptfs.keys.loader import load_identities
     from b2cryptfs.keys.passphrase import passphrase_source
 
@@ -105,7 +106,9 @@ def load_identities_from_args(args: argparse.Namespace) -> list[Identity]:
     source = passphrase_source(passphrase_file, command=command)
     identities: list[Identity] = []
     for path in _private_key_paths(args):
-        identities.extend(load_identities(path, lambda path=path: source(path)))
+        identities.extend(
+            load_identities(path, lambda path=path: source(path), unprotect=decrypt_protected)
+        )
     return identities
 
 

@@ -15,7 +15,7 @@ import pyfuse3
 
 from b2cryptfs.bucket.layout import decode_leaf
 from b2cryptfs.errors import InvalidName
-from b2cryptfs.fs.errors import handler, quiet
+from b2cryptfs.fs.handlers import handler, quiet
 from b2cryptfs.vfs.core import Attr, Vfs
 from b2cryptfs.vfs.fserror import OpError
 

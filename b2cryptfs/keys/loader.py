@@ -8,9 +8,7 @@ keys, ``ssh-rsa`` lines, ``age1…`` strings, or an unencrypted private key's pu
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import io
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----"
 _AGE_IDENTITY = "AGE-SECRET-KEY-1"
 _AGE_RECIPIENT = "age1"
 _AGE_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
-_AGE_ARMOR_END = b"-----END AGE ENCRYPTED FILE-----"
+
 # Anything bigger is not a key file; reading it whole would only waste memory.
 _MAX_KEY_FILE = 1 << 20
 
@@ -151,57 +149,17 @@ def _age_identities(data: bytes, path: str) -> list[Identity]:
     return out
 
 
-def _dearmor(data: bytes, path: str) -> bytes:
-    text = data.strip()
-    if not (text.startswith(_AGE_ARMOR_BEGIN) and text.endswith(_AGE_ARMOR_END)):
-        raise KeyFileError(f"{path}: damaged age armor; check it with age -d {path}")
-    body = b"".join(text[len(_AGE_ARMOR_BEGIN) : -len(_AGE_ARMOR_END)].split())
-    try:
-        return base64.b64decode(body, validate=True)
-    except ValueError:
-        raise KeyFileError(f"{path}: damaged age armor; check it with age -d {path}") from None
+# Decrypts a passphrase-protected age file (``age -p``) to its plaintext: an age format
+# matter, so the caller (the CLI) passes formats.age.protected.decrypt_protected in; keys
+# does not import formats.
+Unprotect = Callable[[bytes, str, Callable[[], bytes] | None], bytes]
 
 
-def _age_protected_identities(
-    data: bytes, path: str, passphrase: Callable[[], bytes] | None
+def load_identities(
+    path: str, passphrase: Callable[[], bytes], unprotect: Unprotect | None = None
 ) -> list[Identity]:
-    """Identities from a file ``age -p`` wrote: an age file, encrypted to a passphrase (one
-    scrypt stanza), whose plaintext is an identity file."""
-    from b2cryptfs.errors import FormatError, NoMatchingIdentity
-    from b2cryptfs.formats.age import header
-    from b2cryptfs.formats.age.agefile import decrypt_file
-    from b2cryptfs.formats.age.scrypt import STANZA_TYPE, ScryptIdentity
-
-    if _AGE_ARMOR_BEGIN in data:
-        data = _dearmor(data, path)
-    try:
-        stanzas = header.parse(header.read_header(io.BytesIO(data))).stanzas
-    except FormatError as e:
-        raise KeyFileError(
-            f"{path}: not a readable age file ({e}); check it with age -d {path}"
-        ) from None
-    if [s.type for s in stanzas] != [STANZA_TYPE]:
-        raise KeyFileError(
-            f"{path} is an age file encrypted to a key, not to a passphrase; "
-            f"decrypt it first (age -d {path})"
-        )
-    if passphrase is None:
-        raise KeyFileError(f"{path} is a passphrase-protected age identity: give its public key")
-    try:
-        secret = passphrase().decode("utf-8")
-    except UnicodeDecodeError:
-        raise WrongPassphrase(f"wrong passphrase for {path}") from None
-    try:
-        plain = b"".join(decrypt_file(io.BytesIO(data), [ScryptIdentity(secret)]))
-    except NoMatchingIdentity:
-        raise WrongPassphrase(f"wrong passphrase for {path}") from None
-    except FormatError as e:
-        raise KeyFileError(f"{path}: damaged age file ({e})") from None
-    return _age_identities(plain, path)
-
-
-def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity]:
     """The private key(s) in ``path``; ``passphrase()`` is called only for an encrypted key.
+    ``unprotect`` opens passphrase-protected age identity files (see :data:`Unprotect`).
 
     Raises KeyFileError for a missing or unsupported file, WrongPassphrase when the
     passphrase does not decrypt the key.
@@ -213,7 +171,9 @@ def load_identities(path: str, passphrase: Callable[[], bytes]) -> list[Identity
         if label.endswith("PRIVATE KEY"):
             return [_require_rsa_private(_load_pem_private(block, path, passphrase), path)]
     if data.startswith(b"age-encryption.org/") or _AGE_ARMOR_BEGIN in data:
-        return _age_protected_identities(data, path, passphrase)
+        if unprotect is None:
+            raise KeyFileError(f"{path}: passphrase-protected age identities are not read here")
+        return _age_identities(unprotect(data, path, passphrase), path)
     if _AGE_IDENTITY.encode() in data:
         return _age_identities(data, path)
     if b"-----BEGIN" in data or b"ssh-rsa " in data or _AGE_RECIPIENT.encode() in data:

@@ -13,6 +13,7 @@ import pytest
 from openssl_testutil import OPENSSL, PASSPHRASE, child_env, needs_openssl, run, run_on_tty
 
 from b2cryptfs.errors import KeyFileError, UsageError, WrongPassphrase
+from b2cryptfs.formats.age.protected import decrypt_protected
 from b2cryptfs.keys.loader import load_identities, load_recipients
 from b2cryptfs.keys.passphrase import ENV_PASSPHRASE, new_passphrase, passphrase_source
 from b2cryptfs.keys.types import RsaIdentity, RsaRecipient, X25519Identity, X25519Recipient
@@ -248,12 +249,12 @@ def test_not_a_key(tmp_path):
     age_enc = tmp_path / "key.age"
     age_enc.write_bytes(b"age-encryption.org/v1\n-> scrypt abc 18\n")
     with pytest.raises(KeyFileError, match="age -d"):
-        load_identities(str(age_enc), never_asked)
+        load_identities(str(age_enc), never_asked, unprotect=decrypt_protected)
     age_enc.write_bytes(
         b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"
     )
     with pytest.raises(KeyFileError, match="age -d"):
-        load_identities(str(age_enc), never_asked)
+        load_identities(str(age_enc), never_asked, unprotect=decrypt_protected)
 
 
 @needs_openssl
