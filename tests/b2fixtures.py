@@ -230,7 +230,7 @@ class B2Bucket:
             key=self.server.key,
             max_tries=3,
             backoff=0.2,
-            op_attempts=3,
+            retry_time=5.0,  # a persistent fault fails in seconds
         )
         settings.update(kw)
         return B2Store(self.name, prefix, **settings)
