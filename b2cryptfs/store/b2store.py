@@ -415,6 +415,19 @@ class B2Store:
         except Exception as exc:
             raise map_error(exc, f"cannot open bucket {bucket}") from None
         self.bucket_id = self.bucket.id_
+        # A key restricted to a name prefix (b2_authorize_account's "allowed" block) sees
+        # nothing above it: listings and stats there answer what the key can see.
+        allowed = self.api.account_info.get_allowed() or {}
+        self.allowed_prefix: str = allowed.get("namePrefix") or ""
+
+    def _above_allowed(self, full: str) -> bool:
+        """``full`` is outside the key's prefix but leads to it (e.g. "" for "a/b/")."""
+        a = self.allowed_prefix
+        return bool(a) and not full.startswith(a) and a.startswith(full)
+
+    def _outside_allowed(self, full: str) -> bool:
+        a = self.allowed_prefix
+        return bool(a) and not full.startswith(a)
 
     def __repr__(self) -> str:
         return f"B2Store({self.url!r})"
@@ -547,6 +560,10 @@ class B2Store:
         if prefix and not prefix.endswith("/"):
             raise InvalidName(f"a directory prefix must end with '/': {prefix!r}")
         full = self.prefix + prefix
+        if self._above_allowed(full):
+            # All this key may see below ``full`` is the way down to its own prefix.
+            step = self.allowed_prefix[len(full) :].split("/", 1)[0]
+            return Listing([], [self._rel(full + step + "/")])
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         for d in self._pages("b2_list_file_names", prefix=full, delimiter="/"):
@@ -557,12 +574,17 @@ class B2Store:
         return Listing(objects, prefixes)
 
     def iter_all(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        for d in self._pages("b2_list_file_names", prefix=self.prefix + prefix):
+        full = self.prefix + prefix
+        if self._above_allowed(full):
+            full = self.allowed_prefix
+        for d in self._pages("b2_list_file_names", prefix=full):
             if d.get("action", "upload") == "upload":
                 yield self._obj(d)
 
     def stat(self, name: str) -> ObjectInfo | None:
         full = self._full(name)
+        if self._outside_allowed(full):
+            return None  # not there, as far as this key can see
         params = {"bucketId": self.bucket_id, "prefix": full, "startFileName": full}
         page = self._b2(
             lambda: self._list_call("b2_list_file_names", {**params, "maxFileCount": 1}),
@@ -575,6 +597,8 @@ class B2Store:
 
     def versions(self, name: str) -> list[ObjectInfo]:
         full = self._full(name)
+        if self._outside_allowed(full):
+            return []
         out = []
         pages = self._pages(
             "b2_list_file_versions", prefix=full, startFileName=full, maxFileCount=100
