@@ -43,7 +43,7 @@ def test_vfs_reads_and_opens_give_up(b2_bucket, tmp_path: Path) -> None:  # type
     ident = x25519_identity()
     server = b2_bucket.server
     # The retry budget a mount really has (b2sdk's defaults), not the tests' short one.
-    store = b2_bucket.store(max_tries=None, backoff=1.0, op_attempts=4)
+    store = b2_bucket.store(max_tries=None, backoff=1.0, retry_time=120.0)
     data = random.Random(8).randbytes(5 * CHUNK)
 
     async def main() -> None:
