@@ -88,7 +88,10 @@ MOUNT_B2_RETRIES: dict[str, int] = {"max_tries": 6}
 def open_store(args: argparse.Namespace) -> Store:
     """Open the store, with the B2 account from --b2-credentials/--b2-account-info if given."""
     timeout = getattr(args, "io_timeout", None)
-    return open_store_from_args(args, args.store, **MOUNT_B2_RETRIES, retry_time=timeout or None)
+    # A little under the io-timeout: the store's own error (naming the object) then comes
+    # before the vfs's generic "did not answer".
+    retry_time = 0.9 * timeout if timeout else None
+    return open_store_from_args(args, args.store, **MOUNT_B2_RETRIES, retry_time=retry_time)
 
 
 def prepare_cache_dir(root: str, store_url: str) -> str:
