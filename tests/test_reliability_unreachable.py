@@ -168,4 +168,8 @@ def test_mount_read_gives_up(
             server.clear_faults()
         assert res.returncode != 0 and b"Input/output error" in res.stderr
         assert (mnt / "f.txt").read_bytes() == b"f" * 1000
-    assert log_lines(m.log(), "ERROR", "f.txt", "did not answer"), m.log()
+    # The mount's store gives up a little before the io-timeout, with its own line; the
+    # vfs bound (test_vfs_reads_and_opens_give_up) is the backstop.
+    assert log_lines(m.log(), "ERROR", "f.txt", "did not answer") or log_lines(
+        m.log(), "ERROR", "f.txt", "B2 unreachable or failing"
+    ), m.log()
