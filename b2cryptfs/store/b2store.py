@@ -154,7 +154,7 @@ def check_b2sdk_internals() -> list[str]:
 
     b2sdk has no public way to bound its HTTP retries; the override below replaces one
     private classmethod. When b2sdk changes it, the store falls back to b2sdk's own HTTP
-    layer (fixed retry counts) with a warning, and tests/test_b2sdk_internals.py fails.
+    layer (fixed retry counts) with a warning, and tests/test_store_retries.py fails.
     """
     import inspect
 
