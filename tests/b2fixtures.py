@@ -39,7 +39,15 @@ TESTS = Path(__file__).resolve().parent
 SERVER_SCRIPT = TESTS / "b2server.py"
 START_TIMEOUT = 30
 
-__all__ = ["B2Bucket", "B2ServerHandle", "b2_bucket", "b2_cli_env", "b2_server", "start_b2_server"]
+__all__ = [
+    "B2Bucket",
+    "B2ServerHandle",
+    "b2_bucket",
+    "b2_cli_env",
+    "b2_restricted",
+    "b2_server",
+    "start_b2_server",
+]
 
 
 class B2ServerHandle:
@@ -230,7 +238,7 @@ class B2Bucket:
             key=self.server.key,
             max_tries=3,
             backoff=0.2,
-            op_attempts=3,
+            retry_time=5.0,  # a persistent fault fails in seconds
         )
         settings.update(kw)
         return B2Store(self.name, prefix, **settings)
@@ -271,3 +279,22 @@ def b2_cli_env(cli_env: dict[str, str], b2_bucket: B2Bucket) -> dict[str, str]:
     env["B2_ACCOUNT_INFO"] = os.path.join(env["HOME"], ".b2_account_info")
     env.pop("XDG_CONFIG_HOME", None)
     return env
+
+
+# Everything a b2cryptfs session needs, without deleteFiles (nothing it does must need it).
+RESTRICTED_CAPABILITIES = ["listBuckets", "listFiles", "readFiles", "writeFiles"]
+
+
+@pytest.fixture
+def b2_restricted(b2_bucket: B2Bucket) -> tuple[str, dict[str, str]]:
+    """(store url, credentials env) for a key restricted to ``b2://BUCKET/restricted/``,
+    made through the server's ``/test/create_key``, without deleteFiles."""
+    key_id, key = b2_bucket.server.create_key(
+        RESTRICTED_CAPABILITIES, bucket=b2_bucket.name, name_prefix="restricted/"
+    )
+    env = {
+        "B2_ENVIRONMENT": b2_bucket.server.realm,
+        "B2_APPLICATION_KEY_ID": key_id,
+        "B2_APPLICATION_KEY": key,
+    }
+    return f"{b2_bucket.url}/restricted", env

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from b2cryptfs.bucket.layout import EMPTY_MARKER, NAME_KEY_OBJECT, dir_prefix, name_key_object
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import (
+    AuthError,
     FormatError,
     NoMatchingIdentity,
     NoPrivateKey,
@@ -54,7 +55,14 @@ def find_name_root(store: Store, path: str = "") -> tuple[str, ObjectInfo] | Non
     parts = [p for p in path.strip("/").split("/") if p]
     for depth in range(len(parts) + 1):
         root = "/".join(parts[:depth])
-        obj = store.stat(name_key_object(root))
+        try:
+            obj = store.stat(name_key_object(root))
+        except AuthError:
+            # An application key restricted to a name prefix may not look above it: no
+            # name key of ours can be there (the mount opens the store at that prefix).
+            if depth == len(parts):
+                raise
+            continue
         if obj is not None:
             return root, obj
     return None

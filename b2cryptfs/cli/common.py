@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -16,8 +17,11 @@ from b2cryptfs.store.base import Store
 if TYPE_CHECKING:
     from b2cryptfs.bucket.pairs import PairStore
 
+log = logging.getLogger(__name__)
+
 ENV_PRIVATE_KEY = "B2CRYPTFS_PRIVATE_KEY"
 ENV_PUBLIC_KEY = "B2CRYPTFS_PUBLIC_KEY"
+CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +29,18 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "--b2-realm",
         metavar="URL",
         help="B2 realm or API URL (default: $B2_ENVIRONMENT, else production)",
+    )
+    b = parser.add_argument_group("B2 credentials (default: the environment, else `b2`'s account)")
+    b.add_argument(
+        "--b2-credentials",
+        metavar="FILE",
+        help="file of KEY=VALUE lines: B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY, "
+        "optionally B2_ENVIRONMENT",
+    )
+    b.add_argument(
+        "--b2-account-info",
+        metavar="FILE",
+        help="the b2 command-line tool's account database (from `b2 account authorize`)",
     )
 
 
@@ -168,10 +184,67 @@ def open_pairs_from_args(
     )
 
 
+def load_credentials_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (``export`` and quotes allowed, # comments) for the B2 account."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read B2 credentials file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].strip()
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in CREDENTIAL_VARS:
+            raise UsageError(
+                f"{path}, line {number}: expected one of {', '.join(CREDENTIAL_VARS)}=VALUE"
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    missing = [k for k in CREDENTIAL_VARS[:2] if not values.get(k)]
+    if missing:
+        raise UsageError(f"B2 credentials file {path} lacks {' and '.join(missing)}")
+    return values
+
+
 def open_store_from_args(args: argparse.Namespace, url: str, **b2_options: Any) -> Store:
+    """Open ``url``, with the B2 account from --b2-credentials/--b2-account-info if given.
+
+    A credentials file's key goes straight to the store object, never into the environment
+    (which child processes such as fusermount3 inherit).
+    """
     from b2cryptfs.store import open_store
 
-    return open_store(url, realm=getattr(args, "b2_realm", None), **b2_options)
+    account_info = getattr(args, "b2_account_info", None)
+    credentials = getattr(args, "b2_credentials", None)
+    if account_info:
+        # b2sdk's SqliteAccountInfo reads this variable; a path, not a secret.
+        os.environ["B2_ACCOUNT_INFO"] = os.path.abspath(account_info)
+    realm = getattr(args, "b2_realm", None)
+    if not credentials:
+        return open_store(url, realm=realm, **b2_options)
+    if not url.startswith("b2://"):
+        raise UsageError("--b2-credentials only applies to b2:// stores")
+    try:
+        mode = os.stat(credentials).st_mode
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        log.warning("B2 credentials file %s is readable by others; chmod 600 it", credentials)
+    creds = load_credentials_file(credentials)
+    return open_store(
+        url,
+        realm=realm or creds.get("B2_ENVIRONMENT"),
+        key_id=creds["B2_APPLICATION_KEY_ID"],
+        key=creds["B2_APPLICATION_KEY"],
+        **b2_options,
+    )
 
 
 def split_location(spec: str) -> tuple[str, str]:

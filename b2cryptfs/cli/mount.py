@@ -166,18 +166,6 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="how long a read or open waits for the store before failing with EIO (default: 2m)",
     )
-    b = parser.add_argument_group("B2 credentials (for fstab lines, where no environment is set)")
-    b.add_argument(
-        "--b2-credentials",
-        metavar="FILE",
-        help="file of KEY=VALUE lines: B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY, "
-        "optionally B2_ENVIRONMENT",
-    )
-    b.add_argument(
-        "--b2-account-info",
-        metavar="FILE",
-        help="the b2 command-line tool's account database (from `b2 account authorize`)",
-    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

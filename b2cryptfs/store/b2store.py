@@ -10,8 +10,12 @@
   URL is accepted (that is how tests reach the loopback server).
 - Directory listings use ``b2_list_file_names`` with ``delimiter="/"`` and pages of 10,000,
   so a directory of 10,000 files costs one call (ten billed transactions) and sub-folders
-  are not walked. b2sdk has no delimiter support, so these calls go through its HTTP layer
-  (same retries and re-authorization as its own calls).
+  are not walked. b2sdk's listings have no delimiter (``Bucket.ls`` skips ahead instead:
+  a call per sub-folder that outgrows a page), so these calls are made with b2sdk's public
+  ``B2Http`` client (same retries and re-authorization as its own calls).
+- Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
+  download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
+  private classmethod is overridden, checked by ``check_b2sdk_internals``.
 - Uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size`` long
   becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
   info (which therefore must leave room for that entry); smaller ones carry their SHA-1.
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -44,6 +50,7 @@ from b2sdk.v2 import (
     WriteIntent,
 )
 from b2sdk.v2 import exception as b2exc
+from b2sdk.version import VERSION as b2sdk_version
 
 from b2cryptfs.errors import (
     AuthError,
@@ -71,6 +78,11 @@ T = TypeVar("T")
 CONTENT_TYPE = "application/octet-stream"
 LARGE_FILE_SHA1 = "large_file_sha1"
 LIST_PAGE = 10000  # B2's maximum maxFileCount
+LIST_API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
+FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk received
+# How long a transfer retries transient failures unless told (the CLI's budget; a mount
+# passes its --io-timeout).
+DEFAULT_RETRY_TIME = 120.0
 USER_AGENT = "b2cryptfs"
 
 
@@ -122,18 +134,63 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
 
 # --- retries ---------------------------------------------------------------------------
 
+# Set while a transfer (read, download, upload, copy) runs in this thread: its own loop
+# retries until the caller's deadline, so b2sdk's HTTP layer makes one try per request
+# there instead of stacking its fixed-count retries on top.
+_transfer = threading.local()
+MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
+
+# The b2sdk internals this module depends on (see check_b2sdk_internals).
+B2SDK_INTERNALS = (
+    "B2Http._translate_and_retry(fcn, try_count, post_params)",
+    "B2Http._translate_errors(fcn, post_params)",
+    "B2Session.B2HTTP_CLASS",
+    "B2Api.SESSION_CLASS",
+)
+
+
+def check_b2sdk_internals() -> list[str]:
+    """What is missing of the b2sdk internals the tuned HTTP layer overrides ([] if none).
+
+    b2sdk has no public way to bound its HTTP retries; the override below replaces one
+    private classmethod. When b2sdk changes it, the store falls back to b2sdk's own HTTP
+    layer (fixed retry counts) with a warning, and tests/test_store_retries.py fails.
+    """
+    import inspect
+
+    problems = []
+    for name, params in (
+        ("_translate_and_retry", ["fcn", "try_count", "post_params"]),
+        ("_translate_errors", ["fcn", "post_params"]),
+    ):
+        fn = getattr(B2Http, name, None)
+        if fn is None:
+            problems.append(f"b2sdk.v2.B2Http.{name} is gone")
+            continue
+        got = list(inspect.signature(fn).parameters)
+        if got[: len(params)] != params:
+            problems.append(f"b2sdk.v2.B2Http.{name} takes {got}, expected {params}")
+    if not isinstance(B2Session.__dict__.get("B2HTTP_CLASS"), staticmethod):
+        problems.append("b2sdk.v2.B2Session.B2HTTP_CLASS is not a staticmethod attribute")
+    if not hasattr(B2Api, "SESSION_CLASS"):
+        problems.append("b2sdk.v2.B2Api.SESSION_CLASS is gone")
+    return problems
+
 
 def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     """b2sdk's HTTP layer with a configurable retry budget and first backoff.
 
     b2sdk retries 5xx, 429 (honouring Retry-After) and connection errors itself, 5 times
     for API calls and 20 for data, starting at 1 s; ``max_tries`` caps those counts (tests
-    use it so that a persistent fault fails in seconds, not minutes).
+    use it so that a persistent fault fails in seconds, not minutes). Inside a transfer,
+    one try: the transfer's deadline-bound loop does the retrying.
     """
 
     class TunedHttp(B2Http):
         @classmethod
         def _translate_and_retry(cls, fcn, try_count, post_params=None):
+            if getattr(_transfer, "active", False):
+                return cls._translate_errors(fcn, post_params)
             if max_tries is not None:
                 try_count = max(1, min(try_count, max_tries))
             wait = backoff
@@ -152,23 +209,37 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     return TunedHttp
 
 
-def _make_api(max_tries: int | None, backoff: float, workers: int) -> B2Api:
-    http_cls = _http_class(max_tries, backoff)
+def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
+    """(the B2Api, an HTTP client with the same retries for the calls b2sdk cannot make)."""
+    config = B2HttpApiConfig(user_agent_append=USER_AGENT)
+    problems = check_b2sdk_internals()
+    if problems:
+        log.warning(
+            "b2sdk %s changed its internals (%s): using its default HTTP retries",
+            b2sdk_version,
+            "; ".join(problems),
+        )
+        http_cls: type[B2Http] = B2Http
+        api_cls: type[B2Api] = B2Api
+    else:
+        http_cls = _http_class(max_tries, backoff)
 
-    class Session(B2Session):
-        B2HTTP_CLASS = staticmethod(http_cls)
+        class Session(B2Session):
+            B2HTTP_CLASS = staticmethod(http_cls)
 
-    class Api(B2Api):
-        SESSION_CLASS = staticmethod(Session)
+        class Api(B2Api):
+            SESSION_CLASS = staticmethod(Session)
 
-    return Api(
+        api_cls = Api
+    api = api_cls(
         InMemoryAccountInfo(),
         cache=InMemoryCache(),
         max_upload_workers=workers,
         max_copy_workers=workers,
         max_download_workers=workers,
-        api_config=B2HttpApiConfig(user_agent_append=USER_AGENT),
+        api_config=config,
     )
+    return api, http_cls(config)
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -192,6 +263,17 @@ _TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
 
 class _ShortRead(Exception):
     """A ranged read returned fewer bytes than asked (a connection cut short)."""
+
+
+class _Progress(Exception):
+    """A ranged read was cut after some bytes arrived: go on from there at once."""
+
+
+def _one_line(exc: BaseException) -> str:
+    inner = getattr(exc, "exception_info_list", None)
+    if isinstance(exc, b2exc.MaxRetriesExceeded) and inner:
+        exc = inner[-1]
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _is_a(exc: BaseException, class_name: str) -> bool:
@@ -280,7 +362,8 @@ class B2Store:
         max_part_size: int | None = None,
         max_tries: int | None = None,
         backoff: float = 1.0,
-        op_attempts: int = 4,
+        retry_time: float | None = DEFAULT_RETRY_TIME,
+        op_attempts: int | None = None,
         workers: int = 4,
     ) -> None:
         """Authorize and look the bucket up (fails early with a clear error).
@@ -288,9 +371,12 @@ class B2Store:
         ``part_size``/``min_part_size``/``max_part_size`` default to what B2 recommends
         (100 MB / 5 MB / 5 GB): a file becomes a large file from part_size + min_part_size
         bytes; copies above max_part_size (at least 3 * min_part_size) use copy_part.
-        ``max_tries`` caps b2sdk's HTTP retries; ``op_attempts`` is how many times a whole
-        read/upload/copy is tried when b2sdk gave up on a transient failure (waiting
-        ``backoff`` seconds, doubling).
+        ``max_tries`` caps b2sdk's HTTP retries of API calls (listings, stat, hide,
+        delete). A transfer (read, download, upload, copy) that fails transiently (a
+        connection reset or cut mid-body, a timeout, 5xx, 429, an expired token) is tried
+        again, ``backoff / 4`` seconds later then 1.5 times longer each time up to 16 s (or
+        as a 429 asks), until ``retry_time`` seconds have passed since it started (None or
+        0: for ever); a read cut mid-body resumes where it stopped. ``op_attempts`` optionally caps the tries.
         """
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -305,13 +391,14 @@ class B2Store:
         self.min_part_size = min_part_size
         self.max_part_size = max_part_size
         self.backoff = backoff
-        self.op_attempts = max(1, op_attempts)
+        self.retry_time = retry_time if retry_time and retry_time > 0 else None
+        self.op_attempts = op_attempts
         if key_id and key:
             realm = realm or os.environ.get("B2_ENVIRONMENT") or "production"
         else:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
-        self.api = _make_api(max_tries, backoff, workers)
+        self.api, self._http = _make_api(max_tries, backoff, workers)
         try:
             self.api.authorize_account(realm, key_id, key)
         except (b2exc.Unauthorized, b2exc.AccessDenied):
@@ -328,6 +415,19 @@ class B2Store:
         except Exception as exc:
             raise map_error(exc, f"cannot open bucket {bucket}") from None
         self.bucket_id = self.bucket.id_
+        # A key restricted to a name prefix (b2_authorize_account's "allowed" block) sees
+        # nothing above it: listings and stats there answer what the key can see.
+        allowed = self.api.account_info.get_allowed() or {}
+        self.allowed_prefix: str = allowed.get("namePrefix") or ""
+
+    def _above_allowed(self, full: str) -> bool:
+        """``full`` is outside the key's prefix but leads to it (e.g. "" for "a/b/")."""
+        a = self.allowed_prefix
+        return bool(a) and not full.startswith(a) and a.startswith(full)
+
+    def _outside_allowed(self, full: str) -> bool:
+        a = self.allowed_prefix
+        return bool(a) and not full.startswith(a)
 
     def __repr__(self) -> str:
         return f"B2Store({self.url!r})"
@@ -384,37 +484,60 @@ class B2Store:
             raise map_error(exc, what) from None
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
-        """Run a whole transfer again when it failed transiently past b2sdk's retries."""
-        wait = self.backoff
-        for attempt in range(1, self.op_attempts + 1):
+        """Run a transfer, again after each transient failure, until ``retry_time`` is up."""
+        start = time.monotonic()
+        deadline = None if self.retry_time is None else start + self.retry_time
+        # Start short (a cut connection is often one stale keep-alive), grow 1.5x to 16 s.
+        first = self.backoff / 4
+        wait = first
+        attempt = 0
+        while True:
+            attempt += 1
+            outer = getattr(_transfer, "active", False)
+            _transfer.active = True
             try:
                 return fn()
-            except Exception as exc:
-                if not _is_transient(exc) or attempt == self.op_attempts:
+            except _Progress:
+                wait = first  # bytes arrived before the cut: not an overloaded server
+                exc: BaseException | None = None
+            except Exception as e:
+                exc = e
+            finally:
+                _transfer.active = outer
+            if exc is not None:
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                capped = self.op_attempts is not None and attempt >= self.op_attempts
+                if not _is_transient(exc) or left <= 0 or capped:
+                    if _is_transient(exc):
+                        raise TransientError(
+                            f"{what}: B2 unreachable or failing for {time.monotonic() - start:.0f}"
+                            f" s ({attempt} tries; last: {_one_line(exc)})"
+                        ) from None
                     raise map_error(exc, what) from None
-                log.info("%s failed (%s); attempt %d of %d", what, exc, attempt, self.op_attempts)
-                after = getattr(exc, "retry_after_seconds", None)  # a 429 b2sdk did not retry
-                time.sleep(min(float(after), 64.0) if after is not None else wait)
-                wait *= 2
-        raise AssertionError("unreachable")
+                after = getattr(exc, "retry_after_seconds", None)  # a 429
+                delay = min(float(after) if after is not None else wait, MAX_BACKOFF, left)
+                log.info("%s failed (%s); try %d again in %.1f s", what, exc, attempt, delay)
+                time.sleep(delay * random.uniform(0.9, 1.0) if after is None else delay)
+                wait = min(wait * 1.5, MAX_BACKOFF)
 
     def _list_call(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A raw list call (b2sdk lacks ``delimiter``), with b2sdk's retries and re-auth."""
-        session = self.api.session
-        raw = session.raw_api
-        version = getattr(raw, "API_VERSION", "v4")
+        """A raw list call (b2sdk's listings have no ``delimiter``), with the same retries.
+
+        Made with b2sdk's public HTTP client and account info; an expired token is renewed
+        with B2Api.authorize_automatically, as b2sdk does for its own calls.
+        """
+        info = self.api.account_info
 
         def call() -> dict[str, Any]:
-            info = session.account_info
-            url = f"{info.get_api_url()}/b2api/{version}/{endpoint}"
+            url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
             headers = {"Authorization": info.get_account_auth_token()}
-            return raw.b2_http.post_json_return_json(url, headers, params)
+            return self._http.post_json_return_json(url, headers, params)
 
         for _ in range(2):
             try:
                 return call()
             except b2exc.InvalidAuthToken:
-                if not session.authorize_automatically():
+                if not self.api.authorize_automatically():
                     raise
         return call()
 
@@ -437,6 +560,10 @@ class B2Store:
         if prefix and not prefix.endswith("/"):
             raise InvalidName(f"a directory prefix must end with '/': {prefix!r}")
         full = self.prefix + prefix
+        if self._above_allowed(full):
+            # All this key may see below ``full`` is the way down to its own prefix.
+            step = self.allowed_prefix[len(full) :].split("/", 1)[0]
+            return Listing([], [self._rel(full + step + "/")])
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         for d in self._pages("b2_list_file_names", prefix=full, delimiter="/"):
@@ -447,12 +574,17 @@ class B2Store:
         return Listing(objects, prefixes)
 
     def iter_all(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        for d in self._pages("b2_list_file_names", prefix=self.prefix + prefix):
+        full = self.prefix + prefix
+        if self._above_allowed(full):
+            full = self.allowed_prefix
+        for d in self._pages("b2_list_file_names", prefix=full):
             if d.get("action", "upload") == "upload":
                 yield self._obj(d)
 
     def stat(self, name: str) -> ObjectInfo | None:
         full = self._full(name)
+        if self._outside_allowed(full):
+            return None  # not there, as far as this key can see
         params = {"bucketId": self.bucket_id, "prefix": full, "startFileName": full}
         page = self._b2(
             lambda: self._list_call("b2_list_file_names", {**params, "maxFileCount": 1}),
@@ -465,6 +597,8 @@ class B2Store:
 
     def versions(self, name: str) -> list[ObjectInfo]:
         full = self._full(name)
+        if self._outside_allowed(full):
+            return []
         out = []
         pages = self._pages(
             "b2_list_file_versions", prefix=full, startFileName=full, maxFileCount=100
@@ -478,35 +612,68 @@ class B2Store:
 
     # --- reading -----------------------------------------------------------------------
 
+    def _fetch(self, obj: ObjectInfo, start: int, end: int, sink: Callable[[bytes], None]):
+        """One try (for ``_retry``) that streams bytes [start, end) of ``obj`` into ``sink``.
+
+        Each try asks only for what earlier tries did not deliver.
+        """
+        session = self.api.session
+        pos = [start]
+
+        def once() -> None:
+            url = session.get_download_url_by_id(obj.version_id)
+            begin = pos[0]
+            try:
+                with session.download_file_from_url(url, (begin, end - 1)) as resp:
+                    skip = begin if resp.status_code == 200 else 0  # a server ignoring Range
+                    for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
+                        if skip:
+                            cut = min(skip, len(chunk))
+                            chunk, skip = chunk[cut:], skip - cut
+                        chunk = chunk[: end - pos[0]]
+                        if chunk:
+                            sink(chunk)
+                            pos[0] += len(chunk)
+                        if pos[0] >= end:
+                            break
+            except Exception as exc:
+                if pos[0] > begin and _is_transient(exc):
+                    raise _Progress() from exc
+                raise
+            if pos[0] != end:
+                if pos[0] > begin:
+                    raise _Progress()
+                raise _ShortRead(f"got {pos[0] - start} of {end - start} bytes")
+
+        return once
+
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("negative offset or length")
         end = obj.size if length is None else min(obj.size, offset + length)
         if offset >= end:
             return b""
-        session = self.api.session
-
-        def once() -> bytes:
-            url = session.get_download_url_by_id(obj.version_id)
-            with session.download_file_from_url(url, (offset, end - 1)) as resp:
-                # Large pieces: requests' default 10 KiB reads cost more CPU than the bytes.
-                data = b"".join(resp.iter_content(chunk_size=1 << 20))
-                if resp.status_code == 200 and len(data) == obj.size and end - offset != obj.size:
-                    data = data[offset:end]  # a server that ignored Range
-            if len(data) != end - offset:
-                raise _ShortRead(f"got {len(data)} of {end - offset} bytes")
-            return data
-
-        return self._retry(once, f"read {obj.name}")
+        parts: list[bytes] = []
+        self._retry(self._fetch(obj, offset, end, parts.append), f"read {obj.name}")
+        return b"".join(parts)
 
     def download(self, obj: ObjectInfo, path: str) -> None:
-        def once() -> None:
-            self.bucket.download_file_by_id(obj.version_id).save_to(path)
-            got = os.path.getsize(path)
-            if got != obj.size:
-                raise _ShortRead(f"downloaded {got} of {obj.size} bytes")
+        what = f"download {obj.name}"
+        digest = hashlib.sha1()
+        try:
+            with open(path, "wb") as f:
 
-        self._retry(once, f"download {obj.name}")
+                def sink(chunk: bytes) -> None:
+                    f.write(chunk)
+                    digest.update(chunk)
+
+                if obj.size:
+                    self._retry(self._fetch(obj, 0, obj.size, sink), what)
+        except OSError as exc:
+            raise StoreError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
+        want = obj.info.get(LARGE_FILE_SHA1)
+        if want and digest.hexdigest() != want:
+            raise StoreError(f"{what}: the bytes received do not match the stored SHA-1")
 
     # --- writing -----------------------------------------------------------------------
 

@@ -41,7 +41,9 @@ def test_outage_reads_fail_writes_wait(
         (mnt / "d").mkdir()
         (mnt / "d" / "b.txt").write_bytes(b"in a directory\n")
 
-    with mounted(b2_spec, mnt, tmp_path / "cache-2", rsa_keys.args()) as m:
+    # Transfers retry for as long as --io-timeout: a short one, so the outage shows soon.
+    short = ["--io-timeout", "5"]
+    with mounted(b2_spec, mnt, tmp_path / "cache-2", rsa_keys.args(), extra_args=short) as m:
         assert sorted(os.listdir(mnt)) == ["a.txt", "d"]  # listed before the outage
         # Listings and uploads fail with 503 for good, downloads with an expired token.
         server.inject("b2_list_file_names", "503", 1_000_000)
@@ -86,7 +88,9 @@ def test_sync_upload_close_reports_the_outage(
     tmp_path: Path,
 ) -> None:
     server, mnt, cache = b2_spec.server, tmp_path / "mnt", tmp_path / "cache"
-    with mounted(b2_spec, mnt, cache, rsa_keys.args(), extra_args=["--sync-upload"]) as m:
+    # Transfers retry for as long as --io-timeout: a short one, so close fails soon.
+    args = ["--sync-upload", "--io-timeout", "5"]
+    with mounted(b2_spec, mnt, cache, rsa_keys.args(), extra_args=args) as m:
         (mnt / "before.txt").write_bytes(b"uploaded at close\n")
         assert "before.txt.enc" in stored_names(b2_spec)  # close waited for it
 

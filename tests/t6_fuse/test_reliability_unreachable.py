@@ -43,7 +43,7 @@ def test_vfs_reads_and_opens_give_up(b2_bucket, tmp_path: Path) -> None:  # type
     ident = x25519_identity()
     server = b2_bucket.server
     # The retry budget a mount really has (b2sdk's defaults), not the tests' short one.
-    store = b2_bucket.store(max_tries=None, backoff=1.0, op_attempts=4)
+    store = b2_bucket.store(max_tries=None, backoff=1.0, retry_time=120.0)
     data = random.Random(8).randbytes(5 * CHUNK)
 
     async def main() -> None:
@@ -168,4 +168,8 @@ def test_mount_read_gives_up(
             server.clear_faults()
         assert res.returncode != 0 and b"Input/output error" in res.stderr
         assert (mnt / "f.txt").read_bytes() == b"f" * 1000
-    assert log_lines(m.log(), "ERROR", "f.txt", "did not answer"), m.log()
+    # The mount's store gives up a little before the io-timeout, with its own line; the
+    # vfs bound (test_vfs_reads_and_opens_give_up) is the backstop.
+    assert log_lines(m.log(), "ERROR", "f.txt", "did not answer") or log_lines(
+        m.log(), "ERROR", "f.txt", "B2 unreachable or failing"
+    ), m.log()
