@@ -39,6 +39,9 @@ ALL_FEATURES = frozenset(
         "atime",  # utimensat of atime alone; explicit atimes compared (issue 7 item 1)
         "mtime_ns",  # explicit mtimes compared to the nanosecond, not the millisecond
         "dir_mtime",  # directory mtimes compared (explicit exactly, implicit within TIME_SLACK)
+        # truncate/ftruncate to the current size: ext4 sets mtime (and ctime) to now, the mount
+        # keeps the old mtime; without it the generator always changes the size
+        "same_size_truncate",
         "open_unlink",  # unlink/rename of a path while a descriptor on it is open (item 5)
         # touch x; rm x and friends; without it the generator never unlinks or renames a
         # file still empty since its creation until a sleep/remount (item 5: comes back today)
@@ -583,8 +586,19 @@ def generate(rng: random.Random, runner: Runner, features: frozenset[str]) -> Op
         off = rng.choice((0, 0, rng.randrange(5000), rng.randrange(300_000)))
         return ("write", pick(files), off, rng.choice((1, 100, 4096, rng.randrange(70_000))),
                 rng.randrange(1 << 30))  # fmt: skip
+
+    def new_size(path: str | None, size: int) -> int:
+        if "same_size_truncate" in features or path not in tree:
+            return size
+        return size + 1 if tree[path].get("size") == size else size
+
     if kind == "truncate":
-        return ("truncate", pick(files), rng.choice((0, 1, rng.randrange(10_000), 200_000)))
+        path = pick(files)
+        return (
+            "truncate",
+            path,
+            new_size(path, rng.choice((0, 1, rng.randrange(10_000), 200_000))),
+        )
     if kind == "read":
         return ("read", pick(files))
     if kind == "fsync":
@@ -638,7 +652,8 @@ def generate(rng: random.Random, runner: Runner, features: frozenset[str]) -> Op
     if kind == "fdread":
         return ("fdread", slot, rng.choice((0, rng.randrange(5000))), rng.choice((10, 100_000)))
     if kind == "fdtruncate":
-        return ("fdtruncate", slot, rng.choice((0, rng.randrange(10_000))))
+        size = rng.choice((0, rng.randrange(10_000)))
+        return ("fdtruncate", slot, new_size(runner.slot_path.get(slot), size))
     if kind == "fdfsync":
         return ("fdfsync", slot)
     if kind == "close":
