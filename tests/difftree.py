@@ -343,7 +343,7 @@ class Runner:
     explicit_a: dict[str, int] = field(default_factory=dict)
     slot_path: dict[int, str | None] = field(default_factory=dict)
     done: list[Op] = field(default_factory=list)
-    # Files created empty since the last sleep/remount (the generator keeps unlink and
+    # Files created or truncated empty since the last sleep/remount (the generator keeps unlink and
     # rename away from them unless "quick_rm" is on: they come back today, issue 7 item 5).
     fresh_empty: set[str] = field(default_factory=set)
 
@@ -434,12 +434,16 @@ class Runner:
         fe = self.fresh_empty
         if name in ("sleep", "remount"):
             fe.clear()
-        elif name == "create" or (name == "open" and a[2] & os.O_CREAT):
+        elif name == "create" or (name == "open" and a[2] & (os.O_CREAT | os.O_TRUNC)):
             fe.add(a[0] if name == "create" else a[1])
+        elif name == "truncate" and a[1] == 0:
+            fe.add(a[0])  # empty again: comes back just the same
         elif name in ("write", "truncate", "unlink"):
             fe.discard(a[0])
         elif name in ("fdwrite", "fdtruncate"):
-            fe.discard(self.slot_path.get(a[0]) or "")
+            sp = self.slot_path.get(a[0])
+            if sp is not None:
+                (fe.add if name == "fdtruncate" and a[1] == 0 else fe.discard)(sp)
         elif name == "rename":
             fe.difference_update([p for p in fe if _under(p, a[0]) or _under(p, a[1])])
 

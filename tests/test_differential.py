@@ -115,6 +115,20 @@ PINNED = {
         frozenset(),
         [("open", 0, "a", O_RDWR | O_CREAT, 0o644), ("close", 0), ("unlink", "a"), ("sleep",)],
     ),
+    # The same with a file made empty again, and a read-only descriptor closed just before the
+    # unlink (found by seed 117, 200 ops, DirStore).
+    "truncated_empty_close_unlink_comes_back": (
+        frozenset(),
+        [
+            ("create", "b", 0o644, False),
+            ("open", 1, "b", os.O_RDONLY, 0),
+            ("write", "b", 30, 39654, 73505759),
+            ("truncate", "b", 0),
+            ("close", 1),
+            ("unlink", "b"),
+            ("sleep",),
+        ],
+    ),  # fmt: skip
     # issue 7 item 5: rmdir succeeds, but d/x comes back and brings d with it.
     "dir_create_unlink_rmdir_comes_back": (
         frozenset(),
