@@ -297,3 +297,23 @@ def test_quick_create_remove_leaves_nothing(
     pair.remount()
     assert sorted(os.listdir(pair.mnt)) == [], "came back after a remount"
     assert _stored_names(mount_store) == [], "the store holds objects for a removed file"
+
+
+def test_tester_agrees_with_itself(tmp_path: Path) -> None:
+    """Two local directories with every feature on: the tester must find no divergence."""
+    runs = itertools.count()
+
+    def fresh() -> tuple[Path, Path, difftree.Callable[[], None]]:
+        n = next(runs)
+        a, b = tmp_path / f"a{n}", tmp_path / f"b{n}"
+        a.mkdir()
+        b.mkdir()
+        return a, b, lambda: None
+
+    old = os.umask(0o022)
+    try:
+        for seed in range(10):
+            ops, found = difftree.run_random(seed, 150, fresh, difftree.ALL_FEATURES, sleep_s=0)
+            assert found is None, difftree.report(seed, "self", difftree.ALL_FEATURES, ops, found)
+    finally:
+        os.umask(old)
