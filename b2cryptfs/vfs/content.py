@@ -216,6 +216,12 @@ class ContentOps(VfsState):
                 log.error("%s: cannot seal it into the outbox: %s", path, exc.strerror or exc)
                 raise OpError(exc.errno or errno.EIO, str(exc)) from None
             node.dirty = False
+            if node.unlinked:
+                # Unlinked while it was being sealed (unlink does not wait for the seal, and
+                # FUSE sends the release of a closed file after close() returned): the entry
+                # must not bring the name back.
+                self.outbox.discard(entry)
+                return None
             self.outbox.register(entry, settle=not self.config.sync_upload)
             log.debug("%s: sealed %d bytes for upload", path, entry.plaintext_size)
             return entry

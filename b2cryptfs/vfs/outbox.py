@@ -138,6 +138,11 @@ class Outbox:
         entry.not_before = trio.current_time() + self.settle if settle else 0.0
         self._add(entry)
 
+    def discard(self, entry: OutboxEntry) -> None:
+        """Forget a sealed entry that must never be uploaded (not registered, or queued):
+        its name was removed while it was being sealed."""
+        self._drop(entry)
+
     def _insert(self, entry: OutboxEntry) -> None:
         late = bool(self._entries) and entry.seq < next(reversed(self._entries))
         self._entries[entry.seq] = entry

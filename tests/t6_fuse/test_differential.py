@@ -104,9 +104,10 @@ def test_random_sequences_agree_heavy(pair: MountedPair, mount_store: StoreSpec)
 # fix also switches the matching FEATURES entry on in difftree.py.
 
 O_RDWR, O_CREAT = os.O_RDWR, os.O_CREAT
-PINNED = {
-    # issue 7 item 5: an empty file created and unlinked at once is uploaded anyway: back
-    # within a second (and after a remount). Core ops only.
+# Divergences that were fixed: each must keep agreeing (regressions fail the run).
+FIXED = {
+    # issue 7 item 5: an empty file created and unlinked at once was uploaded anyway (its
+    # sealing, run by the release FUSE sends after close() returned, raced the unlink).
     "create_unlink_comes_back": (
         frozenset(),
         [("create", "a", 0o644, False), ("unlink", "a"), ("sleep",)],
@@ -140,6 +141,8 @@ PINNED = {
             ("sleep",),
         ],
     ),  # fmt: skip
+}
+PINNED = {
     # issue 7 item 5: a closed file reopened, unlinked, then partly overwritten through the
     # descriptor: the bytes not overwritten read back as zeros (A*100, write B*100 at 50:
     # reads 50 NULs + B*100). Overwriting all of it, or a file never closed, reads back right.
@@ -221,6 +224,13 @@ def shared_pair(
         os.umask(old)
 
 
+@pytest.mark.parametrize("case", sorted(FIXED))
+def test_fixed_divergence(shared_pair: MountedPair, case: str) -> None:
+    features, ops = FIXED[case]
+    found = difftree.replay(ops, shared_pair.fresh, features)
+    assert found is None, str(found)
+
+
 @pytest.mark.xfail(strict=True, reason="a known divergence: see its comment in PINNED")
 @pytest.mark.parametrize("case", sorted(PINNED))
 def test_pinned_divergence(shared_pair: MountedPair, case: str) -> None:
@@ -263,25 +273,20 @@ def _stored_names(store: StoreSpec) -> list[str]:
             if p.is_file() and ".b2cryptfs-tmp" not in p.parts
         ]
     else:
-        names = [f"{v['name']} ({v['action']})" for v in store.server.file_versions(store.bucket)]
+        versions = store.server.file_versions(store.bucket)
+        # x was never meant to be stored: no version of it at all. d was (mkdir) and was
+        # removed: B2 keeps its marker's old version behind a hide marker, as for any delete.
+        latest: dict[str, str] = {}
+        for v in sorted(versions, key=lambda v: v["uploadTimestamp"]):
+            latest[v["fileName"]] = v["action"]
+        names = [f"{v['fileName']} ({v['action']})" for v in versions if v["fileName"][:2] == "x."]
+        names += [f"{n} ({a})" for n, a in latest.items() if n.startswith("d/") and a != "hide"]
     return sorted(n for n in names if n.split("/")[0].split(" ")[0] in ("x.enc", "x.key.enc", "d"))
 
 
-# issue 7 item 5: an empty file created and removed at once is uploaded anyway and comes
-# back (dir_touch_rm: rmdir succeeds, then d is back and the next mkdir gets EEXIST).
-_RESURRECTS = pytest.mark.xfail(
-    strict=True, reason="issue 7: an empty file removed at once comes back"
-)
-QUICK_VARIANTS = [
-    pytest.param("touch_rm", marks=_RESURRECTS),
-    # A race: on the loopback B2 it came back in most runs, but not in every one.
-    pytest.param(
-        "touch_chmod_rm",
-        marks=pytest.mark.xfail(strict=False, reason="issue 7: comes back in most runs"),
-    ),
-    "write_rm",
-    pytest.param("dir_touch_rm", marks=_RESURRECTS),
-]
+# issue 7 item 5: an empty file created and removed at once was uploaded anyway and came
+# back (dir_touch_rm: rmdir succeeded, then d was back and the next mkdir got EEXIST).
+QUICK_VARIANTS = ["touch_rm", "touch_chmod_rm", "write_rm", "dir_touch_rm"]
 
 
 @pytest.mark.parametrize("variant", QUICK_VARIANTS)
