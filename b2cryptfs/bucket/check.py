@@ -32,6 +32,8 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     strays: set[str] = set()
     for name in names:
         kind, path = classify_name(name, names.__contains__)
+        if kind == "dir-meta":
+            continue  # a directory's metadata object, not part of any pair
         if kind == "stray":
             strays.add(name)
         elif kind == "key":
@@ -54,7 +56,7 @@ def _layout_encrypted(
     strays: dict[str, str] = {}
     for name in names:
         kind, base = classify_name(name, names.__contains__, encrypted=True)
-        if kind in ("marker", "name-key"):
+        if kind in ("marker", "name-key", "dir-meta"):
             continue
         if kind == "stray":
             strays[name] = _STRAY

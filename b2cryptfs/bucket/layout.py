@@ -22,6 +22,9 @@ INFO_FORMAT = "b2cryptfs-format"
 # The name key of a name-encrypted tree (an age file), at the tree's root; its presence is
 # what marks the tree as name-encrypted (see b2cryptfs.bucket.namekey).
 NAME_KEY_OBJECT = ".b2cryptfs-names.age"
+# A directory's own metadata: an empty object beside it at the parent level, ``D.b2cryptfs-dir``
+# (never a pair object: it does not end in ``.enc``), so the parent's listing brings it along.
+DIR_SUFFIX = ".b2cryptfs-dir"
 
 # A file leaf gets KEY_SUFFIX appended, so it has that much less room than a segment.
 MAX_FILE_LEAF_BYTES = MAX_SEGMENT_BYTES - len(KEY_SUFFIX)  # 242
@@ -29,7 +32,7 @@ MAX_FILE_PATH_BYTES = MAX_NAME_BYTES - len(KEY_SUFFIX)
 # Encrypted leaves leave room for the suffixes appended here.
 assert max(len(KEY_SUFFIX), len(CONTENT_SUFFIX)) <= SUFFIX_RESERVE
 
-Kind = Literal["content", "key", "marker", "name-key", "stray"]
+Kind = Literal["content", "key", "marker", "name-key", "dir-meta", "stray"]
 
 
 def content_name(path: str) -> str:
@@ -58,6 +61,11 @@ def marker_name(dirpath: str) -> str:
     return dir_prefix(dirpath) + EMPTY_MARKER
 
 
+def dir_object_name(dirpath: str) -> str:
+    """The object holding directory ``dirpath``'s metadata (an object-side path)."""
+    return dirpath.strip("/") + DIR_SUFFIX
+
+
 def classify(
     name: str, exists: Callable[[str], bool], *, encrypted: bool = False
 ) -> tuple[Kind, str]:
@@ -74,6 +82,8 @@ def classify(
         return "marker", dirpart
     if leaf == NAME_KEY_OBJECT:
         return "name-key", dirpart
+    if leaf.endswith(DIR_SUFFIX) and len(leaf) > len(DIR_SUFFIX):
+        return "dir-meta", name[: -len(DIR_SUFFIX)]
     if encrypted:
         base, _, suffix = leaf.partition(".")
         if not base or suffix not in ("enc", "key.enc"):

@@ -16,12 +16,14 @@ and stay invisible.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat as stat_mod
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from b2cryptfs.bucket.layout import (
@@ -33,18 +35,30 @@ from b2cryptfs.bucket.layout import (
     check_new_name,
     classify,
     content_name,
+    dir_object_name,
     dir_prefix,
     join,
     key_name,
     marker_name,
     name_key_object,
 )
+from b2cryptfs.bucket.meta import (
+    META_KEY,
+    PATH_MAX,
+    UNKNOWN,
+    Meta,
+    MetaCipher,
+    decode_meta,
+    encode_meta,
+)
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
     DirectoryNotEmpty,
+    IntegrityError,
     InvalidName,
     NameCollision,
+    NameTooLong,
     NoPrivateKey,
     NotFound,
     PairMismatch,
@@ -90,6 +104,20 @@ class FileEntry:
     size: int | None
     size_estimate: int
     mtime_ms: int
+    # POSIX metadata from the content object's file info (UNKNOWN when it has none). A value
+    # that does not decode leaves UNKNOWN here and the reason in meta_error.
+    meta: Meta = UNKNOWN
+    meta_error: str | None = None
+
+    def checked_meta(self) -> Meta:
+        """The metadata, or IntegrityError when the stored value was tampered with."""
+        if self.meta_error is not None:
+            raise IntegrityError(f"{self.path}: {self.meta_error}")
+        return self.meta
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.meta.is_symlink
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,8 @@ class DirListing:
     files: dict[str, FileEntry]
     dirs: set[str]
     has_marker: bool
+    # Metadata of subdirectories that have a dir object (the others: UNKNOWN, defaults).
+    dir_metas: dict[str, Meta] = field(default_factory=dict)
 
 
 class PairStore:
@@ -125,6 +155,8 @@ class PairStore:
         # encrypted with `names`; the root's own path and anything outside it stay plain.
         self.names = names
         self.name_root = name_root.strip("/")
+        # Owners and modes are sealed where names are (a key of their own, from the name key).
+        self.meta_cipher = MetaCipher(names.key) if names is not None else None
 
     @property
     def can_read(self) -> bool:
@@ -230,7 +262,33 @@ class PairStore:
             except B2CryptfsError:
                 size = None
         estimate = size if size is not None else estimate_plaintext_size(fmt, content.size)
-        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms)
+        meta, error = self.decode_meta(content.info)
+        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms, meta, error)
+
+    def decode_meta(self, info: dict[str, str]) -> tuple[Meta, str | None]:
+        """(meta, None), or (UNKNOWN, why) when the value does not authenticate/parse."""
+        try:
+            return decode_meta(info, self._cipher_for(info)), None
+        except IntegrityError as exc:
+            log.warning("%s", exc)
+            return UNKNOWN, str(exc)
+
+    def _cipher_for(self, info: dict[str, str]) -> MetaCipher | None:
+        return self.meta_cipher
+
+    def encode_meta(self, meta: Meta) -> str:
+        return encode_meta(meta, self.meta_cipher)
+
+    def info_with_meta(self, info: dict[str, str], meta: Meta | None) -> dict[str, str]:
+        """``info`` with the metadata entry set (and src_last_modified_millis following the
+        mtime, the b2 CLI's convention); ``meta=None`` leaves both as they are."""
+        out = dict(info)
+        if meta is None:
+            return out
+        out[META_KEY] = self.encode_meta(meta)
+        if meta.mtime_ns is not None:
+            out[MTIME_KEY] = str(meta.mtime_ns // 1_000_000)
+        return out
 
     def list_dir(self, dirpath: str) -> DirListing:
         """One directory level in one listing (B2 delimiter)."""
@@ -250,13 +308,28 @@ class PairStore:
                 "open that directory as the store (or a location inside it) to use it"
             )
         files: dict[str, FileEntry] = {}
+        dir_objects: dict[str, ObjectInfo] = {}
         for leaf, obj in by_leaf.items():
             kind, name = classify(leaf, by_leaf.__contains__)
             if kind == "content":
                 files[name] = self.make_entry(join(dirpath, name), obj, by_leaf.get(key_name(name)))
+            elif kind == "dir-meta":
+                dir_objects[name] = obj
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
         dirs.discard("")
-        return DirListing(files, dirs, EMPTY_MARKER in by_leaf)
+        metas = self._dir_metas(dirpath, dirs, dir_objects)
+        return DirListing(files, dirs, EMPTY_MARKER in by_leaf, metas)
+
+    def _dir_metas(
+        self, dirpath: str, dirs: set[str], dir_objects: dict[str, ObjectInfo]
+    ) -> dict[str, Meta]:
+        metas: dict[str, Meta] = {}
+        for name, obj in dir_objects.items():
+            if name in dirs:  # a dir object without its directory is left over: ignored
+                meta, error = self.decode_meta(obj.info)
+                if error is None:
+                    metas[name] = meta
+        return metas
 
     def _list_encrypted(
         self,
@@ -269,11 +342,14 @@ class PairStore:
         assert self.names is not None
         contents: dict[str, ObjectInfo] = {}
         keys: dict[str, ObjectInfo] = {}
+        dir_objects: dict[str, ObjectInfo] = {}
         has_marker = False
         for obj in objects:
             kind, base = classify(obj.name[len(prefix) :], _never, encrypted=True)
             if kind == "marker":
                 has_marker = True
+            elif kind == "dir-meta":
+                dir_objects[base] = obj
             elif kind == "content":
                 contents[base] = obj
             elif kind == "key":
@@ -288,7 +364,14 @@ class PairStore:
             name = self.names.decrypt_segment(p[len(prefix) :].rstrip("/"), rel)
             if name is not None:
                 dirs.add(name)
-        return DirListing(files, dirs, has_marker)
+        plain_dir_objects: dict[str, ObjectInfo] = {}
+        for base, obj in dir_objects.items():
+            name = self.names.decrypt_segment(base, rel)
+            if name is not None:
+                plain_dir_objects[name] = obj
+        return DirListing(
+            files, dirs, has_marker, self._dir_metas(dirpath, dirs, plain_dir_objects)
+        )
 
     def stat_file(self, path: str) -> FileEntry | None:
         """A file by path with two stat requests, or None (no content object)."""
@@ -424,19 +507,26 @@ class PairStore:
         content_file: str,
         content_info: dict[str, str],
         mtime_ms: int,
+        meta: Meta | None = None,
     ) -> FileEntry:
-        """Upload key object first, then content: a crash between leaves an invisible orphan."""
+        """Upload key object first, then content: a crash between leaves an invisible orphan.
+
+        ``meta`` goes into the content object's file info (its mtime, when set, wins over
+        ``mtime_ms`` for src_last_modified_millis)."""
         path = path.strip("/")
         self.check_collision(path)
         info = dict(content_info)
         info[MTIME_KEY] = str(int(mtime_ms))
+        info = self.info_with_meta(info, meta)
         info.setdefault(INFO_FORMAT, self.format)
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
         key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
         content = self.store.upload_file(content_obj, content_file, info)
         return self.make_entry(path, content, key)
 
-    def put_file(self, path: str, local_path: str, mtime_ms: int | None = None) -> FileEntry:
+    def put_file(
+        self, path: str, local_path: str, mtime_ms: int | None = None, meta: Meta | None = None
+    ) -> FileEntry:
         """Encrypt a local file into a temporary ciphertext file, then upload the pair."""
         path = path.strip("/")
         if mtime_ms is None:
@@ -446,7 +536,61 @@ class PairStore:
             out_path = os.path.join(tmp, "content")
             with open(local_path, "rb") as src, open(out_path, "wb") as out:
                 sealed = self.seal(src, out)
-            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms)
+            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+
+    def put_bytes(self, path: str, data: bytes, meta: Meta | None = None) -> FileEntry:
+        """Encrypt and upload small content held in memory (link targets, empty entries)."""
+        path = path.strip("/")
+        self.check_collision(path)
+        mtime_ms = meta.mtime_ns // 1_000_000 if meta and meta.mtime_ns is not None else None
+        if mtime_ms is None:
+            mtime_ms = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory(prefix="b2cryptfs-put-") as tmp:
+            out_path = os.path.join(tmp, "content")
+            with open(out_path, "wb") as out:
+                sealed = self.seal(io.BytesIO(data), out)
+            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+
+    def put_link(self, path: str, target: str, meta: Meta | None = None) -> FileEntry:
+        """A symbolic link: a pair whose (encrypted) content is the target, its meta S_IFLNK."""
+        raw = target.encode("utf-8", "surrogateescape")
+        if not raw or b"\0" in raw:
+            raise InvalidName(f"{path}: invalid symbolic link target")
+        if len(raw) >= PATH_MAX:
+            raise NameTooLong(f"{path}: link target is {len(raw)} bytes (PATH_MAX {PATH_MAX})")
+        meta = meta or Meta()
+        perm = stat_mod.S_IMODE(meta.mode) if meta.mode is not None else 0o777
+        return self.put_bytes(path, raw, meta.updated(mode=stat_mod.S_IFLNK | perm))
+
+    def put_special(self, path: str, meta: Meta) -> FileEntry:
+        """A FIFO, socket or device: a metadata-only entry (empty content, rdev kept)."""
+        if not meta.is_special:
+            raise UsageError(f"{path}: not a FIFO, socket or device mode: {meta.mode!r}")
+        return self.put_bytes(path, b"", meta)
+
+    def read_link(self, entry: FileEntry) -> str:
+        """The target of a symbolic link (one small content read and decrypt)."""
+        if not entry.checked_meta().is_symlink:
+            raise UsageError(f"{entry.path}: not a symbolic link")
+        reader = self.open(entry)
+        if reader.plaintext_size > PATH_MAX:
+            raise IntegrityError(f"{entry.path}: link target over PATH_MAX")
+        return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
+
+    def set_meta(self, entry: FileEntry, meta: Meta) -> FileEntry:
+        """Change only the metadata of a file: no download, no content upload.
+
+        The content object gets a new version with the same bytes (a server-side copy on
+        B2); the key object is untouched, so the pair still matches. With hard delete the
+        replaced version is removed."""
+        old = entry.content
+        new = self.store.update_info(old, self.info_with_meta(old.info, meta))
+        if self.hard_delete and new.version_id != old.version_id:
+            try:
+                self.store.delete_version(old)
+            except NotFound:
+                pass  # DirStore rewrote it in place: there is no old version
+        return self.make_entry(entry.path, new, entry.key)
 
     def rewrap_key(
         self, name: str, data: bytes, info: dict[str, str], *, purge: bool = False
@@ -495,15 +639,67 @@ class PairStore:
         self._remove(key.name)
         return self.make_entry(new, new_content, new_key)
 
-    def mkdir(self, dirpath: str) -> None:
+    def dir_object(self, dirpath: str) -> str:
+        """The object name holding ``dirpath``'s metadata (at the parent level)."""
+        return dir_object_name(self.object_path(dirpath.strip("/")))
+
+    def mkdir(self, dirpath: str, meta: Meta | None = None) -> None:
+        """Create a directory: its marker, then (with ``meta``) its dir object."""
         dirpath = dirpath.strip("/")
         marker = marker_name(self.object_path(dirpath))
+        if meta is not None:
+            validate_name(self.store.prefix + self.dir_object(dirpath))  # before any upload
         if self.store.stat(marker) is not None:
             raise AlreadyExists(f"{dirpath}: directory exists")
         self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
+        if meta is not None:
+            self.set_dir_meta(dirpath, meta)
+
+    def set_dir_meta(self, dirpath: str, meta: Meta) -> ObjectInfo:
+        """Store a directory's metadata in its dir object (a new small empty object; older
+        versions are removed with hard delete). Nothing inside the directory changes."""
+        dirpath = dirpath.strip("/")
+        if not dirpath:
+            raise UsageError("the store root keeps no metadata of its own")
+        name = self.dir_object(dirpath)
+        info = self.info_with_meta({}, meta)
+        info.setdefault(MTIME_KEY, str(int(time.time() * 1000)))
+        uploaded = self.store.upload_bytes(name, b"", info)
+        if self.hard_delete:
+            for old in self.store.versions(name):
+                if old.version_id != uploaded.version_id:
+                    self.store.delete_version(old)
+        return uploaded
+
+    def dir_meta(self, dirpath: str) -> Meta:
+        """One directory's metadata by name (one stat; listings bring it along for free)."""
+        obj = self.store.stat(self.dir_object(dirpath))
+        return UNKNOWN if obj is None else self.decode_meta(obj.info)[0]
+
+    def move_dir_objects(self, old: str, new: str) -> None:
+        """Move one directory level's own objects (marker and dir object) to a new path.
+
+        For a directory rename done level by level (the files are moved with
+        :meth:`rename`, the subdirectories by calling this for each): copies first, then
+        removes, so the directory is visible under one name at every moment."""
+        old, new = old.strip("/"), new.strip("/")
+        moves = [
+            (marker_name(self.object_path(old)), marker_name(self.object_path(new))),
+            (self.dir_object(old), self.dir_object(new)),
+        ]
+        done: list[str] = []
+        for src_name, dst_name in moves:
+            src = self.store.stat(src_name)
+            if src is not None:
+                self.store.copy(src, dst_name)
+                done.append(src_name)
+        for src_name in done:
+            self._remove(src_name)
 
     def rmdir(self, dirpath: str) -> None:
-        """Remove an empty directory: its marker and any orphan key objects (unreadable)."""
+        """Remove an empty directory: its marker, any orphan key objects (unreadable) and
+        its dir object (the metadata goes last: a crash leaves a directory with defaults,
+        never metadata for a directory that is gone... which listings ignore anyway)."""
         dirpath = dirpath.strip("/")
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
@@ -511,6 +707,8 @@ class PairStore:
         prefix = dir_prefix(self.object_path(dirpath))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
+        if self.store.stat(self.dir_object(dirpath)) is not None:
+            self._remove(self.dir_object(dirpath))
 
 
 def _never(name: str) -> bool:
