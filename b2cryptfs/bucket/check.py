@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from b2cryptfs.bucket.layout import INFO_FORMAT, KEY_SUFFIX, key_name
 from b2cryptfs.bucket.layout import classify as classify_name
+from b2cryptfs.bucket.longnames import LONG_PREFIX
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import B2CryptfsError, PairMismatch
 from b2cryptfs.store.base import ObjectInfo
@@ -62,6 +63,10 @@ def _layout_encrypted(
             strays[name] = _STRAY
             continue
         path = pairs.plain_path(base)
+        if path is None and LONG_PREFIX in base:
+            # A long name, or a name below one: its plaintext is only in listings (the
+            # parent's plaintext is the segment's associated data), so pair it by object.
+            path = base
         if path is None:
             strays[name] = "name does not decrypt with this store's name key (ignored)"
         elif kind == "content":
@@ -83,7 +88,7 @@ def _layout(
 def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[Problem]:
     """Yield every problem under ``prefix`` (a plaintext directory path ending in ``/``, or
     ""); ``verify`` opens each pair (needs a private key)."""
-    object_prefix = pairs.object_path(prefix) + "/" if prefix.strip("/") else ""
+    object_prefix = pairs.object_path(prefix, is_dir=True) + "/" if prefix.strip("/") else ""
     objects: dict[str, ObjectInfo] = {o.name: o for o in pairs.store.iter_all(object_prefix)}
     files, keys, strays = _layout(pairs, set(objects))
     for name in sorted(strays):

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from b2cryptfs.bucket.layout import (
     CONTENT_SUFFIX,
+    DIR_SUFFIX,
     EMPTY_MARKER,
     INFO_FORMAT,
     KEY_SUFFIX,
@@ -42,6 +43,7 @@ from b2cryptfs.bucket.layout import (
     marker_name,
     name_key_object,
 )
+from b2cryptfs.bucket.longnames import LONG_NAME_INFO, LongNamer, is_long
 from b2cryptfs.bucket.meta import (
     META_KEY,
     PATH_MAX,
@@ -73,9 +75,15 @@ from b2cryptfs.formats import (
     get_codec,
     sniff_format,
 )
-from b2cryptfs.formats.names import NameCipher
+from b2cryptfs.formats.names import MAX_PLAIN_SEGMENT, NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
-from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store, validate_name
+from b2cryptfs.store.base import (
+    MAX_SEGMENT_BYTES,
+    MTIME_KEY,
+    ObjectInfo,
+    Store,
+    validate_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +165,7 @@ class PairStore:
         self.name_root = name_root.strip("/")
         # Owners and modes are sealed where names are (a key of their own, from the name key).
         self.meta_cipher = MetaCipher(names.key) if names is not None else None
+        self.long_names = LongNamer(names.key if names is not None else None)
 
     @property
     def can_read(self) -> bool:
@@ -188,18 +197,61 @@ class PairStore:
             return path[len(root) + 1 :]
         return None
 
-    def object_path(self, path: str) -> str:
-        """The store-side name of a plaintext path, without suffix (identity for plain names).
+    def object_path(self, path: str, *, is_dir: bool = False) -> str:
+        """The store-side name of a plaintext path, without suffix.
 
-        Raises NameTooLong/InvalidName when a segment cannot be encrypted into a B2 name.
+        Plain names map to themselves, encrypted ones segment by segment; a segment too long
+        for the store (over 242 bytes for a file leaf, which gets ``.key.enc``; over 250 for
+        a directory, and with encrypted names over 135 plaintext bytes) becomes its
+        long-name stand-in (:mod:`b2cryptfs.bucket.longnames`). ``is_dir``: the last segment
+        names a directory. Raises InvalidName for a segment that cannot be encrypted.
         """
         path = path.strip("/")
-        rel = self._rel(path)
-        if not rel:
+        if not path:
             return path
-        assert self.names is not None
-        encrypted = self.names.encrypt_path(rel)
-        return f"{self.name_root}/{encrypted}" if self.name_root else encrypted
+        rel = self._rel(path)
+        if rel == "":
+            return path
+        segs = path.split("/") if rel is None else rel.split("/")
+        out: list[str] = []
+        parent = ""
+        for i, seg in enumerate(segs):
+            last_is_file = i == len(segs) - 1 and not is_dir
+            out.append(self._object_segment(seg, parent, rel is not None, last_is_file))
+            parent = join(parent, seg)
+        mapped = "/".join(out)
+        if rel is None or not self.name_root:
+            return mapped
+        return f"{self.name_root}/{mapped}"
+
+    def _object_segment(self, seg: str, parent: str, encrypted: bool, is_file: bool) -> str:
+        size = len(seg.encode("utf-8", "surrogateescape"))
+        if encrypted:
+            assert self.names is not None
+            if size > MAX_PLAIN_SEGMENT:
+                return self.long_names.segment(seg, parent)
+            return self.names.encrypt_segment(seg, parent)
+        limit = MAX_SEGMENT_BYTES - (len(KEY_SUFFIX) if is_file else 0)
+        return self.long_names.segment(seg, parent) if size > limit else seg
+
+    def _long_name_value(self, leaf: str) -> str:
+        """The file-info value carrying a long leaf (sealed with encrypted names)."""
+        return self.meta_cipher.seal(leaf) if self.meta_cipher is not None else leaf
+
+    def _resolve_long(self, base: str, info: dict[str, str], parent_rel: str) -> str | None:
+        """The full leaf of a long-named object, proven by recomputing its stand-in."""
+        value = info.get(LONG_NAME_INFO)
+        if value is None or not is_long(base):
+            return None
+        try:
+            leaf = self.meta_cipher.open(value) if self.meta_cipher is not None else value
+        except IntegrityError as exc:
+            log.warning("%s: %s", base, exc)
+            return None
+        if "/" in leaf or self.long_names.segment(leaf, parent_rel) != base:
+            log.warning("%s: its long name does not match (moved or tampered with)", base)
+            return None
+        return leaf
 
     def plain_path(self, object_path: str) -> str | None:
         """The inverse of :meth:`object_path`; None if the name does not decrypt (foreign)."""
@@ -232,8 +284,11 @@ class PairStore:
         and rename time): with encrypted names the limits apply to the encrypted form.
         """
         path = path.strip("/")
-        name = marker_name(self.object_path(path)) if is_dir else self.key_object_name(path)
-        validate_name(self.store.prefix + name)
+        if is_dir:
+            validate_name(self.store.prefix + marker_name(self.object_path(path, is_dir=True)))
+            validate_name(self.store.prefix + self.dir_object(path))
+        else:
+            validate_name(self.store.prefix + self.key_object_name(path))
 
     @property
     def prefix_bytes(self) -> int:
@@ -293,7 +348,7 @@ class PairStore:
     def list_dir(self, dirpath: str) -> DirListing:
         """One directory level in one listing (B2 delimiter)."""
         dirpath = dirpath.strip("/")
-        prefix = dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath, is_dir=True))
         listing = self.store.list_dir(prefix)
         rel = self._rel(dirpath)
         if rel is not None:
@@ -312,13 +367,29 @@ class PairStore:
         for leaf, obj in by_leaf.items():
             kind, name = classify(leaf, by_leaf.__contains__)
             if kind == "content":
-                files[name] = self.make_entry(join(dirpath, name), obj, by_leaf.get(key_name(name)))
+                key = by_leaf.get(key_name(name))
+                name = self._resolve_long(name, obj.info, dirpath) or name
+                files[name] = self.make_entry(join(dirpath, name), obj, key)
             elif kind == "dir-meta":
                 dir_objects[name] = obj
+        long_dirs = self._long_dirs(dir_objects, dirpath)
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
         dirs.discard("")
-        metas = self._dir_metas(dirpath, dirs, dir_objects)
+        dirs = {long_dirs.get(d, (d, None))[0] for d in dirs}
+        named = {long_dirs.get(b, (b, o))[0]: o for b, o in dir_objects.items()}
+        metas = self._dir_metas(dirpath, dirs, named)
         return DirListing(files, dirs, EMPTY_MARKER in by_leaf, metas)
+
+    def _long_dirs(
+        self, dir_objects: dict[str, ObjectInfo], parent_rel: str
+    ) -> dict[str, tuple[str, ObjectInfo]]:
+        """stand-in segment -> (full name, dir object) for long-named subdirectories."""
+        out: dict[str, tuple[str, ObjectInfo]] = {}
+        for base, obj in dir_objects.items():
+            full = self._resolve_long(base, obj.info, parent_rel)
+            if full is not None:
+                out[base] = (full, obj)
+        return out
 
     def _dir_metas(
         self, dirpath: str, dirs: set[str], dir_objects: dict[str, ObjectInfo]
@@ -327,7 +398,7 @@ class PairStore:
         for name, obj in dir_objects.items():
             if name in dirs:  # a dir object without its directory is left over: ignored
                 meta, error = self.decode_meta(obj.info)
-                if error is None:
+                if error is None and meta.known:
                     metas[name] = meta
         return metas
 
@@ -356,17 +427,19 @@ class PairStore:
                 keys[base] = obj
         files: dict[str, FileEntry] = {}
         for base, obj in contents.items():
-            name = self.names.decrypt_segment(base, rel)
+            name = self.names.decrypt_segment(base, rel) or self._resolve_long(base, obj.info, rel)
             if name is not None:
                 files[name] = self.make_entry(join(dirpath, name), obj, keys.get(base))
+        long_dirs = self._long_dirs(dir_objects, rel)
         dirs: set[str] = set()
         for p in prefixes:
-            name = self.names.decrypt_segment(p[len(prefix) :].rstrip("/"), rel)
+            base = p[len(prefix) :].rstrip("/")
+            name = self.names.decrypt_segment(base, rel) or long_dirs.get(base, (None,))[0]
             if name is not None:
                 dirs.add(name)
         plain_dir_objects: dict[str, ObjectInfo] = {}
         for base, obj in dir_objects.items():
-            name = self.names.decrypt_segment(base, rel)
+            name = self.names.decrypt_segment(base, rel) or long_dirs.get(base, (None,))[0]
             if name is not None:
                 plain_dir_objects[name] = obj
         return DirListing(
@@ -378,7 +451,7 @@ class PairStore:
         path = path.strip("/")
         if not path:
             return None
-        if self._rel(path):
+        if self._rel(path) or self.object_path(path) != path:
             content = self.store.stat(self.content_object_name(path))
             if content is None:
                 return None
@@ -519,6 +592,7 @@ class PairStore:
         info[MTIME_KEY] = str(int(mtime_ms))
         info = self.info_with_meta(info, meta)
         info.setdefault(INFO_FORMAT, self.format)
+        info.update(self._long_info(path))
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
         key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
         content = self.store.upload_file(content_obj, content_file, info)
@@ -537,6 +611,14 @@ class PairStore:
             with open(local_path, "rb") as src, open(out_path, "wb") as out:
                 sealed = self.seal(src, out)
             return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+
+    def _long_info(self, path: str, *, is_dir: bool = False) -> dict[str, str]:
+        """{LONG_NAME_INFO: full leaf} when ``path``'s own segment is stored as a stand-in."""
+        leaf = path.strip("/").rpartition("/")[2]
+        seg = self.object_path(path, is_dir=is_dir).rpartition("/")[2]
+        if is_dir and not is_long(seg):
+            seg = self.dir_object(path).rpartition("/")[2][: -len(DIR_SUFFIX)]
+        return {LONG_NAME_INFO: self._long_name_value(leaf)} if leaf and is_long(seg) else {}
 
     def put_bytes(self, path: str, data: bytes, meta: Meta | None = None) -> FileEntry:
         """Encrypt and upload small content held in memory (link targets, empty entries)."""
@@ -635,27 +717,40 @@ class PairStore:
         self.check_collision(new)
         new_key = self.store.copy(key, self.key_object_name(new))
         new_content = self.store.copy(content, self.content_object_name(new))
+        long_info = self._long_info(new)
+        if long_info or LONG_NAME_INFO in new_content.info:
+            # The full name travels in the info: set it for the new name (metadata stays).
+            info = {k: v for k, v in new_content.info.items() if k != LONG_NAME_INFO}
+            new_content = self.store.update_info(new_content, {**info, **long_info})
         self._remove(content.name)
         self._remove(key.name)
         return self.make_entry(new, new_content, new_key)
 
     def dir_object(self, dirpath: str) -> str:
-        """The object name holding ``dirpath``'s metadata (at the parent level)."""
-        return dir_object_name(self.object_path(dirpath.strip("/")))
+        """The object name holding ``dirpath``'s metadata (at the parent level); a segment
+        with no room for the suffix uses its long-name stand-in."""
+        dirpath = dirpath.strip("/")
+        parent, _, seg = self.object_path(dirpath, is_dir=True).rpartition("/")
+        if len((seg + DIR_SUFFIX).encode("utf-8")) > MAX_SEGMENT_BYTES:
+            plain_parent, _, leaf = dirpath.rpartition("/")
+            rel_parent = self._rel(plain_parent) if self._rel(dirpath) is not None else None
+            seg = self.long_names.segment(leaf, plain_parent if rel_parent is None else rel_parent)
+        return dir_object_name(join(parent, seg))
 
     def mkdir(self, dirpath: str, meta: Meta | None = None) -> None:
         """Create a directory: its marker, then (with ``meta``) its dir object."""
         dirpath = dirpath.strip("/")
-        marker = marker_name(self.object_path(dirpath))
-        if meta is not None:
-            validate_name(self.store.prefix + self.dir_object(dirpath))  # before any upload
+        marker = marker_name(self.object_path(dirpath, is_dir=True))
+        long_info = self._long_info(dirpath, is_dir=True)
+        validate_name(self.store.prefix + self.dir_object(dirpath))  # before any upload
         if self.store.stat(marker) is not None:
             raise AlreadyExists(f"{dirpath}: directory exists")
         self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
-        if meta is not None:
+        if meta is not None or long_info:
+            # A long-named directory always gets its dir object: it carries the name.
             self.set_dir_meta(dirpath, meta)
 
-    def set_dir_meta(self, dirpath: str, meta: Meta) -> ObjectInfo:
+    def set_dir_meta(self, dirpath: str, meta: Meta | None) -> ObjectInfo:
         """Store a directory's metadata in its dir object (a new small empty object; older
         versions are removed with hard delete). Nothing inside the directory changes."""
         dirpath = dirpath.strip("/")
@@ -664,6 +759,7 @@ class PairStore:
         name = self.dir_object(dirpath)
         info = self.info_with_meta({}, meta)
         info.setdefault(MTIME_KEY, str(int(time.time() * 1000)))
+        info.update(self._long_info(dirpath, is_dir=True))
         uploaded = self.store.upload_bytes(name, b"", info)
         if self.hard_delete:
             for old in self.store.versions(name):
@@ -684,14 +780,23 @@ class PairStore:
         removes, so the directory is visible under one name at every moment."""
         old, new = old.strip("/"), new.strip("/")
         moves = [
-            (marker_name(self.object_path(old)), marker_name(self.object_path(new))),
+            (
+                marker_name(self.object_path(old, is_dir=True)),
+                marker_name(self.object_path(new, is_dir=True)),
+            ),
             (self.dir_object(old), self.dir_object(new)),
         ]
         done: list[str] = []
+        long_info = self._long_info(new, is_dir=True)
         for src_name, dst_name in moves:
             src = self.store.stat(src_name)
+            if src is None and src_name.endswith(DIR_SUFFIX) and long_info:
+                self.set_dir_meta(new, None)  # the new long name needs its dir object
             if src is not None:
-                self.store.copy(src, dst_name)
+                copied = self.store.copy(src, dst_name)
+                if dst_name.endswith(DIR_SUFFIX) and (long_info or LONG_NAME_INFO in src.info):
+                    info = {k: v for k, v in copied.info.items() if k != LONG_NAME_INFO}
+                    self.store.update_info(copied, {**info, **long_info})
                 done.append(src_name)
         for src_name in done:
             self._remove(src_name)
@@ -704,7 +809,7 @@ class PairStore:
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
             raise DirectoryNotEmpty(f"{dirpath}: directory not empty")
-        prefix = dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath, is_dir=True))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
         if self.store.stat(self.dir_object(dirpath)) is not None:

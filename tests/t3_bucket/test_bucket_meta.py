@@ -264,3 +264,59 @@ def test_dirstore_update_info_does_not_rewrite_bytes(tmp_path, ident):
     assert path.stat().st_ino == ino  # same file: the info was rewritten in place
     assert updated.content.version_id != entry.content.version_id
     assert read_all(pairs, "f") == b"z" * 1000
+
+
+# --- long names --------------------------------------------------------------------------
+
+LONG_NAMES = ["a" * 255, "é" * 127 + "x", "日本" * 42 + "abc", "b" * 243]
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encnames"])
+def test_255_byte_names_for_files_and_dirs(store, ident, tmp_path, encrypted):
+    pairs = pair_store(store, ident, encrypted)
+    assert all(len(n.encode()) in (255, 243) for n in LONG_NAMES)
+    dmeta = Meta(stat.S_IFDIR | 0o750, 1, 2, T, T, None)
+    for i, name in enumerate(LONG_NAMES):
+        pairs.check_new_name("", name, is_dir=False)
+        pairs.put_file(name, local(tmp_path, f"file {i}".encode()), meta=FILE_META)
+        dname = name[:-1] + "D"
+        pairs.mkdir(dname, dmeta if i % 2 else None)
+        pairs.put_file(f"{dname}/{name}", local(tmp_path, b"inner"))
+    with pytest.raises(NameTooLong):
+        pairs.check_new_name("", "c" * 256, is_dir=False)
+    with pytest.raises(NameTooLong):
+        pairs.check_new_name("", "é" * 128, is_dir=True)
+
+    for obj in store.iter_all():  # every object fits the 250-byte segment limit
+        assert all(len(seg.encode()) <= 250 for seg in obj.name.split("/")), obj.name
+    again = pair_store(store, ident, encrypted)
+    listing = again.list_dir("")
+    assert set(listing.files) == set(LONG_NAMES)
+    assert listing.dirs == {n[:-1] + "D" for n in LONG_NAMES}
+    assert listing.dir_metas == {LONG_NAMES[i][:-1] + "D": dmeta for i in (1, 3)}
+    for i, name in enumerate(LONG_NAMES):
+        assert listing.files[name].meta == FILE_META
+        assert read_all(again, name) == f"file {i}".encode()
+        dname = name[:-1] + "D"
+        assert set(again.list_dir(dname).files) == {name}
+        assert read_all(again, f"{dname}/{name}") == b"inner"
+    assert list(check(again, verify=True)) == []
+
+    # Renames between long and short names keep content and metadata.
+    short = again.rename(LONG_NAMES[0], "short")
+    assert short.meta == FILE_META
+    back = again.rename("short", "z" * 255)
+    assert set(again.list_dir("").files) == set(LONG_NAMES[1:]) | {"z" * 255}
+    assert again.list_dir("").files["z" * 255].meta == back.meta == FILE_META
+    dname = LONG_NAMES[1][:-1] + "D"
+    new_dname = "q" * 254 + "D"
+    again.mkdir(new_dname)
+    again.move_dir_objects(dname, new_dname)
+    again.rename(f"{dname}/{LONG_NAMES[1]}", f"{new_dname}/{LONG_NAMES[1]}")
+    again.rmdir(dname)
+    listing = again.list_dir("")
+    assert dname not in listing.dirs and listing.dir_metas[new_dname] == dmeta
+    assert read_all(again, f"{new_dname}/{LONG_NAMES[1]}") == b"inner"
+    for name in list(listing.files):
+        again.delete(name)
+    assert list(check(again)) == []
