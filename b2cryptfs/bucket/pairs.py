@@ -802,9 +802,9 @@ class PairStore:
             self._remove(src_name)
 
     def rmdir(self, dirpath: str) -> None:
-        """Remove an empty directory: its marker, any orphan key objects (unreadable) and
-        its dir object (the metadata goes last: a crash leaves a directory with defaults,
-        never metadata for a directory that is gone... which listings ignore anyway)."""
+        """Remove an empty directory: its marker, any orphan key objects (unreadable), then
+        its dir object (a crash between leaves a dir object without its directory, which
+        listings ignore)."""
         dirpath = dirpath.strip("/")
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
