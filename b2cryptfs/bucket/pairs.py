@@ -231,7 +231,7 @@ class PairStore:
             if size > MAX_PLAIN_SEGMENT:
                 return self.long_names.segment(seg, parent)
             return self.names.encrypt_segment(seg, parent)
-        limit = MAX_SEGMENT_BYTES - (len(KEY_SUFFIX) if is_file else 0)
+        limit = self.max_segment_bytes - (len(KEY_SUFFIX) if is_file else 0)
         return self.long_names.segment(seg, parent) if size > limit else seg
 
     def _long_name_value(self, leaf: str) -> str:
@@ -289,6 +289,12 @@ class PairStore:
             validate_name(self.store.prefix + self.dir_object(path))
         else:
             validate_name(self.store.prefix + self.key_object_name(path))
+
+    @property
+    def max_segment_bytes(self) -> int:
+        """The store's limit per name segment: its ``max_segment_bytes`` attribute where it
+        has one, else B2's documented 250 (the one place the bucket layer asks)."""
+        return int(getattr(self.store, "max_segment_bytes", MAX_SEGMENT_BYTES))
 
     @property
     def prefix_bytes(self) -> int:
@@ -731,7 +737,7 @@ class PairStore:
         with no room for the suffix uses its long-name stand-in."""
         dirpath = dirpath.strip("/")
         parent, _, seg = self.object_path(dirpath, is_dir=True).rpartition("/")
-        if len((seg + DIR_SUFFIX).encode("utf-8")) > MAX_SEGMENT_BYTES:
+        if len((seg + DIR_SUFFIX).encode("utf-8")) > self.max_segment_bytes:
             plain_parent, _, leaf = dirpath.rpartition("/")
             rel_parent = self._rel(plain_parent) if self._rel(dirpath) is not None else None
             seg = self.long_names.segment(leaf, plain_parent if rel_parent is None else rel_parent)
