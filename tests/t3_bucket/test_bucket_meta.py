@@ -227,8 +227,15 @@ def test_dir_metas_cost_one_listing(b2_bucket, ident):
     assert len(listing.dir_metas) == 30 and listing.dir_metas["sub7"].uid == 7
 
 
-def test_set_meta_of_a_big_file_moves_no_content(b2_bucket, ident, tmp_path):
-    pairs = pair_store(b2_bucket.store(), ident, True)
+@pytest.mark.parametrize("parts", [False, True], ids=["copy-file", "copy-part"])
+def test_set_meta_of_a_big_file_moves_no_content(b2_bucket, ident, tmp_path, parts):
+    # With a 15 MB copy limit the 50 MB object is copied in parts (as B2 does past 5 GB).
+    kw = (
+        {"part_size": 10_000_000, "min_part_size": 5_000_000, "max_part_size": 15_000_000}
+        if parts
+        else {}
+    )
+    pairs = pair_store(b2_bucket.store(**kw), ident, True)
     big = tmp_path / "big"
     with open(big, "wb") as f:
         f.write(os.urandom(1 << 20) * 50)
@@ -237,20 +244,26 @@ def test_set_meta_of_a_big_file_moves_no_content(b2_bucket, ident, tmp_path):
     b2_bucket.server.reset_stats()
     updated = pairs.set_meta(entry, FILE_META.updated(mode=stat.S_IFREG | 0o644, uid=1))
     stats = b2_bucket.server.stats()
-    assert stats.get("b2_copy_file") == 1, stats
+    if parts:
+        assert stats.get("b2_copy_part", 0) >= 4 and "b2_copy_file" not in stats, stats
+    else:
+        assert stats.get("b2_copy_file") == 1, stats
     for content_move in (
         "b2_download_file_by_id",
         "b2_download_file_by_name",
         "b2_upload_file",
         "b2_upload_part",
-        "b2_start_large_file",
     ):
         assert content_move not in stats, stats
     assert updated.content.size == entry.content.size
     # Hard delete: the replaced version is gone, only the new one is left.
     versions = pairs.store.versions(pairs.content_object_name("big"))
     assert [v.version_id for v in versions] == [updated.content.version_id]
-    assert pairs.list_dir("").files["big"].meta.uid == 1
+    listed = pairs.list_dir("").files["big"]
+    assert listed.meta.uid == 1
+    reader = pairs.open(listed)  # the key object still matches the copied content
+    assert reader.plaintext_size == 50 << 20
+    assert reader.read((50 << 20) - 5, 5) == big.read_bytes()[-5:]
 
 
 def test_dirstore_update_info_does_not_rewrite_bytes(tmp_path, ident):
