@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from b2cryptfs.bucket.layout import INFO_FORMAT, KEY_SUFFIX, key_name
 from b2cryptfs.bucket.layout import classify as classify_name
+from b2cryptfs.bucket.longnames import LONG_PREFIX
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import B2CryptfsError, PairMismatch
 from b2cryptfs.store.base import ObjectInfo
@@ -32,6 +33,8 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     strays: set[str] = set()
     for name in names:
         kind, path = classify_name(name, names.__contains__)
+        if kind == "dir-meta":
+            continue  # a directory's metadata object, not part of any pair
         if kind == "stray":
             strays.add(name)
         elif kind == "key":
@@ -54,12 +57,16 @@ def _layout_encrypted(
     strays: dict[str, str] = {}
     for name in names:
         kind, base = classify_name(name, names.__contains__, encrypted=True)
-        if kind in ("marker", "name-key"):
+        if kind in ("marker", "name-key", "dir-meta"):
             continue
         if kind == "stray":
             strays[name] = _STRAY
             continue
         path = pairs.plain_path(base)
+        if path is None and LONG_PREFIX in base:
+            # A long name, or a name below one: its plaintext is only in listings (the
+            # parent's plaintext is the segment's associated data), so pair it by object.
+            path = base
         if path is None:
             strays[name] = "name does not decrypt with this store's name key (ignored)"
         elif kind == "content":
@@ -81,7 +88,7 @@ def _layout(
 def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[Problem]:
     """Yield every problem under ``prefix`` (a plaintext directory path ending in ``/``, or
     ""); ``verify`` opens each pair (needs a private key)."""
-    object_prefix = pairs.object_path(prefix) + "/" if prefix.strip("/") else ""
+    object_prefix = pairs.object_path(prefix, is_dir=True) + "/" if prefix.strip("/") else ""
     objects: dict[str, ObjectInfo] = {o.name: o for o in pairs.store.iter_all(object_prefix)}
     files, keys, strays = _layout(pairs, set(objects))
     for name in sorted(strays):

@@ -22,14 +22,19 @@ INFO_FORMAT = "b2cryptfs-format"
 # The name key of a name-encrypted tree (an age file), at the tree's root; its presence is
 # what marks the tree as name-encrypted (see b2cryptfs.bucket.namekey).
 NAME_KEY_OBJECT = ".b2cryptfs-names.age"
+# A directory's own metadata: an empty object beside it at the parent level, ``D.b2cryptfs-dir``
+# (never a pair object: it does not end in ``.enc``), so the parent's listing brings it along.
+DIR_SUFFIX = ".b2cryptfs-dir"
 
+# The longest name (one path segment) in bytes, as Linux filesystems allow.
+NAME_MAX = 255
 # A file leaf gets KEY_SUFFIX appended, so it has that much less room than a segment.
 MAX_FILE_LEAF_BYTES = MAX_SEGMENT_BYTES - len(KEY_SUFFIX)  # 242
 MAX_FILE_PATH_BYTES = MAX_NAME_BYTES - len(KEY_SUFFIX)
 # Encrypted leaves leave room for the suffixes appended here.
 assert max(len(KEY_SUFFIX), len(CONTENT_SUFFIX)) <= SUFFIX_RESERVE
 
-Kind = Literal["content", "key", "marker", "name-key", "stray"]
+Kind = Literal["content", "key", "marker", "name-key", "dir-meta", "stray"]
 
 
 def content_name(path: str) -> str:
@@ -58,6 +63,11 @@ def marker_name(dirpath: str) -> str:
     return dir_prefix(dirpath) + EMPTY_MARKER
 
 
+def dir_object_name(dirpath: str) -> str:
+    """The object holding directory ``dirpath``'s metadata (an object-side path)."""
+    return dirpath.strip("/") + DIR_SUFFIX
+
+
 def classify(
     name: str, exists: Callable[[str], bool], *, encrypted: bool = False
 ) -> tuple[Kind, str]:
@@ -74,6 +84,8 @@ def classify(
         return "marker", dirpart
     if leaf == NAME_KEY_OBJECT:
         return "name-key", dirpart
+    if leaf.endswith(DIR_SUFFIX) and len(leaf) > len(DIR_SUFFIX):
+        return "dir-meta", name[: -len(DIR_SUFFIX)]
     if encrypted:
         base, _, suffix = leaf.partition(".")
         if not base or suffix not in ("enc", "key.enc"):
@@ -105,24 +117,21 @@ def check_leaf(leaf: str) -> None:
 def check_new_name(dirpath: str, leaf: str, *, is_dir: bool, prefix_bytes: int = 0) -> str:
     """Validate the plaintext name of a new file or directory; return its path.
 
-    ``prefix_bytes``: the store's own prefix (a bucket path), which B2 counts in the object
-    name too. Raises InvalidName or NameTooLong; with encrypted names the object names are
-    checked as well (:meth:`PairStore.check_name`).
+    A leaf may have NAME_MAX (255) bytes of UTF-8, as on ext4: a leaf with no room in a store
+    segment is stored under a long-name stand-in. ``prefix_bytes``: the store's own prefix
+    (a bucket path), which B2 counts in the object name too; the whole path must fit the
+    store's name limit. Raises InvalidName or NameTooLong; the object names as the store
+    will see them are checked as well (:meth:`PairStore.check_name`).
     """
     check_leaf(leaf)
     path = join(dirpath, leaf)
+    if len(_encoded(leaf)) > NAME_MAX:
+        raise NameTooLong(f"name over {NAME_MAX} bytes: {leaf[:60]}…")
     if is_dir:
-        if len(_encoded(leaf)) > MAX_SEGMENT_BYTES:
-            raise NameTooLong(f"directory name over {MAX_SEGMENT_BYTES} bytes: {leaf[:60]}…")
         # The directory's marker object (and any file in it) must fit too.
         if len(_encoded(path)) + prefix_bytes + 1 + len(EMPTY_MARKER) > MAX_NAME_BYTES:
             raise NameTooLong(f"path too long for B2: {path[:60]}…")
         return path
-    if len(_encoded(leaf)) > MAX_FILE_LEAF_BYTES:
-        raise NameTooLong(
-            f"file name over {MAX_FILE_LEAF_BYTES} bytes (B2 allows {MAX_SEGMENT_BYTES} "
-            f"including {KEY_SUFFIX!r}): {leaf[:60]}…"
-        )
     if len(_encoded(path)) + prefix_bytes > MAX_FILE_PATH_BYTES:
         raise NameTooLong(f"path too long for B2: {path[:60]}…")
     return path

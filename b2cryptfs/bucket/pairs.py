@@ -16,16 +16,19 @@ and stay invisible.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat as stat_mod
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from b2cryptfs.bucket.layout import (
     CONTENT_SUFFIX,
+    DIR_SUFFIX,
     EMPTY_MARKER,
     INFO_FORMAT,
     KEY_SUFFIX,
@@ -33,18 +36,31 @@ from b2cryptfs.bucket.layout import (
     check_new_name,
     classify,
     content_name,
+    dir_object_name,
     dir_prefix,
     join,
     key_name,
     marker_name,
     name_key_object,
 )
+from b2cryptfs.bucket.longnames import LONG_NAME_INFO, LongNamer, is_long
+from b2cryptfs.bucket.meta import (
+    META_KEY,
+    PATH_MAX,
+    UNKNOWN,
+    Meta,
+    MetaCipher,
+    decode_meta,
+    encode_meta,
+)
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
     DirectoryNotEmpty,
+    IntegrityError,
     InvalidName,
     NameCollision,
+    NameTooLong,
     NoPrivateKey,
     NotFound,
     PairMismatch,
@@ -59,9 +75,15 @@ from b2cryptfs.formats import (
     get_codec,
     sniff_format,
 )
-from b2cryptfs.formats.names import NameCipher
+from b2cryptfs.formats.names import MAX_PLAIN_SEGMENT, NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
-from b2cryptfs.store.base import MTIME_KEY, ObjectInfo, Store, validate_name
+from b2cryptfs.store.base import (
+    MAX_SEGMENT_BYTES,
+    MTIME_KEY,
+    ObjectInfo,
+    Store,
+    validate_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +112,20 @@ class FileEntry:
     size: int | None
     size_estimate: int
     mtime_ms: int
+    # POSIX metadata from the content object's file info (UNKNOWN when it has none). A value
+    # that does not decode leaves UNKNOWN here and the reason in meta_error.
+    meta: Meta = UNKNOWN
+    meta_error: str | None = None
+
+    def checked_meta(self) -> Meta:
+        """The metadata, or IntegrityError when the stored value was tampered with."""
+        if self.meta_error is not None:
+            raise IntegrityError(f"{self.path}: {self.meta_error}")
+        return self.meta
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.meta.is_symlink
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,8 @@ class DirListing:
     files: dict[str, FileEntry]
     dirs: set[str]
     has_marker: bool
+    # Metadata of subdirectories that have a dir object (the others: UNKNOWN, defaults).
+    dir_metas: dict[str, Meta] = field(default_factory=dict)
 
 
 class PairStore:
@@ -125,6 +163,9 @@ class PairStore:
         # encrypted with `names`; the root's own path and anything outside it stay plain.
         self.names = names
         self.name_root = name_root.strip("/")
+        # Owners and modes are sealed where names are (a key of their own, from the name key).
+        self.meta_cipher = MetaCipher(names.key) if names is not None else None
+        self.long_names = LongNamer(names.key if names is not None else None)
 
     @property
     def can_read(self) -> bool:
@@ -156,18 +197,61 @@ class PairStore:
             return path[len(root) + 1 :]
         return None
 
-    def object_path(self, path: str) -> str:
-        """The store-side name of a plaintext path, without suffix (identity for plain names).
+    def object_path(self, path: str, *, is_dir: bool = False) -> str:
+        """The store-side name of a plaintext path, without suffix.
 
-        Raises NameTooLong/InvalidName when a segment cannot be encrypted into a B2 name.
+        Plain names map to themselves, encrypted ones segment by segment; a segment too long
+        for the store (over 242 bytes for a file leaf, which gets ``.key.enc``; over 250 for
+        a directory, and with encrypted names over 135 plaintext bytes) becomes its
+        long-name stand-in (:mod:`b2cryptfs.bucket.longnames`). ``is_dir``: the last segment
+        names a directory. Raises InvalidName for a segment that cannot be encrypted.
         """
         path = path.strip("/")
-        rel = self._rel(path)
-        if not rel:
+        if not path:
             return path
-        assert self.names is not None
-        encrypted = self.names.encrypt_path(rel)
-        return f"{self.name_root}/{encrypted}" if self.name_root else encrypted
+        rel = self._rel(path)
+        if rel == "":
+            return path
+        segs = path.split("/") if rel is None else rel.split("/")
+        out: list[str] = []
+        parent = ""
+        for i, seg in enumerate(segs):
+            last_is_file = i == len(segs) - 1 and not is_dir
+            out.append(self._object_segment(seg, parent, rel is not None, last_is_file))
+            parent = join(parent, seg)
+        mapped = "/".join(out)
+        if rel is None or not self.name_root:
+            return mapped
+        return f"{self.name_root}/{mapped}"
+
+    def _object_segment(self, seg: str, parent: str, encrypted: bool, is_file: bool) -> str:
+        size = len(seg.encode("utf-8", "surrogateescape"))
+        if encrypted:
+            assert self.names is not None
+            if size > MAX_PLAIN_SEGMENT:
+                return self.long_names.segment(seg, parent)
+            return self.names.encrypt_segment(seg, parent)
+        limit = self.max_segment_bytes - (len(KEY_SUFFIX) if is_file else 0)
+        return self.long_names.segment(seg, parent) if size > limit else seg
+
+    def _long_name_value(self, leaf: str) -> str:
+        """The file-info value carrying a long leaf (sealed with encrypted names)."""
+        return self.meta_cipher.seal(leaf) if self.meta_cipher is not None else leaf
+
+    def _resolve_long(self, base: str, info: dict[str, str], parent_rel: str) -> str | None:
+        """The full leaf of a long-named object, proven by recomputing its stand-in."""
+        value = info.get(LONG_NAME_INFO)
+        if value is None or not is_long(base):
+            return None
+        try:
+            leaf = self.meta_cipher.open(value) if self.meta_cipher is not None else value
+        except IntegrityError as exc:
+            log.warning("%s: %s", base, exc)
+            return None
+        if "/" in leaf or self.long_names.segment(leaf, parent_rel) != base:
+            log.warning("%s: its long name does not match (moved or tampered with)", base)
+            return None
+        return leaf
 
     def plain_path(self, object_path: str) -> str | None:
         """The inverse of :meth:`object_path`; None if the name does not decrypt (foreign)."""
@@ -200,8 +284,17 @@ class PairStore:
         and rename time): with encrypted names the limits apply to the encrypted form.
         """
         path = path.strip("/")
-        name = marker_name(self.object_path(path)) if is_dir else self.key_object_name(path)
-        validate_name(self.store.prefix + name)
+        if is_dir:
+            validate_name(self.store.prefix + marker_name(self.object_path(path, is_dir=True)))
+            validate_name(self.store.prefix + self.dir_object(path))
+        else:
+            validate_name(self.store.prefix + self.key_object_name(path))
+
+    @property
+    def max_segment_bytes(self) -> int:
+        """The store's limit per name segment: its ``max_segment_bytes`` attribute where it
+        has one, else B2's documented 250 (the one place the bucket layer asks)."""
+        return int(getattr(self.store, "max_segment_bytes", MAX_SEGMENT_BYTES))
 
     @property
     def prefix_bytes(self) -> int:
@@ -230,12 +323,38 @@ class PairStore:
             except B2CryptfsError:
                 size = None
         estimate = size if size is not None else estimate_plaintext_size(fmt, content.size)
-        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms)
+        meta, error = self.decode_meta(content.info)
+        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms, meta, error)
+
+    def decode_meta(self, info: dict[str, str]) -> tuple[Meta, str | None]:
+        """(meta, None), or (UNKNOWN, why) when the value does not authenticate/parse."""
+        try:
+            return decode_meta(info, self._cipher_for(info)), None
+        except IntegrityError as exc:
+            log.warning("%s", exc)
+            return UNKNOWN, str(exc)
+
+    def _cipher_for(self, info: dict[str, str]) -> MetaCipher | None:
+        return self.meta_cipher
+
+    def encode_meta(self, meta: Meta) -> str:
+        return encode_meta(meta, self.meta_cipher)
+
+    def info_with_meta(self, info: dict[str, str], meta: Meta | None) -> dict[str, str]:
+        """``info`` with the metadata entry set (and src_last_modified_millis following the
+        mtime, the b2 CLI's convention); ``meta=None`` leaves both as they are."""
+        out = dict(info)
+        if meta is None:
+            return out
+        out[META_KEY] = self.encode_meta(meta)
+        if meta.mtime_ns is not None:
+            out[MTIME_KEY] = str(meta.mtime_ns // 1_000_000)
+        return out
 
     def list_dir(self, dirpath: str) -> DirListing:
         """One directory level in one listing (B2 delimiter)."""
         dirpath = dirpath.strip("/")
-        prefix = dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath, is_dir=True))
         listing = self.store.list_dir(prefix)
         rel = self._rel(dirpath)
         if rel is not None:
@@ -250,13 +369,44 @@ class PairStore:
                 "open that directory as the store (or a location inside it) to use it"
             )
         files: dict[str, FileEntry] = {}
+        dir_objects: dict[str, ObjectInfo] = {}
         for leaf, obj in by_leaf.items():
             kind, name = classify(leaf, by_leaf.__contains__)
             if kind == "content":
-                files[name] = self.make_entry(join(dirpath, name), obj, by_leaf.get(key_name(name)))
+                key = by_leaf.get(key_name(name))
+                name = self._resolve_long(name, obj.info, dirpath) or name
+                files[name] = self.make_entry(join(dirpath, name), obj, key)
+            elif kind == "dir-meta":
+                dir_objects[name] = obj
+        long_dirs = self._long_dirs(dir_objects, dirpath)
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
         dirs.discard("")
-        return DirListing(files, dirs, EMPTY_MARKER in by_leaf)
+        dirs = {long_dirs.get(d, (d, None))[0] for d in dirs}
+        named = {long_dirs.get(b, (b, o))[0]: o for b, o in dir_objects.items()}
+        metas = self._dir_metas(dirpath, dirs, named)
+        return DirListing(files, dirs, EMPTY_MARKER in by_leaf, metas)
+
+    def _long_dirs(
+        self, dir_objects: dict[str, ObjectInfo], parent_rel: str
+    ) -> dict[str, tuple[str, ObjectInfo]]:
+        """stand-in segment -> (full name, dir object) for long-named subdirectories."""
+        out: dict[str, tuple[str, ObjectInfo]] = {}
+        for base, obj in dir_objects.items():
+            full = self._resolve_long(base, obj.info, parent_rel)
+            if full is not None:
+                out[base] = (full, obj)
+        return out
+
+    def _dir_metas(
+        self, dirpath: str, dirs: set[str], dir_objects: dict[str, ObjectInfo]
+    ) -> dict[str, Meta]:
+        metas: dict[str, Meta] = {}
+        for name, obj in dir_objects.items():
+            if name in dirs:  # a dir object without its directory is left over: ignored
+                meta, error = self.decode_meta(obj.info)
+                if error is None and meta.known:
+                    metas[name] = meta
+        return metas
 
     def _list_encrypted(
         self,
@@ -269,33 +419,45 @@ class PairStore:
         assert self.names is not None
         contents: dict[str, ObjectInfo] = {}
         keys: dict[str, ObjectInfo] = {}
+        dir_objects: dict[str, ObjectInfo] = {}
         has_marker = False
         for obj in objects:
             kind, base = classify(obj.name[len(prefix) :], _never, encrypted=True)
             if kind == "marker":
                 has_marker = True
+            elif kind == "dir-meta":
+                dir_objects[base] = obj
             elif kind == "content":
                 contents[base] = obj
             elif kind == "key":
                 keys[base] = obj
         files: dict[str, FileEntry] = {}
         for base, obj in contents.items():
-            name = self.names.decrypt_segment(base, rel)
+            name = self.names.decrypt_segment(base, rel) or self._resolve_long(base, obj.info, rel)
             if name is not None:
                 files[name] = self.make_entry(join(dirpath, name), obj, keys.get(base))
+        long_dirs = self._long_dirs(dir_objects, rel)
         dirs: set[str] = set()
         for p in prefixes:
-            name = self.names.decrypt_segment(p[len(prefix) :].rstrip("/"), rel)
+            base = p[len(prefix) :].rstrip("/")
+            name = self.names.decrypt_segment(base, rel) or long_dirs.get(base, (None,))[0]
             if name is not None:
                 dirs.add(name)
-        return DirListing(files, dirs, has_marker)
+        plain_dir_objects: dict[str, ObjectInfo] = {}
+        for base, obj in dir_objects.items():
+            name = self.names.decrypt_segment(base, rel) or long_dirs.get(base, (None,))[0]
+            if name is not None:
+                plain_dir_objects[name] = obj
+        return DirListing(
+            files, dirs, has_marker, self._dir_metas(dirpath, dirs, plain_dir_objects)
+        )
 
     def stat_file(self, path: str) -> FileEntry | None:
         """A file by path with two stat requests, or None (no content object)."""
         path = path.strip("/")
         if not path:
             return None
-        if self._rel(path):
+        if self._rel(path) or self.object_path(path) != path:
             content = self.store.stat(self.content_object_name(path))
             if content is None:
                 return None
@@ -424,13 +586,19 @@ class PairStore:
         content_file: str,
         content_info: dict[str, str],
         mtime_ms: int,
+        meta: Meta | None = None,
     ) -> FileEntry:
-        """Upload key object first, then content: a crash between leaves an invisible orphan."""
+        """Upload key object first, then content: a crash between leaves an invisible orphan.
+
+        ``meta`` goes into the content object's file info (its mtime, when set, wins over
+        ``mtime_ms`` for src_last_modified_millis)."""
         path = path.strip("/")
         self.check_collision(path)
         info = dict(content_info)
         info[MTIME_KEY] = str(int(mtime_ms))
+        info = self.info_with_meta(info, meta)
         info.setdefault(INFO_FORMAT, self.format)
+        info.update(self._long_info(path))
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
         key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
         try:
@@ -445,7 +613,9 @@ class PairStore:
             raise
         return self.make_entry(path, content, key)
 
-    def put_file(self, path: str, local_path: str, mtime_ms: int | None = None) -> FileEntry:
+    def put_file(
+        self, path: str, local_path: str, mtime_ms: int | None = None, meta: Meta | None = None
+    ) -> FileEntry:
         """Encrypt a local file into a temporary ciphertext file, then upload the pair."""
         path = path.strip("/")
         if mtime_ms is None:
@@ -455,7 +625,69 @@ class PairStore:
             out_path = os.path.join(tmp, "content")
             with open(local_path, "rb") as src, open(out_path, "wb") as out:
                 sealed = self.seal(src, out)
-            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms)
+            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+
+    def _long_info(self, path: str, *, is_dir: bool = False) -> dict[str, str]:
+        """{LONG_NAME_INFO: full leaf} when ``path``'s own segment is stored as a stand-in."""
+        leaf = path.strip("/").rpartition("/")[2]
+        seg = self.object_path(path, is_dir=is_dir).rpartition("/")[2]
+        if is_dir and not is_long(seg):
+            seg = self.dir_object(path).rpartition("/")[2][: -len(DIR_SUFFIX)]
+        return {LONG_NAME_INFO: self._long_name_value(leaf)} if leaf and is_long(seg) else {}
+
+    def put_bytes(self, path: str, data: bytes, meta: Meta | None = None) -> FileEntry:
+        """Encrypt and upload small content held in memory (link targets, empty entries)."""
+        path = path.strip("/")
+        self.check_collision(path)
+        mtime_ms = meta.mtime_ns // 1_000_000 if meta and meta.mtime_ns is not None else None
+        if mtime_ms is None:
+            mtime_ms = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory(prefix="b2cryptfs-put-") as tmp:
+            out_path = os.path.join(tmp, "content")
+            with open(out_path, "wb") as out:
+                sealed = self.seal(io.BytesIO(data), out)
+            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+
+    def put_link(self, path: str, target: str, meta: Meta | None = None) -> FileEntry:
+        """A symbolic link: a pair whose (encrypted) content is the target, its meta S_IFLNK."""
+        raw = target.encode("utf-8", "surrogateescape")
+        if not raw or b"\0" in raw:
+            raise InvalidName(f"{path}: invalid symbolic link target")
+        if len(raw) >= PATH_MAX:
+            raise NameTooLong(f"{path}: link target is {len(raw)} bytes (PATH_MAX {PATH_MAX})")
+        meta = meta or Meta()
+        perm = stat_mod.S_IMODE(meta.mode) if meta.mode is not None else 0o777
+        return self.put_bytes(path, raw, meta.updated(mode=stat_mod.S_IFLNK | perm))
+
+    def put_special(self, path: str, meta: Meta) -> FileEntry:
+        """A FIFO, socket or device: a metadata-only entry (empty content, rdev kept)."""
+        if not meta.is_special:
+            raise UsageError(f"{path}: not a FIFO, socket or device mode: {meta.mode!r}")
+        return self.put_bytes(path, b"", meta)
+
+    def read_link(self, entry: FileEntry) -> str:
+        """The target of a symbolic link (one small content read and decrypt)."""
+        if not entry.checked_meta().is_symlink:
+            raise UsageError(f"{entry.path}: not a symbolic link")
+        reader = self.open(entry)
+        if reader.plaintext_size > PATH_MAX:
+            raise IntegrityError(f"{entry.path}: link target over PATH_MAX")
+        return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
+
+    def set_meta(self, entry: FileEntry, meta: Meta) -> FileEntry:
+        """Change only the metadata of a file: no download, no content upload.
+
+        The content object gets a new version with the same bytes (a server-side copy on
+        B2); the key object is untouched, so the pair still matches. With hard delete the
+        replaced version is removed."""
+        old = entry.content
+        new = self.store.update_info(old, self.info_with_meta(old.info, meta))
+        if self.hard_delete and new.version_id != old.version_id:
+            try:
+                self.store.delete_version(old)
+            except NotFound:
+                pass  # DirStore rewrote it in place: there is no old version
+        return self.make_entry(entry.path, new, entry.key)
 
     def rewrap_key(
         self, name: str, data: bytes, info: dict[str, str], *, purge: bool = False
@@ -500,26 +732,103 @@ class PairStore:
         self.check_collision(new)
         new_key = self.store.copy(key, self.key_object_name(new))
         new_content = self.store.copy(content, self.content_object_name(new))
+        long_info = self._long_info(new)
+        if long_info or LONG_NAME_INFO in new_content.info:
+            # The full name travels in the info: set it for the new name (metadata stays).
+            info = {k: v for k, v in new_content.info.items() if k != LONG_NAME_INFO}
+            new_content = self.store.update_info(new_content, {**info, **long_info})
         self._remove(content.name)
         self._remove(key.name)
         return self.make_entry(new, new_content, new_key)
 
-    def mkdir(self, dirpath: str) -> None:
+    def dir_object(self, dirpath: str) -> str:
+        """The object name holding ``dirpath``'s metadata (at the parent level); a segment
+        with no room for the suffix uses its long-name stand-in."""
         dirpath = dirpath.strip("/")
-        marker = marker_name(self.object_path(dirpath))
+        parent, _, seg = self.object_path(dirpath, is_dir=True).rpartition("/")
+        if len((seg + DIR_SUFFIX).encode("utf-8")) > self.max_segment_bytes:
+            plain_parent, _, leaf = dirpath.rpartition("/")
+            rel_parent = self._rel(plain_parent) if self._rel(dirpath) is not None else None
+            seg = self.long_names.segment(leaf, plain_parent if rel_parent is None else rel_parent)
+        return dir_object_name(join(parent, seg))
+
+    def mkdir(self, dirpath: str, meta: Meta | None = None) -> None:
+        """Create a directory: its marker, then (with ``meta``) its dir object."""
+        dirpath = dirpath.strip("/")
+        marker = marker_name(self.object_path(dirpath, is_dir=True))
+        long_info = self._long_info(dirpath, is_dir=True)
+        validate_name(self.store.prefix + self.dir_object(dirpath))  # before any upload
         if self.store.stat(marker) is not None:
             raise AlreadyExists(f"{dirpath}: directory exists")
         self.store.upload_bytes(marker, b"", {MTIME_KEY: str(int(time.time() * 1000))})
+        if meta is not None or long_info:
+            # A long-named directory always gets its dir object: it carries the name.
+            self.set_dir_meta(dirpath, meta)
+
+    def set_dir_meta(self, dirpath: str, meta: Meta | None) -> ObjectInfo:
+        """Store a directory's metadata in its dir object (a new small empty object; older
+        versions are removed with hard delete). Nothing inside the directory changes."""
+        dirpath = dirpath.strip("/")
+        if not dirpath:
+            raise UsageError("the store root keeps no metadata of its own")
+        name = self.dir_object(dirpath)
+        info = self.info_with_meta({}, meta)
+        info.setdefault(MTIME_KEY, str(int(time.time() * 1000)))
+        info.update(self._long_info(dirpath, is_dir=True))
+        uploaded = self.store.upload_bytes(name, b"", info)
+        if self.hard_delete:
+            for old in self.store.versions(name):
+                if old.version_id != uploaded.version_id:
+                    self.store.delete_version(old)
+        return uploaded
+
+    def dir_meta(self, dirpath: str) -> Meta:
+        """One directory's metadata by name (one stat; listings bring it along for free)."""
+        obj = self.store.stat(self.dir_object(dirpath))
+        return UNKNOWN if obj is None else self.decode_meta(obj.info)[0]
+
+    def move_dir_objects(self, old: str, new: str) -> None:
+        """Move one directory level's own objects (marker and dir object) to a new path.
+
+        For a directory rename done level by level (the files are moved with
+        :meth:`rename`, the subdirectories by calling this for each): copies first, then
+        removes, so the directory is visible under one name at every moment."""
+        old, new = old.strip("/"), new.strip("/")
+        moves = [
+            (
+                marker_name(self.object_path(old, is_dir=True)),
+                marker_name(self.object_path(new, is_dir=True)),
+            ),
+            (self.dir_object(old), self.dir_object(new)),
+        ]
+        done: list[str] = []
+        long_info = self._long_info(new, is_dir=True)
+        for src_name, dst_name in moves:
+            src = self.store.stat(src_name)
+            if src is None and src_name.endswith(DIR_SUFFIX) and long_info:
+                self.set_dir_meta(new, None)  # the new long name needs its dir object
+            if src is not None:
+                copied = self.store.copy(src, dst_name)
+                if dst_name.endswith(DIR_SUFFIX) and (long_info or LONG_NAME_INFO in src.info):
+                    info = {k: v for k, v in copied.info.items() if k != LONG_NAME_INFO}
+                    self.store.update_info(copied, {**info, **long_info})
+                done.append(src_name)
+        for src_name in done:
+            self._remove(src_name)
 
     def rmdir(self, dirpath: str) -> None:
-        """Remove an empty directory: its marker and any orphan key objects (unreadable)."""
+        """Remove an empty directory: its marker, any orphan key objects (unreadable), then
+        its dir object (a crash between leaves a dir object without its directory, which
+        listings ignore)."""
         dirpath = dirpath.strip("/")
         listing = self.list_dir(dirpath)
         if listing.files or listing.dirs:
             raise DirectoryNotEmpty(f"{dirpath}: directory not empty")
-        prefix = dir_prefix(self.object_path(dirpath))
+        prefix = dir_prefix(self.object_path(dirpath, is_dir=True))
         for obj in self.store.list_dir(prefix).objects:
             self._remove(obj.name)
+        if self.store.stat(self.dir_object(dirpath)) is not None:
+            self._remove(self.dir_object(dirpath))
 
 
 def _never(name: str) -> bool:

@@ -768,6 +768,28 @@ class B2Store:
 
         return self._retry(once, f"copy {src.name} to {dst_name}")
 
+    def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:
+        """Server-side copy of that version onto its own name with new info (REPLACE)."""
+        validate_info(info)
+        full = self._full(obj.name)
+        _, minimum = self._effective_sizes()
+
+        def once() -> ObjectInfo:
+            fv = self.bucket.copy(
+                obj.version_id,
+                full,
+                content_type=CONTENT_TYPE,
+                file_info=dict(info),
+                length=obj.size,
+                source_file_info=dict(obj.info),
+                source_content_type=CONTENT_TYPE,
+                min_part_size=minimum,
+                max_part_size=self.max_part_size,
+            )
+            return self._from_version(fv)
+
+        return self._retry(once, f"update the file info of {obj.name}")
+
     # --- removing ----------------------------------------------------------------------
 
     def hide(self, name: str) -> None:

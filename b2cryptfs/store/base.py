@@ -95,6 +95,12 @@ class Store(Protocol):
         """Server-side copy of one version (content and info) to a new name."""
         ...
 
+    def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:
+        """A new version of ``obj.name`` with the same bytes and ``info`` as its file info,
+        made without moving the bytes through the client (B2: server-side copy with new
+        info; DirStore: the info rewritten in place). The old version may remain (B2)."""
+        ...
+
     def hide(self, name: str) -> None:
         """Make ``name`` invisible (B2 hide marker; DirStore deletes). Missing is not an error."""
         ...

@@ -330,6 +330,30 @@ class DirStore:
             out = self._info_of(dst_name, os.stat(path), path)
         return out
 
+    def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:
+        # One setxattr replaces the whole value atomically; the bytes are not touched.
+        validate_info(info)
+        try:
+            with self._open_version(obj) as f:
+                fd = f.fileno()
+                if info:
+                    self._set_info(fd, info)
+                else:
+                    try:
+                        os.removexattr(fd, XATTR)
+                    except OSError:
+                        pass  # none there
+                if MTIME_KEY in info:
+                    try:
+                        ns = int(info[MTIME_KEY]) * 1_000_000
+                        os.utime(fd, ns=(ns, ns))
+                    except ValueError:
+                        pass
+                os.fsync(fd)
+                return self._info_of(obj.name, os.fstat(fd), fd)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot update the file info of {obj.name}") from None
+
     # --- removing ----------------------------------------------------------------------
 
     def _prune(self, path: str) -> None:

@@ -423,8 +423,8 @@ def test_name_limits(tmp_path: Path, ident) -> None:
             fh, _ = await vfs.create(ROOT_INO, ok, 0o644, os.O_WRONLY)
             await vfs.release(fh)
             for bad, code in [
-                ("b" * 243, errno.ENAMETOOLONG),
-                ("é" * 122, errno.ENAMETOOLONG),  # 244 bytes
+                ("b" * 256, errno.ENAMETOOLONG),  # NAME_MAX is 255
+                ("é" * 128, errno.ENAMETOOLONG),  # 256 bytes
                 ("ctl\x01name", errno.EINVAL),
                 ("new\nline", errno.EINVAL),
             ]:
@@ -436,7 +436,7 @@ def test_name_limits(tmp_path: Path, ident) -> None:
                 assert errno_of(ei) == code, bad
             await vfs.mkdir(ROOT_INO, "d" * 250, 0o755)
             with pytest.raises(OpError) as ei:
-                await vfs.mkdir(ROOT_INO, "d" * 251, 0o755)
+                await vfs.mkdir(ROOT_INO, "d" * 256, 0o755)
             assert errno_of(ei) == errno.ENAMETOOLONG
             with pytest.raises(OpError) as ei:
                 await vfs.mkdir(ROOT_INO, "tab\there", 0o755)

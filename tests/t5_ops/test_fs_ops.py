@@ -72,7 +72,7 @@ def test_operations_roundtrip_and_errnos(tmp_path: Path) -> None:
                 await ops.lookup(ROOT_INO, b"\xff\xfe", None)
             assert fuse_errno(ei) == errno.ENOENT
             with pytest.raises(pyfuse3.FUSEError) as ei:
-                await ops.create(ROOT_INO, b"x" * 243, 0o644, os.O_WRONLY, None)
+                await ops.create(ROOT_INO, b"x" * 256, 0o644, os.O_WRONLY, None)
             assert fuse_errno(ei) == errno.ENAMETOOLONG
 
             fi, attr = await ops.create(ROOT_INO, b"f.txt", 0o100640, os.O_RDWR, None)
