@@ -13,7 +13,7 @@ import pytest
 from vfs_testutil import open_vfs, run, x25519_identity
 
 from b2cryptfs.errors import IntegrityError, NameCollision
-from b2cryptfs.fs.errors import handler, quiet
+from b2cryptfs.fs.handlers import handler, quiet
 from b2cryptfs.fs.mount import fuse_options
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.vfs.config import MountConfig
