@@ -1,45 +1,82 @@
-"""File content operations of the vfs: open, read, write, truncate, seal and upload.
+"""File content of the vfs: open, read, write, truncate, set mtime, seal and upload.
 
-Reads of a remote version go through the ciphertext cache; writes go to an encrypted staging
-file, sealed into the outbox at the last close (or fsync) and uploaded in the background.
+Reads go to the reader (vfs/reader.py) unless the file is being written; writes go to an
+encrypted staging file, sealed into the outbox (``Outbox.put``) at the last close (or fsync)
+and uploaded in the background.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
 
 import trio
 
 from b2cryptfs.bucket.pairs import INFO_FORMAT
-from b2cryptfs.errors import B2CryptfsError, IntegrityError
+from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.store.base import MTIME_KEY
+from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.namespace import (
-    Node,
-)
-from b2cryptfs.vfs.openfile import (
-    readahead_window,
-)
-from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
+from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.namespace import InodeTable, Node
+from b2cryptfs.vfs.outbox import Outbox, OutboxEntry, WrittenContent
+from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.reader import Reader
 from b2cryptfs.vfs.staging import Staging
-from b2cryptfs.vfs.state import VfsState
 from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
 
 
-class ContentOps(VfsState):
-    """Opening, reading and writing files; sealing and uploading what was written."""
+class Content:
+    """Open files: their handles, reads (through the reader), writes into staging files,
+    and sealing what was written into the outbox (``Outbox.put``) for upload."""
 
-    async def _truncate_to_empty(self, node: Node) -> None:
+    def __init__(
+        self,
+        ctx: VfsContext,
+        table: InodeTable,
+        listings: ListingCache,
+        outbox: Outbox,
+        overlay: Overlay,
+        reader: Reader,
+    ) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.listings = listings
+        self.outbox = outbox
+        self.overlay = overlay
+        self.reader = reader
+        self.handles: dict[int, Handle] = {}
+        self._fh_numbers = itertools.count(1)
+
+    def new_fh(self) -> int:
+        """A fresh handle number (file and directory handles share the numbering)."""
+        return next(self._fh_numbers)
+
+    def handle(self, fh: int) -> Handle:
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise OpError(errno.EBADF, f"unknown file handle {fh}")
+        return handle
+
+    def add_new(self, node: Node, flags: int) -> int:
+        """A handle on a file just created (open for writing, maybe reading)."""
+        readable = (flags & os.O_ACCMODE) != os.O_WRONLY
+        handle = Handle(self.new_fh(), node, readable=readable, writable=True)
+        node.open_count += 1
+        self.handles[handle.fh] = handle
+        node.cache_version = None
+        return handle.fh
+
+    async def truncate_to_empty(self, node: Node) -> None:
         """Start the node's content over, empty and dirty (O_TRUNC, or a new file)."""
         async with node.lock:
             if node.staging is None:
-                self.table.set_staging(node, Staging(self.cache.staging))
+                self.table.set_staging(node, Staging(self.ctx.cache.staging))
             else:
                 node.staging.truncate(0)
             node.dirty = True
@@ -55,42 +92,25 @@ class ContentOps(VfsState):
         readable = acc in (os.O_RDONLY, os.O_RDWR)
         writable = acc in (os.O_WRONLY, os.O_RDWR)
         if writable:
-            self._check_writable()
-        view = None if node.unlinked else await self._view(node.path)
+            self.ctx.check_writable()
+        view = None if node.unlinked else await self.overlay.view(node.path)
         if view is None and node.staging is None:
             raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
-        handle = Handle(self._new_fh(), node, readable, writable)
+        handle = Handle(self.new_fh(), node, readable, writable)
         if writable and flags & os.O_TRUNC:
-            await self._truncate_to_empty(node)
+            await self.truncate_to_empty(node)
         version: str | None = None
         if readable and node.staging is None:
             assert view is not None
-            version = await self._pin(handle, view)
+            version = await self.reader.pin(handle, view)
         node.open_count += 1
-        self._handles[handle.fh] = handle
+        self.handles[handle.fh] = handle
         keep = version is not None and node.cache_version == version
         node.cache_version = version
         return handle.fh, keep
 
-    async def _pin(self, handle: Handle, view: FileView) -> str | None:
-        """Attach the content a read-only view of the file comes from."""
-        if view.exact and view.size == 0:
-            handle.empty = True
-            return view.version
-        if view.pending is not None:
-            local = await self.versions.local(view.pending)
-            if local is not None:
-                handle.local = local
-                return local.version
-            view = await self._view(handle.node.path) or view  # uploaded meanwhile
-            if view.pending is not None or view.remote is None:
-                raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
-        assert view.remote is not None
-        handle.remote = await self.versions.remote(view.remote)
-        return view.remote.content.version_id
-
     async def read(self, fh: int, offset: int, size: int) -> bytes:
-        handle = self._handle(fh)
+        handle = self.handle(fh)
         node = handle.node
         if not handle.readable:
             raise OpError(errno.EBADF)
@@ -98,77 +118,34 @@ class ContentOps(VfsState):
             async with node.lock:
                 if node.staging is not None:
                     return node.staging.read(offset, size)
-        if handle.local is None and handle.remote is None and not handle.empty:
-            view = await self._view(node.path)
-            if view is None:
-                raise OpError(errno.ENOENT)
-            await self._pin(handle, view)
-        if handle.empty:
-            return b""
-        if handle.local is not None:
-            return await trio.to_thread.run_sync(
-                handle.local.read, offset, size, limiter=self.cpu_limiter
-            )
-        assert handle.remote is not None
-        rc = handle.remote
-        try:
-            data = await self._bounded(
-                f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
-            )
-        except IntegrityError as exc:
-            # Name the damaged object in the log line (the codec knows only chunk numbers).
-            raise type(exc)(f"{rc.entry.content.name}: {exc}") from None
-        cs = rc.reader.chunk_size
-        sequential = abs(offset - handle.next_off) <= 4 * cs
-        handle.readahead = readahead_window(handle.readahead, sequential, cs)
-        handle.next_off = offset + len(data)
-        if not handle.readahead:
-            handle.ahead_upto = 0
-        elif data:
-            # Top the window up in large steps: fewer, bigger range requests.
-            last = (offset + len(data) - 1) // cs
-            if handle.ahead_upto - last <= handle.readahead // 2:
-                self.fetcher.prefetch(rc, max(last + 1, handle.ahead_upto), last + handle.readahead)
-                handle.ahead_upto = last + handle.readahead + 1
-        return data
+        return await self.reader.read(handle, offset, size)
 
     async def _ensure_staging(self, node: Node, *, need_content: bool) -> Staging:
         """The node's staging file, filled with the current content if needed (node locked)."""
         if node.staging is not None:
             return node.staging
-        view = None if node.unlinked else await self._view(node.path)
+        view = None if node.unlinked else await self.overlay.view(node.path)
 
         async def fill() -> Staging:
-            staging = Staging(self.cache.staging)
+            staging = Staging(self.ctx.cache.staging)
             try:
                 if need_content and view is not None and not (view.exact and view.size == 0):
-                    read, size = await self._blocking_reader(view)
+                    read, size = await self.reader.blocking_reader(view)
                     await trio.to_thread.run_sync(
-                        staging.fill_from, read, size, limiter=self.store_limiter
+                        staging.fill_from, read, size, limiter=self.ctx.store_limiter
                     )
             except BaseException:
                 staging.close()
                 raise
             return staging
 
-        staging = await self._with_room(fill)
+        staging = await self.ctx.with_room(fill)
         self.table.set_staging(node, staging)
         node.content_mtime_ns = view.mtime_ns if view is not None else time.time_ns()
         return staging
 
-    async def _blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
-        if view.pending is not None:
-            local = await self.versions.local(view.pending)
-            if local is not None:
-                return local.read, local.reader.plaintext_size
-            view = await self._view(view.pending.path) or view
-        if view.remote is None:
-            raise OpError(errno.EIO, "the file's content vanished")
-        rc = await self.versions.remote(view.remote)
-        return rc.reader.read, rc.size
-
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        handle = self._handle(fh)
+        handle = self.handle(fh)
         if not handle.writable:
             raise OpError(errno.EBADF)
         node = handle.node
@@ -179,12 +156,12 @@ class ContentOps(VfsState):
                 return staging.write(offset, data)
 
             # All or nothing: a full disk refuses the write before anything changes.
-            await self._with_room(put)
+            await self.ctx.with_room(put)
             node.dirty = True
             node.content_mtime_ns = time.time_ns()
         return len(data)
 
-    async def _seal(self, node: Node) -> OutboxEntry | None:
+    async def seal(self, node: Node) -> OutboxEntry | None:
         """Seal a node's dirty staging content into a new outbox entry."""
         async with node.lock:
             staging = node.staging
@@ -195,7 +172,7 @@ class ContentOps(VfsState):
                 return None
             path = node.path
             mtime_ms = node.content_mtime_ns // 1_000_000
-            pairs = self.pairs
+            pairs = self.ctx.pairs
 
             def write_content(content_path: str) -> WrittenContent:
                 fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -208,10 +185,10 @@ class ContentOps(VfsState):
             work = self.outbox.put(path, mtime_ms, write_content)
 
             async def seal() -> OutboxEntry:
-                return await trio.to_thread.run_sync(work, limiter=self.cpu_limiter)
+                return await trio.to_thread.run_sync(work, limiter=self.ctx.cpu_limiter)
 
             try:
-                entry = await self._with_room(seal)
+                entry = await self.ctx.with_room(seal)
             except OSError as exc:
                 log.error("%s: cannot seal it into the outbox: %s", path, exc.strerror or exc)
                 raise OpError(exc.errno or errno.EIO, str(exc)) from None
@@ -222,11 +199,11 @@ class ContentOps(VfsState):
                 # must not bring the name back.
                 self.outbox.discard(entry)
                 return None
-            self.outbox.register(entry, settle=not self.config.sync_upload)
+            self.outbox.register(entry, settle=not self.ctx.config.sync_upload)
             log.debug("%s: sealed %d bytes for upload", path, entry.plaintext_size)
             return entry
 
-    async def _wait_upload(self, entry: OutboxEntry) -> None:
+    async def wait_upload(self, entry: OutboxEntry) -> None:
         try:
             await self.outbox.wait(entry, max_attempts=3)
         except B2CryptfsError as exc:
@@ -237,7 +214,7 @@ class ContentOps(VfsState):
 
     async def flush(self, fh: int) -> None:
         # close(2): once it returns, what was written is durable (sealed into the outbox).
-        handle = self._handle(fh)
+        handle = self.handle(fh)
         if not handle.writable:
             return
         node = handle.node
@@ -246,23 +223,23 @@ class ContentOps(VfsState):
             # empty new file is sealed at the last close instead of at each of those.
             if self.outbox.latest(node.path) is None and not self.listings.listed(node.path):
                 return
-        entry = await self._seal(node)
-        if self.config.sync_upload:
+        entry = await self.seal(node)
+        if self.ctx.config.sync_upload:
             # close itself reports whether the upload worked.
             entry = entry or self.outbox.latest(node.path)
             if entry is not None:
-                await self._wait_upload(entry)
+                await self.wait_upload(entry)
 
     async def fsync(self, fh: int) -> None:
-        handle = self._handle(fh)
+        handle = self.handle(fh)
         node = handle.node
-        entry = await self._seal(node) if handle.writable else None
+        entry = await self.seal(node) if handle.writable else None
         entry = entry or (None if node.unlinked else self.outbox.latest(node.path))
         if entry is not None:
-            await self._wait_upload(entry)
+            await self.wait_upload(entry)
 
     async def release(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
+        handle = self.handles.pop(fh, None)
         if handle is None:
             return
         node = handle.node
@@ -270,7 +247,7 @@ class ContentOps(VfsState):
         try:
             # A truncate(2) while only readers had it open is sealed by the last close.
             if node.dirty and (handle.writable or last):
-                await self._seal(node)
+                await self.seal(node)
         except B2CryptfsError as exc:
             log.error(
                 "%s: not saved at close: %s (its content stays staged; the next close, fsync "
@@ -312,14 +289,14 @@ class ContentOps(VfsState):
             node.uid = uid
         if gid is not None:
             node.gid = gid
-        return await self._attr_of(node)
+        return await self.overlay.attr_of(node)
 
     async def _truncate(self, node: Node, size: int) -> None:
-        self._check_writable()
+        self.ctx.check_writable()
         if size < 0:
             raise OpError(errno.EINVAL)
         if node.staging is None and not node.unlinked:
-            view = await self._view(node.path)
+            view = await self.overlay.view(node.path)
             if view is not None and view.exact and view.size == size:
                 return  # nothing changes: no copy, no upload
         async with node.lock:
@@ -329,19 +306,19 @@ class ContentOps(VfsState):
             node.content_mtime_ns = time.time_ns()
         if node.open_count == 0:
             # truncate(2) of a closed file: upload it now, as a close would.
-            await self._seal(node)
+            await self.seal(node)
             async with node.lock:
                 if node.open_count == 0 and node.staging is not None and not node.dirty:
                     self.table.set_staging(node, None)
 
     async def _set_mtime(self, node: Node, mtime_ns: int) -> None:
-        self._check_writable()
+        self.ctx.check_writable()
         if node.staging is not None:
             async with node.lock:
                 node.content_mtime_ns = mtime_ns
                 node.dirty = True
             if node.open_count == 0:
-                await self._seal(node)
+                await self.seal(node)
             return
         mtime_ms = mtime_ns // 1_000_000
         entry = await self.outbox.settle_path(node.path)
@@ -352,12 +329,12 @@ class ContentOps(VfsState):
                 except OSError as exc:
                     raise OpError(exc.errno or errno.EIO, str(exc)) from None
             return
-        view = await self._view(node.path)
+        view = await self.overlay.view(node.path)
         if view is None or view.remote is None:
             raise OpError(errno.ENOENT)
         if view.remote.mtime_ms == mtime_ms:
             return
-        await self._reupload(node.path, await self._exact(view), mtime_ms)
+        await self._reupload(node.path, await self.overlay.exact(view), mtime_ms)
 
     async def _reupload(self, path: str, view: FileView, mtime_ms: int) -> None:
         """Upload a stored pair again, bytes unchanged, to record a new mtime."""
@@ -366,7 +343,7 @@ class ContentOps(VfsState):
         if remote.key is None or remote.format is None:
             raise OpError(errno.EIO, f"{path}: its key object is missing")
         key_obj, fmt = remote.key, remote.format
-        pairs = self.pairs
+        pairs = self.ctx.pairs
 
         def write_content(content_path: str) -> WrittenContent:
             pairs.download_content(remote.content, content_path)
@@ -379,12 +356,12 @@ class ContentOps(VfsState):
         work = self.outbox.put(path, mtime_ms, write_content)
 
         async def copy() -> OutboxEntry:
-            return await trio.to_thread.run_sync(work, limiter=self.store_limiter)
+            return await trio.to_thread.run_sync(work, limiter=self.ctx.store_limiter)
 
         try:
-            entry = await self._with_room(copy)
+            entry = await self.ctx.with_room(copy)
         except OSError as exc:
             raise OpError(exc.errno or errno.EIO, f"{path}: {exc.strerror or exc}") from None
-        self.outbox.register(entry, settle=not self.config.sync_upload)
-        if self.config.sync_upload:
-            await self._wait_upload(entry)
+        self.outbox.register(entry, settle=not self.ctx.config.sync_upload)
+        if self.ctx.config.sync_upload:
+            await self.wait_upload(entry)

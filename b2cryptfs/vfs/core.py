@@ -1,11 +1,12 @@
-"""The vfs core: a POSIX-like file tree over paired encrypted objects.
+"""The vfs facade: a POSIX-like file tree over paired encrypted objects.
 
 The FUSE layer calls this facade with inode numbers and handles; everything here is trio
 code with blocking work (store calls, sealing, big decryptions) sent to worker threads
 under capacity limiters. Errors are raised as :class:`b2cryptfs.errors.B2CryptfsError`
-subclasses whose ``errno`` is what the caller gets. This module holds the life cycle and the
-namespace operations; file content is in :mod:`b2cryptfs.vfs.content`, shared state and
-listings in :mod:`b2cryptfs.vfs.state`.
+subclasses whose ``errno`` is what the caller gets. The facade holds the parts and delegates
+to them: the shared context (vfs/context.py), inodes (vfs/namespace.py), listings and how a
+path is seen (vfs/listings.py, vfs/overlay.py), open files and writes (vfs/content.py),
+reads and read-ahead (vfs/reader.py), namespace changes (vfs/tree.py) and the outbox.
 """
 
 from __future__ import annotations
@@ -13,46 +14,96 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat
-import time
 
 import trio
 
-from b2cryptfs.bucket.pairs import FileEntry
-from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
+from b2cryptfs.bucket.pairs import PairStore
+from b2cryptfs.cache.cachedir import CacheDir
+from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.formats import detect_format
-from b2cryptfs.vfs.content import ContentOps
+from b2cryptfs.vfs.config import MountConfig
+from b2cryptfs.vfs.content import Content
+from b2cryptfs.vfs.context import BLKSIZE, VfsContext
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.namespace import (
-    ROOT_INO,
-    DirState,
-    is_under,
-    join,
-    split,
-)
-from b2cryptfs.vfs.openfile import (
-    ChunkFetcher,
-)
-from b2cryptfs.vfs.state import BLKSIZE
-from b2cryptfs.vfs.views import Attr, FileView, Handle
+from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.namespace import ROOT_INO, InodeTable, Node, join, split
+from b2cryptfs.vfs.openfile import ChunkFetcher
+from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.reader import Reader
+from b2cryptfs.vfs.tree import RENAME_EXCHANGE, RENAME_NOREPLACE, Tree
+from b2cryptfs.vfs.versions import Versions
+from b2cryptfs.vfs.views import Attr, FileView
 
 log = logging.getLogger(__name__)
 
 XATTR_FORMAT = "user.b2cryptfs.format"
 XATTR_RECIPIENTS = "user.b2cryptfs.recipients"
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 
 __all__ = ["Attr", "FileView", "Vfs", "RENAME_NOREPLACE", "RENAME_EXCHANGE"]
 
 
-class Vfs(ContentOps):
+class Vfs:
     """The mount's file tree. Create, then ``await start(nursery)``; ``shutdown()`` at the end."""
+
+    def __init__(
+        self,
+        pairs: PairStore,
+        config: MountConfig,
+        cache: CacheDir,
+        *,
+        settle: float = 2.0,
+        retry_base: float = 1.0,
+    ) -> None:
+        ctx = self.ctx = VfsContext(pairs, config, cache)
+        self.table = InodeTable()
+        self.outbox = Outbox(
+            cache.outbox,
+            pairs,
+            trio.CapacityLimiter(max(1, config.upload_workers)),
+            workers=config.upload_workers,
+            settle=settle,
+            retry_base=retry_base,
+        )
+        # Finished uploads reach the listings through the listing cache's own look-ups.
+        self.listings = ListingCache(
+            pairs, config.dir_cache_time, ctx.store, uploads=self.outbox.take_uploaded
+        )
+        self.versions = Versions(
+            pairs, ctx.store_read, ctx.cpu_limiter, ctx.warn_once, ctx.no_read_key
+        )
+        self.overlay = Overlay(ctx, self.table, self.listings, self.outbox, self.versions)
+        self.reader = Reader(ctx, self.overlay, self.versions)
+        self.content = Content(
+            ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
+        )
+        self.tree = Tree(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
+
+    @property
+    def config(self) -> MountConfig:
+        return self.ctx.config
+
+    @property
+    def pairs(self) -> PairStore:
+        return self.ctx.pairs
+
+    @property
+    def disk_cache(self) -> ChunkCache | None:
+        return self.ctx.disk_cache
+
+    @property
+    def timeout(self) -> float:
+        return self.ctx.timeout
+
+    @property
+    def fetcher(self) -> ChunkFetcher:
+        return self.reader.fetcher
 
     async def start(self, nursery: trio.Nursery) -> None:
         found = await trio.to_thread.run_sync(self.outbox.scan)
-        self._fetcher = ChunkFetcher(self.disk_cache, self.store_limiter, nursery)
-        if self.config.read_only:
+        self.reader.start(nursery)
+        if self.ctx.config.read_only:
             # A read-only mount writes nothing to the store, not even earlier leftovers.
             if found:
                 log.warning(
@@ -70,24 +121,24 @@ class Vfs(ContentOps):
         for node in list(self.table.staged()):
             if node.dirty:
                 try:
-                    await self._seal(node)
+                    await self.content.seal(node)
                 except Exception as exc:  # noqa: BLE001 - one file must not stop the rest
                     log.error("%s: could not be saved at unmount: %s", node.path, exc)
-        if self.config.read_only:
+        if self.ctx.config.read_only:
             return len(self.outbox)
         return await self.outbox.drain()
 
     async def lookup(self, parent_ino: int, name: str) -> Attr:
-        parent = self._dir_node(parent_ino)
+        parent = self.overlay.dir_node(parent_ino)
         if name == ".":
             node = parent
         elif name == "..":
             node = self.table.node_for(split(parent.path)[0], True) if parent.path else parent
         else:
             path = join(parent.path, name)
-            kind = await self._existing_kind(path)
+            kind = await self.overlay.existing_kind(path)
             node = self.table.node_for(path, kind == "dir")
-        attr = await self._attr_of(node)
+        attr = await self.overlay.attr_of(node)
         node.lookups += 1
         return attr
 
@@ -101,11 +152,11 @@ class Vfs(ContentOps):
         self.table.forget(ino, count)
 
     async def getattr(self, ino: int) -> Attr:
-        return await self._attr_of(self.table.get(ino))
+        return await self.overlay.attr_of(self.table.get(ino))
 
     async def opendir(self, ino: int) -> int:
-        node = self._dir_node(ino)
-        fh = self._new_fh()
+        node = self.overlay.dir_node(ino)
+        fh = self.content.new_fh()
         self._dir_handles[fh] = (node, None)
         return fh
 
@@ -113,228 +164,78 @@ class Vfs(ContentOps):
         """Entries from index ``start`` on; the listing is taken once per open directory."""
         node, entries = self._dir_handles[fh]
         if entries is None or start == 0:
-            files, dirs = await self._children(node.path)
+            files, dirs = await self.overlay.children(node.path)
             entries = []
             for leaf in sorted(dirs):
                 child = self.table.node_for(join(node.path, leaf), True)
-                entries.append((leaf, self._dir_attr(child)))
+                entries.append((leaf, self.overlay.dir_attr(child)))
             for leaf in sorted(files):
                 child = self.table.node_for(join(node.path, leaf), False)
-                entries.append((leaf, self._file_attr(child, files[leaf])))
+                entries.append((leaf, self.overlay.file_attr(child, files[leaf])))
             self._dir_handles[fh] = (node, entries)
         return entries[start:]
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
 
+    # --- file content (vfs/content.py) ------------------------------------------------
+
+    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+        """Open a file; returns (handle, keep the kernel's page cache)."""
+        return await self.content.open(ino, flags)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return await self.content.read(fh, offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        return await self.content.write(fh, offset, data)
+
+    async def flush(self, fh: int) -> None:
+        await self.content.flush(fh)
+
+    async def fsync(self, fh: int) -> None:
+        await self.content.fsync(fh)
+
+    async def release(self, fh: int) -> None:
+        await self.content.release(fh)
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> Attr:
+        return await self.content.setattr(
+            ino, size=size, mtime_ns=mtime_ns, mode=mode, uid=uid, gid=gid
+        )
+
+    # --- namespace (vfs/tree.py) ----------------------------------------------------
+
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
-        self._check_writable()
-        parent = self._dir_node(parent_ino)
-        path = self._check_name(parent.path, name, is_dir=True)
-        async with self._meta:
-            if await self._kind(path) is not None:
-                raise OpError(errno.EEXIST, f"{path}: exists")
-            try:
-                await self._store(self.pairs.mkdir, path)
-            except AlreadyExists:
-                raise OpError(errno.EEXIST, f"{path}: exists") from None
-            self.listings.set_dir(parent.path, name, True)
-            self.listings.put(path, DirState({}, set(), True, trio.current_time()))
-            node = self.table.node_for(path, True)
-            node.perm = mode & 0o7777 if mode & 0o7777 else None
-            node.dir_mtime_ns = time.time_ns()
-        node.lookups += 1
-        return self._dir_attr(node)
+        return await self.tree.mkdir(parent_ino, name, mode)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
-        self._check_writable()
-        parent = self._dir_node(parent_ino)
-        path = join(parent.path, name)
-        async with self._meta:
-            kind = await self._existing_kind(path)
-            if kind != "dir":
-                raise OpError(errno.ENOTDIR)
-            # Emptiness is decided on a fresh listing: another writer may have added files.
-            await self.listings.get(path, fresh=True)
-            files, dirs = await self._children(path)
-            if files or dirs:
-                raise OpError(errno.ENOTEMPTY, f"{path}: not empty")
-            await self._store(self.pairs.rmdir, path)
-            self.listings.set_dir(parent.path, name, False)
-            self.listings.forget(path)
-            self.table.detach(path)
-            await self._keep_dir(parent.path)
+        await self.tree.rmdir(parent_ino, name)
 
     async def create(self, parent_ino: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
-        self._check_writable()
-        parent = self._dir_node(parent_ino)
-        path = self._check_name(parent.path, name, is_dir=False)
-        async with self._meta:
-            files, dirs = await self._children(parent.path)
-            if name in dirs:
-                raise OpError(errno.EISDIR, f"{path}: is a directory")
-            if name not in files:
-                self._check_collision(path, files)
-            node = self.table.node_for(path, False)
-            await self._truncate_to_empty(node)
-            if mode & 0o7777:
-                node.perm = mode & 0o7777
-            handle = Handle(
-                self._new_fh(), node, readable=(flags & os.O_ACCMODE) != os.O_WRONLY, writable=True
-            )
-            node.open_count += 1
-            self._handles[handle.fh] = handle
-            node.lookups += 1
-            node.cache_version = None
-            return handle.fh, await self._attr_of(node)
+        return await self.tree.create(parent_ino, name, mode, flags)
 
     async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
-        if not stat.S_ISREG(mode):
-            raise OpError(errno.EPERM, "only regular files can be stored")
-        fh, attr = await self.create(parent_ino, name, mode, os.O_WRONLY)
-        await self.release(fh)
-        return attr
+        return await self.tree.mknod(parent_ino, name, mode)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
-        self._check_writable()
-        parent = self._dir_node(parent_ino)
-        path = join(parent.path, name)
-        async with self._meta:
-            kind = await self._existing_kind(path)
-            if kind == "dir":
-                raise OpError(errno.EISDIR)
-            node = self.table.by_path.get(path)
-            if node is not None:
-                node.dirty = False  # content written to a deleted name is never uploaded
-                self.table.detach(path)
-            await self.outbox.cancel_path(path)
-            ds = await self.listings.get(parent.path)
-            if name in ds.files:
-                try:
-                    await self._store(self.pairs.delete, path)
-                except NotFound:
-                    pass
-                self.listings.set_file(parent.path, name, None)
-            await self._keep_dir(parent.path)
+        await self.tree.unlink(parent_ino, name)
 
     async def rename(
         self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str, flags: int
     ) -> None:
-        self._check_writable()
-        if flags & RENAME_EXCHANGE:
-            raise OpError(errno.EINVAL, "exchanging names is not supported")
-        old_parent = self._dir_node(old_parent_ino)
-        new_parent = self._dir_node(new_parent_ino)
-        old = join(old_parent.path, old_name)
-        async with self._meta:
-            kind = await self._existing_kind(old)
-            if kind == "file":
-                new = self._check_name(new_parent.path, new_name, is_dir=False)
-            else:
-                new = self._check_name(new_parent.path, new_name, is_dir=True)
-            if new == old:
-                return
-            target = await self._kind(new)
-            if target is not None and flags & RENAME_NOREPLACE:
-                raise OpError(errno.EEXIST)
-            if kind == "file":
-                if target == "dir":
-                    raise OpError(errno.EISDIR)
-                files, _ = await self._children(new_parent.path)
-                self._check_collision(new, files, ignore=old)
-                await self._rename_file(old, new)
-            else:
-                if target == "file":
-                    raise OpError(errno.ENOTDIR)
-                if is_under(new, old):
-                    raise OpError(errno.EINVAL, "cannot move a directory into itself")
-                if target == "dir":
-                    files, dirs = await self._children(new)
-                    if files or dirs:
-                        raise OpError(errno.ENOTEMPTY)
-                    await self._store(self.pairs.rmdir, new)
-                    self.listings.set_dir(new_parent.path, new_name, False)
-                    self.listings.forget(new)
-                    self.table.detach(new)
-                await self._rename_dir(old, new)
-            await self._keep_dir(old_parent.path)
+        await self.tree.rename(old_parent_ino, old_name, new_parent_ino, new_name, flags)
 
-    async def _rename_file(self, old: str, new: str) -> None:
-        old_dir, old_leaf = split(old)
-        new_dir, new_leaf = split(new)
-        node = self.table.by_path.get(old)
-        if node is not None and node.dirty:
-            # Newest content first into the outbox, so that it moves like any pending upload.
-            await self._seal(node)
-        await self.outbox.cancel_path(new)
-        entry = await self.outbox.settle_path(old)
-        remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)
-        moved: FileEntry | None = None
-        if entry is not None and remote_old is None:
-            try:
-                self.outbox.retarget(entry, new)
-            except OSError as exc:
-                raise OpError(exc.errno or errno.EIO, f"outbox: {exc}") from None
-        else:
-            if entry is not None:
-                await self._wait_upload(entry)
-            moved = await self._store(self.pairs.rename, old, new)
-        self.listings.set_file(old_dir, old_leaf, None)
-        if moved is not None:
-            # (A retargeted upload leaves the target's stored version listed: it still
-            # exists, and an unlink before the upload must remove it.)
-            self.listings.set_file(new_dir, new_leaf, moved)
-        self.table.move(old, new)
-
-    async def _rename_dir(self, old: str, new: str) -> None:
-        # Everything under the directory must be in the store before it is moved there.
-        for node in list(self.table.staged()):
-            if is_under(node.path, old) and node.dirty:
-                await self._seal(node)
-        for entry in list(self.outbox.pending()):
-            if is_under(entry.path, old):
-                await self._wait_upload(entry)
-        try:
-            await self._store(self._rename_tree, old, new)
-        finally:
-            old_parent, old_leaf = split(old)
-            new_parent, new_leaf = split(new)
-            self.listings.forget(old)
-            self.listings.forget(new)
-            self.listings.set_dir(old_parent, old_leaf, False)
-            self.listings.set_dir(new_parent, new_leaf, True)
-        self.table.move(old, new)
-
-    def _rename_tree(self, old: str, new: str) -> None:
-        """Blocking: move every pair and marker from ``old/`` to ``new/``.
-
-        The new directory's marker comes first and the old markers go last; each file is
-        copied before its old objects are removed, so every file resolves at all times.
-        """
-        try:
-            self.pairs.mkdir(new)
-        except AlreadyExists:
-            pass
-        levels: list[str] = []
-        stack = [old]
-        while stack:
-            d = stack.pop()
-            levels.append(d)
-            listing = self.pairs.list_dir(d)
-            target = new + d[len(old) :]
-            if listing.has_marker and d != old:
-                try:
-                    self.pairs.mkdir(target)
-                except AlreadyExists:
-                    pass
-            for leaf in sorted(listing.files):
-                self.pairs.rename(join(d, leaf), join(target, leaf))
-            stack.extend(join(d, leaf) for leaf in sorted(listing.dirs))
-        for d in reversed(levels):
-            try:
-                self.pairs.rmdir(d)
-            except B2CryptfsError as exc:
-                log.warning("rename: %s could not be removed after moving its files: %s", d, exc)
+    # --- extended attributes, statfs ------------------------------------------------
 
     async def listxattr(self, ino: int) -> list[str]:
         node = self.table.get(ino)
@@ -346,12 +247,12 @@ class Vfs(ContentOps):
         node = self.table.get(ino)
         if node.is_dir or node.unlinked or name not in (XATTR_FORMAT, XATTR_RECIPIENTS):
             raise OpError(errno.ENODATA)
-        view = await self._view(node.path)
+        view = await self.overlay.view(node.path)
         if view is None:
             raise OpError(errno.ENOENT)
         if view.staged is not None or (view.pending is None and view.remote is None):
             if name == XATTR_FORMAT:
-                return self.pairs.format.encode()
+                return self.ctx.pairs.format.encode()
             raise OpError(errno.ENODATA, "not sealed yet")
         if view.pending is not None:
             pending = view.pending
@@ -366,13 +267,13 @@ class Vfs(ContentOps):
                 return remote.format.encode()
             if remote.key is None:
                 raise OpError(errno.ENODATA, "key object missing")
-            key_object = await self._store_read(
-                f"key object of {node.path}", self.pairs.read_key_object, remote.key
+            key_object = await self.ctx.store_read(
+                f"key object of {node.path}", self.ctx.pairs.read_key_object, remote.key
             )
             fmt = remote.format or detect_format(key_object[:64])
             if name == XATTR_FORMAT:
                 return fmt.encode()
-        lines = self.pairs.codec_for(fmt).describe_recipients(key_object)
+        lines = self.ctx.pairs.codec_for(fmt).describe_recipients(key_object)
         return "\n".join(lines).encode()
 
     def statfs(self) -> dict[str, int]:
@@ -384,7 +285,7 @@ class Vfs(ContentOps):
         used = sum(e.content_size for e in self.outbox.pending()) // frsize
         free = blocks - used
         try:
-            disk = os.statvfs(self.cache.path)
+            disk = os.statvfs(self.ctx.cache.path)
             free = min(free, disk.f_bavail * disk.f_frsize // frsize)
         except OSError:
             pass
@@ -401,4 +302,4 @@ class Vfs(ContentOps):
         }
 
     def root_attr(self) -> Attr:
-        return self._dir_attr(self.table.get(ROOT_INO))
+        return self.overlay.dir_attr(self.table.get(ROOT_INO))

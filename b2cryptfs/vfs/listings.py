@@ -29,26 +29,38 @@ class ListingCache:
         pairs: PairStore,
         ttl: float,
         run: Callable[[Callable[..., DirListing], str], Awaitable[Any]],
+        uploads: Callable[[], list[tuple[str, FileEntry]]] = list,
     ) -> None:
         self._pairs = pairs
+        # Where finished uploads come from (the outbox's take_uploaded): taken in before
+        # every look, so a file never shows neither pending nor listed.
+        self._uploads = uploads
         self.ttl = ttl
         self._run = run
         self._dirs: dict[str, DirState] = {}
         self._replay: dict[str, list[Callable[[DirState], None]]] = {}
         self._locks: dict[str, trio.Lock] = {}
 
+    def catch_up(self) -> None:
+        """Apply the uploads finished since the last look."""
+        for path, result in self._uploads():
+            self.uploaded(path, result)
+
     def cached(self, dirpath: str) -> DirState | None:
         """The cached listing of ``dirpath`` (however old), or None."""
+        self.catch_up()
         return self._dirs.get(dirpath)
 
     def put(self, dirpath: str, ds: DirState) -> None:
         """Take ``ds`` as the listing of ``dirpath`` (a directory this mount just made)."""
+        self.catch_up()
         self._dirs[dirpath] = ds
 
     # In-place changes of cached listings. A listing running meanwhile may or may not see a
     # change, so each one is also recorded and replayed onto that listing when it returns.
 
     def edit(self, dirpath: str, change: Callable[[DirState], None]) -> None:
+        self.catch_up()
         ds = self._dirs.get(dirpath)
         if ds is not None:
             change(ds)
@@ -92,6 +104,7 @@ class ListingCache:
             path = up
 
     async def get(self, dirpath: str, *, fresh: bool = False) -> DirState:
+        self.catch_up()
         ds = self._dirs.get(dirpath)
         asked = trio.current_time()
         if ds is not None and not fresh and asked - ds.fetched < self.ttl:
@@ -121,6 +134,7 @@ class ListingCache:
                 return ds
             finally:
                 del self._replay[dirpath]
+            self.catch_up()  # (onto the old listing and into replay)
             ds = DirState.from_listing(listing, started)
             for change in replay:
                 change(ds)
@@ -129,10 +143,12 @@ class ListingCache:
 
     def listed(self, path: str) -> bool:
         """Does the cached listing hold a stored version of ``path``?"""
+        self.catch_up()
         parent, leaf = split(path)
         ds = self._dirs.get(parent)
         return ds is not None and leaf in ds.files
 
     def forget(self, top: str) -> None:
+        self.catch_up()
         for d in [d for d in self._dirs if d == top or is_under(d, top)]:
             del self._dirs[d]

@@ -338,11 +338,3 @@ class LocalContent:
 
     def close(self) -> None:
         self.source.close()
-
-
-def readahead_window(previous: int, sequential: bool, chunk_size: int) -> int:
-    """Chunks to keep fetched ahead of a reader: grows while reads stay sequential."""
-    if not sequential:
-        return 0
-    most = max(1, MAX_READAHEAD_BYTES // chunk_size)
-    return min(most, max(8, previous * 2))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import trio
@@ -59,7 +60,6 @@ class Outbox:
         workers: int = 4,
         settle: float = 2.0,
         retry_base: float = 1.0,
-        on_uploaded: Callable[[OutboxEntry, FileEntry], None] | None = None,
     ) -> None:
         self.directory = directory
         self.pairs = pairs
@@ -67,7 +67,9 @@ class Outbox:
         self.workers = max(1, workers)
         self.settle = settle
         self.retry_base = retry_base
-        self.on_uploaded = on_uploaded
+        # Finished uploads (path, stored pair) for the listing cache to take: the outbox
+        # knows nothing above it; whoever shows listings drains this before each look.
+        self._uploaded: deque[tuple[str, FileEntry]] = deque()
         self._entries: dict[int, OutboxEntry] = {}
         self._by_path: dict[str, dict[int, OutboxEntry]] = {}
         # Where pending paths are, for listings (every entry in _entries is pending).
@@ -333,17 +335,19 @@ class Outbox:
             entry.state = DONE
             self._remove(entry)
             self._discard_files(entry.seq)
-            if self.on_uploaded is not None:
-                try:
-                    self.on_uploaded(entry, result)
-                except Exception:  # noqa: BLE001
-                    log.exception("after uploading %s", entry.path)
+            self._uploaded.append((entry.path, result))
             entry.done.set()
             log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)
         finally:
             entry.attempted.set()
             entry.attempted = trio.Event()
             self._wake()
+
+    def take_uploaded(self) -> list[tuple[str, FileEntry]]:
+        """Uploads finished since the last call, oldest first: (path, stored pair)."""
+        done = list(self._uploaded)
+        self._uploaded.clear()
+        return done
 
     def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
         entry.attempts += 1

@@ -152,6 +152,31 @@ def test_directory_implied_by_pending_upload_and_nested_mkdir(tmp_path: Path, id
     run(main)
 
 
+def test_finished_upload_reaches_the_cached_listing(tmp_path: Path, ident) -> None:
+    # The outbox only queues what it uploaded; the listing cache takes it in at its next
+    # look, so the file is listed (no new listing request) the moment it stops being pending.
+    store = CountingStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, store=store, identity=ident, dir_cache_time=3600) as vfs:
+            await vfs.mkdir(ROOT_INO, "a", 0o755)
+            assert await listdir(vfs, "a") == []
+            await write_file(vfs, "a/c.txt", b"payload")
+            entry = vfs.outbox.latest("a/c.txt")
+            assert entry is not None
+            assert not vfs.listings.listed("a/c.txt")
+            await vfs.outbox.wait(entry)
+            assert vfs.outbox.latest("a/c.txt") is None
+            store.calls.clear()
+            assert vfs.listings.listed("a/c.txt")
+            assert vfs.outbox.take_uploaded() == []
+            assert await listdir(vfs, "a") == ["c.txt"]
+            assert store.calls["list_dir"] == 0
+            assert await read_file(vfs, "a/c.txt") == b"payload"
+
+    run(main)
+
+
 def test_inodes_stable_per_path_and_forget(tmp_path: Path, ident) -> None:
     async def main() -> None:
         async with open_vfs(tmp_path, identity=ident) as vfs:

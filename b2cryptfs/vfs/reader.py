@@ -1,0 +1,124 @@
+"""The read path: which content an open file reads (pinned at open), and read-ahead.
+
+A handle reads one version of a file from open to close: an empty file, a sealed outbox
+entry still waiting for upload (local), or a stored pair through the chunk fetcher and the
+ciphertext cache (remote). Read-ahead is decided here alone; the fetcher only fetches the
+chunks it is told to.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+import trio
+
+from b2cryptfs.errors import IntegrityError
+from b2cryptfs.vfs.context import VfsContext
+from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher
+from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.versions import Versions
+from b2cryptfs.vfs.views import FileView, Handle
+
+# A read within this many chunks of where the last one ended still counts as sequential.
+_SEQUENTIAL_SLACK_CHUNKS = 4
+_FIRST_WINDOW_CHUNKS = 8
+
+
+def readahead_window(previous: int, sequential: bool, chunk_size: int) -> int:
+    """Chunks to keep fetched ahead of a reader: grows while reads stay sequential."""
+    if not sequential:
+        return 0
+    most = max(1, MAX_READAHEAD_BYTES // chunk_size)
+    return min(most, max(_FIRST_WINDOW_CHUNKS, previous * 2))
+
+
+class Reader:
+    """Reads of committed content (not of staging files) and the read-ahead policy."""
+
+    def __init__(self, ctx: VfsContext, overlay: Overlay, versions: Versions) -> None:
+        self.ctx = ctx
+        self.overlay = overlay
+        self.versions = versions
+        self._fetcher: ChunkFetcher | None = None
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self._fetcher = ChunkFetcher(self.ctx.disk_cache, self.ctx.store_limiter, nursery)
+
+    @property
+    def fetcher(self) -> ChunkFetcher:
+        assert self._fetcher is not None, "Vfs.start() was not called"
+        return self._fetcher
+
+    async def pin(self, handle: Handle, view: FileView) -> str | None:
+        """Attach the content a read-only view of the file comes from; its version."""
+        if view.exact and view.size == 0:
+            handle.empty = True
+            return view.version
+        if view.pending is not None:
+            local = await self.versions.local(view.pending)
+            if local is not None:
+                handle.local = local
+                return local.version
+            view = await self.overlay.view(handle.node.path) or view  # uploaded meanwhile
+            if view.pending is not None or view.remote is None:
+                raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
+        assert view.remote is not None
+        handle.remote = await self.versions.remote(view.remote)
+        return view.remote.content.version_id
+
+    async def read(self, handle: Handle, offset: int, size: int) -> bytes:
+        """Read the handle's pinned content (pinning it first if it has none yet)."""
+        node = handle.node
+        if handle.local is None and handle.remote is None and not handle.empty:
+            view = await self.overlay.view(node.path)
+            if view is None:
+                raise OpError(errno.ENOENT)
+            await self.pin(handle, view)
+        if handle.empty:
+            return b""
+        if handle.local is not None:
+            return await trio.to_thread.run_sync(
+                handle.local.read, offset, size, limiter=self.ctx.cpu_limiter
+            )
+        assert handle.remote is not None
+        rc = handle.remote
+        try:
+            data = await self.ctx.bounded(
+                f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
+            )
+        except IntegrityError as exc:
+            # Name the damaged object in the log line (the codec knows only chunk numbers).
+            raise type(exc)(f"{rc.entry.content.name}: {exc}") from None
+        self._read_ahead(handle, offset, len(data))
+        return data
+
+    def _read_ahead(self, handle: Handle, offset: int, got: int) -> None:
+        """After a read of ``got`` bytes at ``offset``: widen, keep or drop the window."""
+        rc = handle.remote
+        assert rc is not None
+        cs = rc.reader.chunk_size
+        sequential = abs(offset - handle.next_off) <= _SEQUENTIAL_SLACK_CHUNKS * cs
+        handle.readahead = readahead_window(handle.readahead, sequential, cs)
+        handle.next_off = offset + got
+        if not handle.readahead:
+            handle.ahead_upto = 0
+        elif got:
+            # Top the window up in large steps: fewer, bigger range requests.
+            last = (offset + got - 1) // cs
+            if handle.ahead_upto - last <= handle.readahead // 2:
+                self.fetcher.prefetch(rc, max(last + 1, handle.ahead_upto), last + handle.readahead)
+                handle.ahead_upto = last + handle.readahead + 1
+
+    async def blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
+        """A blocking read function over a view's committed content, and its size."""
+        if view.pending is not None:
+            local = await self.versions.local(view.pending)
+            if local is not None:
+                return local.read, local.reader.plaintext_size
+            view = await self.overlay.view(view.pending.path) or view
+        if view.remote is None:
+            raise OpError(errno.EIO, "the file's content vanished")
+        rc = await self.versions.remote(view.remote)
+        return rc.reader.read, rc.size
