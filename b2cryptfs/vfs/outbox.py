@@ -10,14 +10,23 @@ older one that has not started uploading. A short settle delay lets the usual "c
 set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
 twice. Transient store failures are retried with backoff; any other failure is logged and
 the entry stays on disk for the next mount.
+
+The queue also keeps read-only statistics (:meth:`Outbox.status`, :meth:`Outbox.upload_state`)
+for ``b2cryptfs status`` and the status xattrs: what is pending and in progress, what was
+uploaded since the mount, the recent rate and the last error. An upload that keeps failing
+is logged once as a WARNING, and once more (INFO) when it gets through.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import trio
 
@@ -45,6 +54,31 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
+# An upload "keeps failing" after this many attempts in a row, or this long since the first
+# of them: then, and only then, it is worth a WARNING (each retry alone is routine).
+WARN_AFTER_ATTEMPTS = 3
+WARN_AFTER_SECONDS = 60.0
+# The upload rate is averaged over the uploads finished this recently (seconds).
+_RATE_WINDOW = 20.0
+
+
+@dataclass
+class _Failing:
+    """Consecutive failures of one entry (forgotten when it is uploaded or dropped)."""
+
+    count: int
+    since: float  # trio clock
+    warned: bool = False
+
+
+# A stopping daemon must not wait for a store call that may retry for minutes: the wait for
+# an upload thread can be cancelled (the thread is abandoned; the entry stays on disk).
+# Trio renamed the flag from "cancellable" to "abandon_on_cancel" in 0.23.
+_ABANDON = (
+    {"abandon_on_cancel": True}
+    if "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters
+    else {"cancellable": True}
+)
 
 
 class Outbox:
@@ -75,6 +109,14 @@ class Outbox:
         self._next_seq = 1
         self._wakeup = trio.Event()
         self._draining = False
+        # Statistics (read-only for everyone else; see status()).
+        self._started = trio.current_time()
+        self._failing: dict[int, _Failing] = {}
+        self._recent: deque[tuple[float, int]] = deque()
+        self.uploaded_files = 0
+        self.uploaded_bytes = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None  # wall clock (time.time())
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
@@ -159,6 +201,7 @@ class Outbox:
 
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
+        self._failing.pop(entry.seq, None)
         self._remove(entry)
         self._discard_files(entry.seq)
         entry.done.set()
@@ -303,7 +346,7 @@ class Outbox:
         entry.state = UPLOADING
         try:
             result = await trio.to_thread.run_sync(
-                self._upload_blocking, entry, limiter=self.limiter
+                self._upload_blocking, entry, limiter=self.limiter, **_ABANDON
             )
         except TransientError as exc:
             entry.attempts += 1
@@ -316,7 +359,7 @@ class Outbox:
             entry.not_before = trio.current_time() + delay
             if self._draining:
                 entry.drain_failures += 1
-            log.warning("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
+            self._note_failure(entry, exc, delay)
         except B2CryptfsError as exc:
             self._failed(entry, exc, str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker must survive anything
@@ -326,6 +369,7 @@ class Outbox:
             entry.result = result
             entry.error = None
             entry.state = DONE
+            self._note_success(entry)
             self._remove(entry)
             self._discard_files(entry.seq)
             if self.on_uploaded is not None:
@@ -342,6 +386,8 @@ class Outbox:
 
     def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
         entry.attempts += 1
+        self._failing.pop(entry.seq, None)
+        self._record_error(entry, message)
         entry.error = exc
         entry.state = FAILED
         log.error(
@@ -358,6 +404,93 @@ class Outbox:
         return self.pairs.upload_pair(
             entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms
         )
+
+    # --- statistics ------------------------------------------------------------------
+
+    def _record_error(self, entry: OutboxEntry, message: str) -> None:
+        self.last_error = f"{entry.path}: {message}"
+        self.last_error_at = time.time()
+
+    def _note_failure(self, entry: OutboxEntry, exc: BaseException, delay: float) -> None:
+        now = trio.current_time()
+        self._record_error(entry, str(exc))
+        failing = self._failing.get(entry.seq)
+        if failing is None:
+            failing = self._failing[entry.seq] = _Failing(0, now)
+        failing.count += 1
+        if failing.warned:
+            log.debug("upload of %s failed again (%s); retrying in %.1f s", entry.path, exc, delay)
+        elif failing.count >= WARN_AFTER_ATTEMPTS or now - failing.since >= WARN_AFTER_SECONDS:
+            failing.warned = True
+            log.warning(
+                "upload of %s keeps failing (%d attempts in %.0f s, last: %s); it stays in the "
+                "outbox and is retried",
+                entry.path,
+                failing.count,
+                now - failing.since,
+                exc,
+            )
+        else:
+            log.info("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
+
+    def _note_success(self, entry: OutboxEntry) -> None:
+        now = trio.current_time()
+        failing = self._failing.pop(entry.seq, None)
+        if failing is not None and failing.warned:
+            log.info(
+                "upload of %s went through after %d failed attempt(s) in %.0f s",
+                entry.path,
+                failing.count,
+                now - failing.since,
+            )
+        self.uploaded_files += 1
+        self.uploaded_bytes += entry.content_size
+        self._recent.append((now, entry.content_size))
+
+    def rate(self) -> float:
+        """Bytes per second uploaded lately (finished uploads of the last few seconds)."""
+        now = trio.current_time()
+        while self._recent and self._recent[0][0] < now - _RATE_WINDOW:
+            self._recent.popleft()
+        if not self._recent:
+            return 0.0
+        span = max(1.0, now - max(self._started, now - _RATE_WINDOW))
+        return sum(n for _, n in self._recent) / span
+
+    def status(self) -> dict[str, object]:
+        """A snapshot for ``b2cryptfs status`` (JSON-able). ``pending_*`` counts every entry
+        not yet stored, those in progress (``uploading_*``) included; bytes are ciphertext."""
+        pending = [e for e in self._entries.values() if e.pending]
+        uploading = [e for e in pending if e.state == UPLOADING]
+        return {
+            "pending_files": len(pending),
+            "pending_bytes": sum(e.content_size for e in pending),
+            "uploading_files": len(uploading),
+            "uploading_bytes": sum(e.content_size for e in uploading),
+            "failed_files": sum(1 for e in pending if e.state == FAILED),
+            "failing_files": len(self._failing),
+            "consecutive_failures": max((f.count for f in self._failing.values()), default=0),
+            "uploaded_files": self.uploaded_files,
+            "uploaded_bytes": self.uploaded_bytes,
+            "rate_bytes_per_second": round(self.rate(), 1),
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+    def upload_state(self, path: str) -> dict[str, object] | None:
+        """How the newest pending version of ``path`` fares, or None if nothing is pending."""
+        entries = self.entries_for(path)
+        if not entries:
+            return None
+        newest = max(entries, key=lambda e: e.seq)
+        uploading = any(e.state == UPLOADING for e in entries)
+        failing = self._failing.get(newest.seq)
+        return {
+            "state": "uploading" if uploading else "pending",
+            "attempts": newest.attempts,
+            "consecutive_failures": failing.count if failing else 0,
+            "error": str(newest.error) if newest.error is not None else None,
+        }
 
     # --- shutdown ----------------------------------------------------------------------
 
