@@ -14,7 +14,8 @@ the entry stays on disk for the next mount.
 The queue also keeps read-only statistics (:meth:`Outbox.status`, :meth:`Outbox.upload_state`)
 for ``b2cryptfs status`` and the status xattrs: what is pending and in progress, what was
 uploaded since the mount, the recent rate and the last error. An upload that keeps failing
-is logged once as a WARNING, and once more (INFO) when it gets through.
+is logged once as a WARNING (once per outage, not per retry), and once more (INFO) when
+uploads get through again.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
-# An upload "keeps failing" after this many attempts in a row, or this long since the first
-# of them: then, and only then, it is worth a WARNING (each retry alone is routine).
+# One entry "keeps failing" (while others get through) after this many attempts in a row, or
+# this long since the first of them: then it is worth a WARNING of its own.
 WARN_AFTER_ATTEMPTS = 3
 WARN_AFTER_SECONDS = 60.0
 # The upload rate is averaged over the uploads finished this recently (seconds).
@@ -112,6 +113,7 @@ class Outbox:
         # Statistics (read-only for everyone else; see status()).
         self._started = trio.current_time()
         self._failing: dict[int, _Failing] = {}
+        self._outage_since: float | None = None  # first failure since the last success
         self._recent: deque[tuple[float, int]] = deque()
         self.uploaded_files = 0
         self.uploaded_bytes = 0
@@ -412,15 +414,27 @@ class Outbox:
         self.last_error_at = time.time()
 
     def _note_failure(self, entry: OutboxEntry, exc: BaseException, delay: float) -> None:
+        # A transient failure reaching the outbox means the store's own retries are spent:
+        # the first one of an outage is worth a WARNING, the next ones only if one entry
+        # keeps failing on its own; when uploads go through again, one INFO line says so.
         now = trio.current_time()
         self._record_error(entry, str(exc))
         failing = self._failing.get(entry.seq)
         if failing is None:
             failing = self._failing[entry.seq] = _Failing(0, now)
         failing.count += 1
-        if failing.warned:
-            log.debug("upload of %s failed again (%s); retrying in %.1f s", entry.path, exc, delay)
-        elif failing.count >= WARN_AFTER_ATTEMPTS or now - failing.since >= WARN_AFTER_SECONDS:
+        if self._outage_since is None:
+            self._outage_since = now
+            failing.warned = True
+            log.warning(
+                "uploads keep failing (%s: %s); %d file(s) wait in the outbox and are retried",
+                entry.path,
+                exc,
+                len(self),
+            )
+        elif not failing.warned and (
+            failing.count >= WARN_AFTER_ATTEMPTS or now - failing.since >= WARN_AFTER_SECONDS
+        ):
             failing.warned = True
             log.warning(
                 "upload of %s keeps failing (%d attempts in %.0f s, last: %s); it stays in the "
@@ -430,13 +444,19 @@ class Outbox:
                 now - failing.since,
                 exc,
             )
-        else:
-            log.info("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
+        log.debug("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
 
     def _note_success(self, entry: OutboxEntry) -> None:
         now = trio.current_time()
         failing = self._failing.pop(entry.seq, None)
-        if failing is not None and failing.warned:
+        if self._outage_since is not None:
+            log.info(
+                "uploads go through again (after %.0f s of failures); %d file(s) still pending",
+                now - self._outage_since,
+                len(self),
+            )
+            self._outage_since = None
+        elif failing is not None and failing.warned:
             log.info(
                 "upload of %s went through after %d failed attempt(s) in %.0f s",
                 entry.path,
