@@ -111,7 +111,7 @@ class Outbox:
         self._wakeup = trio.Event()
         self._draining = False
         # Statistics (read-only for everyone else; see status()).
-        self._started = trio.current_time()
+        self._started: float | None = None  # trio clock, set by run()
         self._failing: dict[int, _Failing] = {}
         self._outage_since: float | None = None  # first failure since the last success
         self._recent: deque[tuple[float, int]] = deque()
@@ -329,6 +329,7 @@ class Outbox:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the upload workers until cancelled."""
+        self._started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
@@ -474,7 +475,8 @@ class Outbox:
             self._recent.popleft()
         if not self._recent:
             return 0.0
-        span = max(1.0, now - max(self._started, now - _RATE_WINDOW))
+        started = self._started if self._started is not None else now
+        span = max(1.0, now - max(started, now - _RATE_WINDOW))
         return sum(n for _, n in self._recent) / span
 
     def status(self) -> dict[str, object]:
