@@ -240,7 +240,9 @@ def _wait_outbox_empty(mountpoint: str, timeout: float, bar: _Progress) -> dict[
     st = read_status(mountpoint)
     progress_at = time.monotonic()
     last_done = st["uploaded_files"]
-    while st["pending_files"]:
+    # Uploads that failed for good (not transient) are not retried by this mount, and a
+    # read-only mount uploads nothing: neither is worth waiting for.
+    while st["pending_files"] > st["failed_files"] and not st["read_only"]:
         bar.show(st)
         time.sleep(_POLL)
         st = read_status(mountpoint)
@@ -257,7 +259,9 @@ def _wait_outbox_empty(mountpoint: str, timeout: float, bar: _Progress) -> dict[
     return st
 
 
-def _wait_daemon(pid: int, outbox: str, timeout: float, bar: _Progress) -> None:
+def _wait_daemon(
+    pid: int, outbox: str, timeout: float, bar: _Progress, *, read_only: bool = False
+) -> None:
     """After the unmount the daemon uploads what was sealed then, and exits."""
     progress_at = time.monotonic()
     left = _outbox_left(outbox)
@@ -276,7 +280,7 @@ def _wait_daemon(pid: int, outbox: str, timeout: float, bar: _Progress) -> None:
         time.sleep(0.1)
     bar.close()
     left = _outbox_left(outbox)
-    if left:
+    if left and not read_only:
         raise StatusError(
             f"unmounted; {_files(left)} could not be uploaded and wait for the next mount"
         )
@@ -306,5 +310,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
     bar = _Progress(sys.stderr if sys.stderr.isatty() else None, st)
     st = _wait_outbox_empty(mountpoint, args.timeout, bar)
     _unmount(mountpoint)
-    _wait_daemon(int(st["pid"]), str(st["outbox"]), args.timeout, bar)
+    _wait_daemon(
+        int(st["pid"]), str(st["outbox"]), args.timeout, bar, read_only=bool(st["read_only"])
+    )
     return 0

@@ -33,7 +33,7 @@ from b2cryptfs.vfs.core import Vfs
 log = logging.getLogger(__name__)
 
 # How often the systemd STATUS= line is refreshed (seconds), when it has changed.
-_STATUS_EVERY = 5.0
+_STATUS_EVERY = 2.0
 
 
 class UploadsLeft(B2CryptfsError):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,44 @@ def test_sigterm_after_unmount_with_the_store_down_stops_and_the_next_mount_uplo
     finally:
         m2.close()
     assert len(stored(b2_spec)) == 2
+
+
+@fuse_test
+def test_systemd_status_lines(
+    b2_spec: StoreSpec,  # noqa: F811
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Under systemd (NOTIFY_SOCKET), READY=1 and then STATUS= lines about the uploads."""
+    server, mnt, cache = b2_spec.server, tmp_path / "mnt", tmp_path / "cache"
+    name = f"b2cryptfs-test-{secrets.token_hex(6)}"
+    got: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(0.1)
+
+        def received(needle: str) -> bool:
+            try:
+                while True:
+                    got.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+            return any(needle in msg for msg in got)
+
+        m = Mount(
+            b2_spec, mnt, cache, rsa_keys.args(), env={**b2_spec.env, "NOTIFY_SOCKET": "@" + name}
+        )
+        try:
+            m.start()
+            wait_until("READY=1", lambda: received("READY=1"))
+            server.configure(bandwidth_mbps=MBPS / 2)
+            write_files(mnt, 3, seed=4)
+            wait_until(f"a pending STATUS= line in {got}", lambda: received("pending ("), 60)
+            server.configure(bandwidth_mbps=0)
+            wait_until(
+                f"a final STATUS= line in {got}", lambda: received("3 file(s) uploaded, none"), 60
+            )
+        finally:
+            m.close(expect_exit=None)
+            server.configure(bandwidth_mbps=0)
+    assert all(msg.startswith(("READY=1", "STATUS=")) for msg in got), got
