@@ -55,10 +55,6 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
-# One entry "keeps failing" (while others get through) after this many attempts in a row, or
-# this long since the first of them: then it is worth a WARNING of its own.
-WARN_AFTER_ATTEMPTS = 3
-WARN_AFTER_SECONDS = 60.0
 # The upload rate is averaged over the uploads finished this recently (seconds).
 _RATE_WINDOW = 20.0
 
@@ -415,36 +411,26 @@ class Outbox:
         self.last_error_at = time.time()
 
     def _note_failure(self, entry: OutboxEntry, exc: BaseException, delay: float) -> None:
-        # A transient failure reaching the outbox means the store's own retries are spent:
-        # the first one of an outage is worth a WARNING, the next ones only if one entry
-        # keeps failing on its own; when uploads go through again, one INFO line says so.
+        # A transient failure reaching the outbox means the store's own retries (tens of
+        # seconds of them) are spent: worth one WARNING per outage, not one per retry or
+        # per file. An entry that failed before says nothing more, so that one bad file
+        # among good ones does not flap between warnings and recoveries.
         now = trio.current_time()
         self._record_error(entry, str(exc))
         failing = self._failing.get(entry.seq)
         if failing is None:
             failing = self._failing[entry.seq] = _Failing(0, now)
         failing.count += 1
-        if self._outage_since is None:
-            self._outage_since = now
+        if not failing.warned:
             failing.warned = True
-            log.warning(
-                "uploads keep failing (%s: %s); %d file(s) wait in the outbox and are retried",
-                entry.path,
-                exc,
-                len(self),
-            )
-        elif not failing.warned and (
-            failing.count >= WARN_AFTER_ATTEMPTS or now - failing.since >= WARN_AFTER_SECONDS
-        ):
-            failing.warned = True
-            log.warning(
-                "upload of %s keeps failing (%d attempts in %.0f s, last: %s); it stays in the "
-                "outbox and is retried",
-                entry.path,
-                failing.count,
-                now - failing.since,
-                exc,
-            )
+            if self._outage_since is None:
+                self._outage_since = now
+                log.warning(
+                    "uploads keep failing (%s: %s); %d file(s) wait in the outbox and are retried",
+                    entry.path,
+                    exc,
+                    len(self),
+                )
         log.debug("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
 
     def _note_success(self, entry: OutboxEntry) -> None:

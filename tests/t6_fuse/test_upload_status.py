@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import random
 import secrets
+import select
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +236,85 @@ def test_systemd_status_lines(
             m.close(expect_exit=None)
             server.configure(bandwidth_mbps=0)
     assert all(msg.startswith(("READY=1", "STATUS=")) for msg in got), got
+
+
+def run_on_pty(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, bytes]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr; (exit status, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execvpe(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:  # EIO: the child is gone
+                    break
+                if not data:
+                    break
+                shown += data
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown
+
+
+@fuse_test
+def test_umount_wait_shows_a_progress_bar_on_a_terminal(
+    b2_spec: StoreSpec,  # noqa: F811
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    server, mnt, cache = b2_spec.server, tmp_path / "mnt", tmp_path / "cache"
+    m = Mount(b2_spec, mnt, cache, rsa_keys.args())
+    try:
+        m.start()
+        server.configure(bandwidth_mbps=MBPS)
+        write_files(mnt, 4, seed=5)
+        code, shown = run_on_pty([*B2CRYPTFS, "umount", "--wait", str(mnt)], b2_spec.env)
+        assert code == 0, shown
+        assert b"uploading: " in shown and b"/4 files" in shown, shown
+        assert len(stored(b2_spec)) == 4 and not is_mounted(mnt)
+        assert m.wait(10) == 0
+    finally:
+        m.close(expect_exit=None)
+        server.configure(bandwidth_mbps=0)
+
+
+@fuse_test
+def test_an_outage_is_one_warning_and_its_end_one_info_line(
+    b2_spec: StoreSpec,  # noqa: F811
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    server, mnt, cache = b2_spec.server, tmp_path / "mnt", tmp_path / "cache"
+    m = Mount(b2_spec, mnt, cache, rsa_keys.args())
+    try:
+        m.start()
+        server.inject("upload", "503", 1_000_000)
+        write_files(mnt, 3, seed=6)
+        wait_until("the outage warning", lambda: log_lines(m.log(), "WARNING", "keep failing"))
+        # Retried more than once each, still a single warning.
+        wait_until(
+            "more failed attempts",
+            lambda: status(b2_spec, mnt)["consecutive_failures"] >= 2,
+            timeout=120,
+        )
+        server.clear_faults()
+        wait_until("the uploads", lambda: not outbox_entries(cache), timeout=120)
+        wait_until("the recovery line", lambda: log_lines(m.log(), "INFO", "go through again"))
+        assert len(log_lines(m.log(), "WARNING", "keep failing")) == 1, m.log()
+        assert len(log_lines(m.log(), "INFO", "go through again")) == 1, m.log()
+        st = status(b2_spec, mnt)
+        assert st["failing_files"] == 0 and st["uploaded_files"] == 3, st
+        assert ".bin: " in st["last_error"], st  # the last error stays on show
+    finally:
+        m.close(expect_exit=None)
+        server.clear_faults()
+    assert len(stored(b2_spec)) == 3
