@@ -129,6 +129,7 @@ class _Stopping:
         self.drain_scope = trio.CancelScope()
         self.warned = False
         self.stopped = False
+        self.stop_event = trio.Event()
         # A SIGTERM/SIGINT that came after the unmount began but before the drain did.
         self.stop_requested = False
 
@@ -150,7 +151,17 @@ class _Stopping:
         if not self.stopped:
             log.warning("received %s: leaving the remaining uploads for the next mount", name)
         self.stopped = True
-        self.drain_scope.cancel()
+        self.stop_event.set()  # _stop_when_draining cancels the drain
+
+
+async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
+    """Cancel the final drain once a stop is asked for, but only after the files still open
+    at the unmount are sealed into the outbox: that is local and quick, and their staging
+    keys die with the process."""
+    await stopping.stop_event.wait()
+    while not vfs.outbox.draining:
+        await trio.sleep(0.05)
+    stopping.drain_scope.cancel()
 
 
 async def _serve(
@@ -162,6 +173,7 @@ async def _serve(
     async with trio.open_nursery() as nursery:
         await vfs.start(nursery)
         nursery.start_soon(_watch_signals, stopping)
+        nursery.start_soon(_stop_when_draining, vfs, stopping)
         if notify is not None:
             nursery.start_soon(_report_status, vfs, notify, stopping)
         ready()

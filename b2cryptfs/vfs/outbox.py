@@ -223,6 +223,11 @@ class Outbox:
             if entry is not None and entry.pending:
                 yield entry
 
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun (everything to upload is sealed by then)."""
+        return self._draining
+
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.pending)
 
