@@ -225,7 +225,9 @@ def _mib(n: object) -> str:
 async def _report_status(vfs: Vfs, notify: Callable[[str], None], stopping: _Stopping) -> None:
     last = None
     while True:
-        line = status_line(vfs.outbox.status(), unmounted=stopping.draining)
+        line = status_line(
+            vfs.outbox.stats.snapshot(vfs.outbox.pending()), unmounted=stopping.draining
+        )
         if line != last:
             last = line
             await trio.to_thread.run_sync(notify, f"STATUS={line}")

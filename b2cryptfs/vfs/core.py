@@ -34,7 +34,6 @@ from b2cryptfs.vfs.openfile import (
     ChunkFetcher,
 )
 from b2cryptfs.vfs.state import BLKSIZE
-from b2cryptfs.vfs.uploadinfo import UPLOAD_XATTRS, upload_xattr
 from b2cryptfs.vfs.views import Attr, FileView, Handle
 
 log = logging.getLogger(__name__)
@@ -344,8 +343,6 @@ class Vfs(ContentOps):
         return [XATTR_FORMAT, XATTR_RECIPIENTS]
 
     async def getxattr(self, ino: int, name: str) -> bytes:
-        if name in UPLOAD_XATTRS:
-            return await upload_xattr(self, ino, name)
         node = self.table.get(ino)
         if node.is_dir or node.unlinked or name not in (XATTR_FORMAT, XATTR_RECIPIENTS):
             raise OpError(errno.ENODATA)

@@ -10,24 +10,15 @@ older one that has not started uploading. A short settle delay lets the usual "c
 set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
 twice. Transient store failures are retried with backoff; any other failure is logged and
 the entry stays on disk for the next mount.
-
-The queue also keeps read-only statistics (:meth:`Outbox.status`, :meth:`Outbox.upload_state`)
-for ``b2cryptfs status`` and the status xattrs: what is pending and in progress, what was
-uploaded since the mount, the recent rate and the last error. An upload that keeps failing
-is logged once as a WARNING (once per outage, not per retry), and once more (INFO) when
-uploads get through again.
+Statistics and the log lines about failing uploads: ``Outbox.stats`` (vfs/outboxstats.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import random
-import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import trio
 
@@ -47,6 +38,8 @@ from b2cryptfs.vfs.outboxfiles import (
     scan_dir,
     write_entry,
 )
+from b2cryptfs.vfs.outboxstats import OutboxStats
+from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 
 __all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
 
@@ -55,27 +48,6 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
-# The upload rate is averaged over the uploads finished this recently (seconds).
-_RATE_WINDOW = 20.0
-
-
-@dataclass
-class _Failing:
-    """Consecutive failures of one entry (forgotten when it is uploaded or dropped)."""
-
-    count: int
-    since: float  # trio clock
-    warned: bool = False
-
-
-# A stopping daemon must not wait for a store call that may retry for minutes: the wait for
-# an upload thread can be cancelled (the thread is abandoned; the entry stays on disk).
-# Trio renamed the flag from "cancellable" to "abandon_on_cancel" in 0.23.
-_ABANDON = (
-    {"abandon_on_cancel": True}
-    if "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters
-    else {"cancellable": True}
-)
 
 
 class Outbox:
@@ -105,16 +77,8 @@ class Outbox:
         self.index = PathIndex()
         self._next_seq = 1
         self._wakeup = trio.Event()
-        self._draining = False
-        # Statistics (read-only for everyone else; see status()).
-        self._started: float | None = None  # trio clock, set by run()
-        self._failing: dict[int, _Failing] = {}
-        self._outage_since: float | None = None  # first failure since the last success
-        self._recent: deque[tuple[float, int]] = deque()
-        self.uploaded_files = 0
-        self.uploaded_bytes = 0
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None  # wall clock (time.time())
+        self.draining = False  # drain() has begun (read-only for others)
+        self.stats = OutboxStats()  # read-only for everyone else
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
@@ -199,7 +163,7 @@ class Outbox:
 
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
-        self._failing.pop(entry.seq, None)
+        self.stats.forget(entry)
         self._remove(entry)
         self._discard_files(entry.seq)
         entry.done.set()
@@ -222,11 +186,6 @@ class Outbox:
             entry = self._entries.get(seq)
             if entry is not None and entry.pending:
                 yield entry
-
-    @property
-    def draining(self) -> bool:
-        """Whether :meth:`drain` has begun (everything to upload is sealed by then)."""
-        return self._draining
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.pending)
@@ -330,7 +289,7 @@ class Outbox:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the upload workers until cancelled."""
-        self._started = trio.current_time()
+        self.stats.start()
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
@@ -350,7 +309,7 @@ class Outbox:
         entry.state = UPLOADING
         try:
             result = await trio.to_thread.run_sync(
-                self._upload_blocking, entry, limiter=self.limiter, **_ABANDON
+                self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
             )
         except TransientError as exc:
             entry.attempts += 1
@@ -358,12 +317,12 @@ class Outbox:
             entry.state = QUEUED
             delay = self.retry_base * 2.0 ** min(entry.attempts - 1, 6) * random.uniform(0.5, 1.0)
             delay = min(_MAX_BACKOFF, delay)
-            if self._draining:
+            if self.draining:
                 delay = min(delay, 5.0)
             entry.not_before = trio.current_time() + delay
-            if self._draining:
+            if self.draining:
                 entry.drain_failures += 1
-            self._note_failure(entry, exc, delay)
+            self.stats.failed(entry, exc, len(self))  # logs when uploads start failing
         except B2CryptfsError as exc:
             self._failed(entry, exc, str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker must survive anything
@@ -373,7 +332,7 @@ class Outbox:
             entry.result = result
             entry.error = None
             entry.state = DONE
-            self._note_success(entry)
+            self.stats.uploaded(entry, len(self))
             self._remove(entry)
             self._discard_files(entry.seq)
             if self.on_uploaded is not None:
@@ -390,8 +349,7 @@ class Outbox:
 
     def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
         entry.attempts += 1
-        self._failing.pop(entry.seq, None)
-        self._record_error(entry, message)
+        self.stats.failed_for_good(entry, message)
         entry.error = exc
         entry.state = FAILED
         log.error(
@@ -409,107 +367,11 @@ class Outbox:
             entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms
         )
 
-    # --- statistics ------------------------------------------------------------------
-
-    def _record_error(self, entry: OutboxEntry, message: str) -> None:
-        self.last_error = f"{entry.path}: {message}"
-        self.last_error_at = time.time()
-
-    def _note_failure(self, entry: OutboxEntry, exc: BaseException, delay: float) -> None:
-        # A transient failure reaching the outbox means the store's own retries (tens of
-        # seconds of them) are spent: worth one WARNING per outage, not one per retry or
-        # per file. An entry that failed before says nothing more, so that one bad file
-        # among good ones does not flap between warnings and recoveries.
-        now = trio.current_time()
-        self._record_error(entry, str(exc))
-        failing = self._failing.get(entry.seq)
-        if failing is None:
-            failing = self._failing[entry.seq] = _Failing(0, now)
-        failing.count += 1
-        if not failing.warned:
-            failing.warned = True
-            if self._outage_since is None:
-                self._outage_since = now
-                log.warning(
-                    "uploads keep failing (%s: %s); %d file(s) wait in the outbox and are retried",
-                    entry.path,
-                    exc,
-                    len(self),
-                )
-        log.debug("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
-
-    def _note_success(self, entry: OutboxEntry) -> None:
-        now = trio.current_time()
-        failing = self._failing.pop(entry.seq, None)
-        if self._outage_since is not None:
-            log.info(
-                "uploads go through again (after %.0f s of failures); %d file(s) still pending",
-                now - self._outage_since,
-                len(self),
-            )
-            self._outage_since = None
-        elif failing is not None and failing.warned:
-            log.info(
-                "upload of %s went through after %d failed attempt(s) in %.0f s",
-                entry.path,
-                failing.count,
-                now - failing.since,
-            )
-        self.uploaded_files += 1
-        self.uploaded_bytes += entry.content_size
-        self._recent.append((now, entry.content_size))
-
-    def rate(self) -> float:
-        """Bytes per second uploaded lately (finished uploads of the last few seconds)."""
-        now = trio.current_time()
-        while self._recent and self._recent[0][0] < now - _RATE_WINDOW:
-            self._recent.popleft()
-        if not self._recent:
-            return 0.0
-        started = self._started if self._started is not None else now
-        span = max(1.0, now - max(started, now - _RATE_WINDOW))
-        return sum(n for _, n in self._recent) / span
-
-    def status(self) -> dict[str, object]:
-        """A snapshot for ``b2cryptfs status`` (JSON-able). ``pending_*`` counts every entry
-        not yet stored, those in progress (``uploading_*``) included; bytes are ciphertext."""
-        pending = [e for e in self._entries.values() if e.pending]
-        uploading = [e for e in pending if e.state == UPLOADING]
-        return {
-            "pending_files": len(pending),
-            "pending_bytes": sum(e.content_size for e in pending),
-            "uploading_files": len(uploading),
-            "uploading_bytes": sum(e.content_size for e in uploading),
-            "failed_files": sum(1 for e in pending if e.state == FAILED),
-            "failing_files": len(self._failing),
-            "consecutive_failures": max((f.count for f in self._failing.values()), default=0),
-            "uploaded_files": self.uploaded_files,
-            "uploaded_bytes": self.uploaded_bytes,
-            "rate_bytes_per_second": round(self.rate(), 1),
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-        }
-
-    def upload_state(self, path: str) -> dict[str, object] | None:
-        """How the newest pending version of ``path`` fares, or None if nothing is pending."""
-        entries = self.entries_for(path)
-        if not entries:
-            return None
-        newest = max(entries, key=lambda e: e.seq)
-        uploading = any(e.state == UPLOADING for e in entries)
-        failing = self._failing.get(newest.seq)
-        return {
-            "state": "uploading" if uploading else "pending",
-            "attempts": newest.attempts,
-            "consecutive_failures": failing.count if failing else 0,
-            "error": str(newest.error) if newest.error is not None else None,
-        }
-
     # --- shutdown ----------------------------------------------------------------------
 
     async def drain(self) -> int:
         """Upload everything queued; return how many entries are left on disk."""
-        self._draining = True
+        self.draining = True
         for entry in self._entries.values():
             if entry.state == QUEUED:
                 entry.not_before = min(entry.not_before, trio.current_time())

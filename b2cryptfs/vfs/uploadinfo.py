@@ -1,7 +1,7 @@
 """Read-only xattrs that show uploads: the mount's status on its root, a file's upload state.
 
 ``user.b2cryptfs.status`` (root directory): JSON, the outbox statistics
-(:meth:`b2cryptfs.vfs.outbox.Outbox.status`) plus what identifies the mount; ``b2cryptfs
+(:meth:`b2cryptfs.vfs.outboxstats.OutboxStats.snapshot`) plus what identifies the mount; ``b2cryptfs
 status`` and ``b2cryptfs umount --wait`` read it, so no control socket is needed.
 ``user.b2cryptfs.upload`` (a file): ``writing`` (open, changed, not sealed yet), ``pending``,
 ``uploading`` or ``stored``. ``user.b2cryptfs.version``: the stored version's id (B2's fileId).
@@ -39,7 +39,7 @@ def mount_status(vfs: Vfs) -> dict[str, object]:
         "read_only": vfs.config.read_only,
         "outbox": vfs.cache.outbox,
         "writing_files": writing,
-        **vfs.outbox.status(),
+        **vfs.outbox.stats.snapshot(vfs.outbox.pending()),
     }
 
 
@@ -61,7 +61,7 @@ async def upload_xattr(vfs: Vfs, ino: int, name: str) -> bytes:
         return view.remote.content.version_id.encode()
     if view.staged is not None and view.staged.dirty:
         return b"writing"
-    pending = vfs.outbox.upload_state(node.path)
+    pending = vfs.outbox.stats.upload_state(vfs.outbox.entries_for(node.path))
     if pending is not None:
         return str(pending["state"]).encode()
     return b"stored" if view.remote is not None else b"writing"
