@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # How often the systemd STATUS= line is refreshed (seconds), when it has changed.
 _STATUS_EVERY = 2.0
+# After a stop signal, how long sealing the files open at the unmount may still take (s).
+_SEAL_GRACE = 10.0
 
 
 class UploadsLeft(B2CryptfsError):
@@ -159,8 +161,12 @@ async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
     at the unmount are sealed into the outbox: that is local and quick, and their staging
     keys die with the process."""
     await stopping.stop_event.wait()
-    while not vfs.outbox.draining:
-        await trio.sleep(0.05)
+    # Sealing waits for room on a full cache disk, which only uploads make: not forever.
+    with trio.move_on_after(_SEAL_GRACE):
+        while not vfs.outbox.draining:
+            await trio.sleep(0.05)
+    if not vfs.outbox.draining:
+        log.warning("stopping before the files still open at the unmount could be sealed")
     stopping.drain_scope.cancel()
 
 
