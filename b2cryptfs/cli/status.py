@@ -147,6 +147,11 @@ def describe(mountpoint: str, st: dict[str, Any]) -> str:
                 f"  failing:     {_files(failing)}, up to {st['consecutive_failures']} "
                 "failed attempts in a row"
             )
+            for f in st.get("failing", [])[:3]:
+                lines.append(
+                    f"               {f['path']}: {f['consecutive_failures']} in a row, "
+                    f"for {f['failing_for_seconds']:.0f} s"
+                )
     return "\n".join(lines)
 
 

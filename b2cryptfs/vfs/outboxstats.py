@@ -22,6 +22,8 @@ log = logging.getLogger("b2cryptfs.vfs.outbox")
 
 # The upload rate is averaged over the uploads finished this recently (seconds).
 RATE_WINDOW = 20.0
+# The status names at most this many failing entries (the most failed first).
+MAX_FAILING_SHOWN = 20
 
 
 @dataclass
@@ -125,10 +127,25 @@ class OutboxStats:
     def snapshot(self, entries: Iterable[OutboxEntry]) -> dict[str, object]:
         """JSON-able figures. ``pending_*`` counts every entry not yet stored, those in
         progress (``uploading_*``) and those failed for good (``failed_files``, kept for the
-        next mount) included; bytes are ciphertext."""
+        next mount) included; bytes are ciphertext. ``failing`` names the entries failing now,
+        with their consecutive failures."""
         pending = [e for e in entries if e.pending]
         uploading = [e for e in pending if e.state == UPLOADING]
+        now = trio.current_time()
+        failing = sorted(
+            (
+                {
+                    "path": e.path,
+                    "consecutive_failures": f.count,
+                    "failing_for_seconds": round(now - f.since, 1),
+                }
+                for e in pending
+                if (f := self._failing.get(e.seq)) is not None
+            ),
+            key=lambda d: -int(d["consecutive_failures"]),  # type: ignore[call-overload]
+        )
         return {
+            "failing": failing[:MAX_FAILING_SHOWN],
             "pending_files": len(pending),
             "pending_bytes": sum(e.content_size for e in pending),
             "uploading_files": len(uploading),

@@ -169,6 +169,8 @@ def test_sigterm_after_unmount_with_the_store_down_stops_and_the_next_mount_uplo
         st = status(b2_spec, mnt)
         assert st["failing_files"] >= 1 and st["last_error"] and st["last_error_at"], st
         assert st["pending_files"] == 2 and st["uploaded_files"] == 0, st
+        assert {f["path"] for f in st["failing"]} <= {"f0.bin", "f1.bin"}, st
+        assert all(f["consecutive_failures"] >= 1 for f in st["failing"]), st
         res = cli(b2_spec, "umount", "--wait", "--timeout", "1", str(mnt))
         assert res.returncode == 1 and "keep failing" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and is_mounted(mnt)

@@ -60,6 +60,7 @@ STATUS = {
     "uploaded_bytes": 5 << 20,
     "rate_bytes_per_second": 1 << 20,
     "failing_files": 1,
+    "failing": [{"path": "a.bin", "consecutive_failures": 4, "failing_for_seconds": 75.2}],
     "consecutive_failures": 4,
     "last_error": "a.bin: B2 unreachable",
     "last_error_at": 1_700_000_000.0,
@@ -73,6 +74,7 @@ def test_status_texts_carry_the_figures() -> None:
     assert "3 files, 3.0 MiB (1 in progress, 1.0 MiB)" in text
     assert "5 files, 5.0 MiB since the mount" in text
     assert "a.bin: B2 unreachable" in text and "4 failed attempts in a row" in text
+    assert "a.bin: 4 in a row, for 75 s" in text
     line = status_line(STATUS, unmounted=True)
     assert line.startswith("unmounted; 3 upload(s) pending (3.0 MiB), 1 in progress, 1.0 MiB/s")
     assert line.endswith("failing: a.bin: B2 unreachable")
