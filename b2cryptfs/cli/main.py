@@ -14,7 +14,9 @@ from b2cryptfs.errors import B2CryptfsError
 
 # Command modules, each with register(subparsers); imported lazily by name so that a slow or
 # optional import (pyfuse3) does not burden the others.
-COMMANDS = ("keygen", "put", "get", "cat", "ls", "mount", "rotate", "fsck")
+COMMANDS = (
+    "keygen", "put", "get", "cat", "ls", "mount", "status", "umount", "rotate", "fsck",
+)  # fmt: skip
 _MODULES = {
     "keygen": "b2cryptfs.cli.keygen",
     "put": "b2cryptfs.cli.transfer",
@@ -22,6 +24,8 @@ _MODULES = {
     "cat": "b2cryptfs.cli.transfer",
     "ls": "b2cryptfs.cli.listing",
     "mount": "b2cryptfs.cli.mount",
+    "status": "b2cryptfs.cli.status",
+    "umount": "b2cryptfs.cli.status",
     "rotate": "b2cryptfs.cli.rotate",
     "fsck": "b2cryptfs.cli.fsck",
 }

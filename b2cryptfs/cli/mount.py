@@ -328,7 +328,9 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
 
     def serve(ready: Callable[[], None]) -> None:
         log.info("%s", describe(prepared.config))
-        run_mount(prepared.config, prepared.store, ready)
+        # Under systemd (Type=notify), STATUS= lines tell how the uploads fare.
+        notify = daemon.sd_notify if os.environ.get("NOTIFY_SOCKET") else None
+        run_mount(prepared.config, prepared.store, ready, notify)
         log.info("unmounted %s", prepared.config.mountpoint)
 
     return serve

@@ -3,6 +3,11 @@
 Order at the end matters: the kernel side goes first (so that programs stop waiting on a
 mount nobody serves), then whatever is still being written is sealed and the outbox is
 drained; what cannot be uploaded stays in the cache directory for the next mount.
+
+After the unmount the daemon only uploads: SIGTERM or SIGINT then stops it within seconds
+(the outbox is durable; the next mount of the store uploads the rest), and it exits non-zero
+(:class:`UploadsLeft`) if anything was left. Under systemd, ``STATUS=`` tells how the uploads
+fare.
 """
 
 from __future__ import annotations
@@ -19,13 +24,24 @@ import trio
 
 from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.cache.cachedir import CacheDir
-from b2cryptfs.errors import MountError, UsageError
+from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.core import Vfs
 
 log = logging.getLogger(__name__)
+
+# How often the systemd STATUS= line is refreshed (seconds), when it has changed.
+_STATUS_EVERY = 2.0
+# After a stop signal, how long sealing the files open at the unmount may still take (s).
+_SEAL_GRACE = 10.0
+
+
+class UploadsLeft(B2CryptfsError):
+    """The daemon was stopped with uploads pending (they wait in the outbox)."""
+
+    exit_code = 75  # EX_TEMPFAIL: nothing is lost, the next mount finishes the job
 
 
 def _escape(value: str) -> str:
@@ -47,8 +63,16 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> None:
-    """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return."""
+def run_mount(
+    config: MountConfig,
+    store: Store,
+    ready: Callable[[], None],
+    notify: Callable[[str], None] | None = None,
+) -> None:
+    """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return.
+
+    ``notify`` gets systemd ``STATUS=…`` lines (sd_notify). Raises :class:`UploadsLeft` if a
+    signal stopped the final drain with uploads still pending."""
     _limit_malloc_arenas()
     mountpoint = config.mountpoint
     if not mountpoint.startswith("/dev/fd/") and not os.path.isdir(mountpoint):
@@ -62,7 +86,7 @@ def run_mount(config: MountConfig, store: Store, ready: Callable[[], None]) -> N
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         try:
-            trio.run(_serve, vfs, ready)
+            trio.run(_serve, vfs, ready, notify)
         finally:
             _close_session()
     finally:
@@ -96,14 +120,20 @@ def _close_session() -> None:
 
 
 class _Stopping:
-    """What signals do: the first one unmounts; during the final drain, a second one
-    (after a warning) stops waiting for uploads, which stay on disk for the next mount."""
+    """What signals do: the first one unmounts. During the final drain (the kernel side is
+    gone) SIGTERM and SIGINT stop waiting for uploads at once, which stay on disk for the
+    next mount; SIGHUP does so only the second time (a closed terminal is no request to
+    stop)."""
 
     def __init__(self) -> None:
         self.terminated = False
         self.draining = False
         self.drain_scope = trio.CancelScope()
         self.warned = False
+        self.stopped = False
+        self.stop_event = trio.Event()
+        # A SIGTERM/SIGINT that came after the unmount began but before the drain did.
+        self.stop_requested = False
 
     def on_signal(self, name: str) -> None:
         if not self.terminated and not self.draining:
@@ -111,22 +141,47 @@ class _Stopping:
             self.terminated = True
             pyfuse3.terminate()
         elif not self.draining:
+            self.stop_requested = self.stop_requested or name != "SIGHUP"
             return  # main loop still ending: the drain will follow
-        elif not self.warned:
+        elif name != "SIGHUP" or self.warned:
+            self.stop(name)
+        else:
             self.warned = True
             log.warning("received %s while uploading: send it again to stop waiting", name)
-        else:
-            log.warning("received %s again: leaving the remaining uploads for the next mount", name)
-            self.drain_scope.cancel()
+
+    def stop(self, name: str) -> None:
+        if not self.stopped:
+            log.warning("received %s: leaving the remaining uploads for the next mount", name)
+        self.stopped = True
+        self.stop_event.set()  # _stop_when_draining cancels the drain
 
 
-async def _serve(vfs: Vfs, ready: Callable[[], None]) -> None:
+async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
+    """Cancel the final drain once a stop is asked for, but only after the files still open
+    at the unmount are sealed into the outbox: that is local and quick, and their staging
+    keys die with the process."""
+    await stopping.stop_event.wait()
+    # Sealing waits for room on a full cache disk, which only uploads make: not forever.
+    with trio.move_on_after(_SEAL_GRACE):
+        while not vfs.outbox.draining:
+            await trio.sleep(0.05)
+    if not vfs.outbox.draining:
+        log.warning("stopping before the files still open at the unmount could be sealed")
+    stopping.drain_scope.cancel()
+
+
+async def _serve(
+    vfs: Vfs, ready: Callable[[], None], notify: Callable[[str], None] | None = None
+) -> None:
     global _session_open
     _session_open = True
     stopping = _Stopping()
     async with trio.open_nursery() as nursery:
         await vfs.start(nursery)
         nursery.start_soon(_watch_signals, stopping)
+        nursery.start_soon(_stop_when_draining, vfs, stopping)
+        if notify is not None:
+            nursery.start_soon(_report_status, vfs, notify, stopping)
         ready()
         try:
             await pyfuse3.main()
@@ -134,6 +189,11 @@ async def _serve(vfs: Vfs, ready: Callable[[], None]) -> None:
             # Unmount first: nobody serves requests from here on.
             _close_session()
         stopping.draining = True
+        if stopping.stop_requested:
+            stopping.stop("a stop signal")
+        pending = len(vfs.outbox)
+        if pending:
+            log.info("unmounted; uploading the %d file(s) left in the outbox", pending)
         left = None
         with stopping.drain_scope:
             left = await vfs.shutdown()
@@ -142,6 +202,42 @@ async def _serve(vfs: Vfs, ready: Callable[[], None]) -> None:
         if left:
             log.warning("%d file(s) wait in the outbox for the next mount of this store", left)
         nursery.cancel_scope.cancel()
+    if stopping.stopped and left:
+        raise UploadsLeft(
+            f"stopped with {left} upload(s) pending; the next mount of this store uploads them"
+        )
+
+
+def status_line(status: dict[str, object], *, unmounted: bool = False) -> str:
+    """One line for systemd's STATUS= (what ``systemctl status`` shows)."""
+    pending = int(status["pending_files"])  # type: ignore[call-overload]
+    if not pending:
+        text = f"{status['uploaded_files']} file(s) uploaded, none pending"
+    else:
+        rate = float(status["rate_bytes_per_second"])  # type: ignore[arg-type]
+        text = (
+            f"{pending} upload(s) pending ({_mib(status['pending_bytes'])} MiB), "
+            f"{status['uploading_files']} in progress, {rate / (1 << 20):.1f} MiB/s"
+        )
+        if status["failing_files"]:
+            text += f"; failing: {status['last_error']}"
+    return ("unmounted; " if unmounted else "") + text
+
+
+def _mib(n: object) -> str:
+    return f"{int(n) / (1 << 20):.1f}"  # type: ignore[call-overload]
+
+
+async def _report_status(vfs: Vfs, notify: Callable[[str], None], stopping: _Stopping) -> None:
+    last = None
+    while True:
+        line = status_line(
+            vfs.outbox.stats.snapshot(vfs.outbox.pending()), unmounted=stopping.draining
+        )
+        if line != last:
+            last = line
+            await trio.to_thread.run_sync(notify, f"STATUS={line}")
+        await trio.sleep(_STATUS_EVERY if not stopping.draining else 1.0)
 
 
 async def _watch_signals(stopping: _Stopping) -> None:

@@ -18,6 +18,7 @@ from b2cryptfs.errors import InvalidName
 from b2cryptfs.fs.handlers import handler, quiet
 from b2cryptfs.vfs.core import Attr, Vfs
 from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.uploadinfo import UPLOAD_XATTRS, upload_xattr
 
 log = logging.getLogger("b2cryptfs.fs")
 
@@ -225,6 +226,8 @@ class Operations(pyfuse3.Operations):
         except UnicodeDecodeError:
             raise OpError(pyfuse3.ENOATTR) from None
         try:
+            if key in UPLOAD_XATTRS:
+                return await upload_xattr(self.vfs, inode, key)
             return await self.vfs.getxattr(inode, key)
         except OpError as exc:
             if exc.errno == errno.ENODATA:

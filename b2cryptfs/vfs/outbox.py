@@ -10,6 +10,7 @@ older one that has not started uploading. A short settle delay lets the usual "c
 set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
 twice. Transient store failures are retried with backoff; any other failure is logged and
 the entry stays on disk for the next mount.
+Statistics and the log lines about failing uploads: ``Outbox.stats`` (vfs/outboxstats.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from b2cryptfs.vfs.outboxfiles import (
     scan_dir,
     write_entry,
 )
+from b2cryptfs.vfs.outboxstats import OutboxStats
+from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 
 __all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
 
@@ -76,7 +79,8 @@ class Outbox:
         self.index = PathIndex()
         self._next_seq = 1
         self._wakeup = trio.Event()
-        self._draining = False
+        self.draining = False  # drain() has begun (read-only for others)
+        self.stats = OutboxStats()  # read-only for everyone else
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
@@ -166,6 +170,7 @@ class Outbox:
 
     def _drop(self, entry: OutboxEntry) -> None:
         entry.state = CANCELLED
+        self.stats.forget(entry)
         self._remove(entry)
         self._discard_files(entry.seq)
         entry.done.set()
@@ -291,6 +296,7 @@ class Outbox:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the upload workers until cancelled."""
+        self.stats.start()
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
@@ -310,7 +316,7 @@ class Outbox:
         entry.state = UPLOADING
         try:
             result = await trio.to_thread.run_sync(
-                self._upload_blocking, entry, limiter=self.limiter
+                self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
             )
         except TransientError as exc:
             entry.attempts += 1
@@ -318,12 +324,12 @@ class Outbox:
             entry.state = QUEUED
             delay = self.retry_base * 2.0 ** min(entry.attempts - 1, 6) * random.uniform(0.5, 1.0)
             delay = min(_MAX_BACKOFF, delay)
-            if self._draining:
+            if self.draining:
                 delay = min(delay, 5.0)
             entry.not_before = trio.current_time() + delay
-            if self._draining:
+            if self.draining:
                 entry.drain_failures += 1
-            log.warning("upload of %s failed (%s); retrying in %.1f s", entry.path, exc, delay)
+            self.stats.failed(entry, exc, len(self))  # logs when uploads start failing
         except B2CryptfsError as exc:
             self._failed(entry, exc, str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker must survive anything
@@ -333,6 +339,7 @@ class Outbox:
             entry.result = result
             entry.error = None
             entry.state = DONE
+            self.stats.uploaded(entry, len(self))
             self._remove(entry)
             self._discard_files(entry.seq)
             self._uploaded.append((entry.path, result))
@@ -351,6 +358,7 @@ class Outbox:
 
     def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
         entry.attempts += 1
+        self.stats.failed_for_good(entry, message)
         entry.error = exc
         entry.state = FAILED
         log.error(
@@ -372,7 +380,7 @@ class Outbox:
 
     async def drain(self) -> int:
         """Upload everything queued; return how many entries are left on disk."""
-        self._draining = True
+        self.draining = True
         for entry in self._entries.values():
             if entry.state == QUEUED:
                 entry.not_before = min(entry.not_before, trio.current_time())
