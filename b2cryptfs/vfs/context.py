@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import logging
 import math
 import os
@@ -21,16 +20,11 @@ from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 
 log = logging.getLogger("b2cryptfs.vfs.state")
 T = TypeVar("T")
 
-# Trio renamed to_thread.run_sync's "cancellable" to "abandon_on_cancel" (0.23).
-_ABANDON: dict[str, bool] = (
-    {"abandon_on_cancel": True}
-    if "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters
-    else {"cancellable": True}
-)
 
 BLKSIZE = 128 * 1024
 _FILE_PERM = 0o644
@@ -72,7 +66,7 @@ class VfsContext:
         call = functools.partial(fn, *args)
         return await self.bounded(
             what,
-            lambda: trio.to_thread.run_sync(call, limiter=self.store_limiter, **_ABANDON),
+            lambda: trio.to_thread.run_sync(call, limiter=self.store_limiter, **ABANDON_ON_CANCEL),
         )
 
     async def bounded(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:

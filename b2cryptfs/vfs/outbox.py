@@ -97,9 +97,9 @@ class Outbox:
 
         def job() -> OutboxEntry:
             try:
-                return self._write_entry(seq, path, mtime_ms, write_content(content_path))
+                return write_entry(self.directory, seq, path, mtime_ms, write_content(content_path))
             except BaseException:
-                self._discard_files(seq)
+                discard_files(self.directory, seq)
                 raise
 
         return job
@@ -109,15 +109,6 @@ class Outbox:
         seq = self._next_seq
         self._next_seq += 1
         return seq, os.path.join(self.directory, f"{seq:012d}.content")
-
-    def _discard_files(self, seq: int) -> None:
-        discard_files(self.directory, seq)
-
-    def _write_entry(self, seq: int, path: str, mtime_ms: int, w: WrittenContent) -> OutboxEntry:
-        return write_entry(self.directory, seq, path, mtime_ms, w)
-
-    def _rewrite_manifest(self, entry: OutboxEntry) -> None:
-        rewrite_manifest(entry)
 
     def scan(self) -> list[OutboxEntry]:
         """Load entries left by an earlier run (blocking; call before :meth:`run`)."""
@@ -172,7 +163,7 @@ class Outbox:
         entry.state = CANCELLED
         self.stats.forget(entry)
         self._remove(entry)
-        self._discard_files(entry.seq)
+        discard_files(self.directory, entry.seq)
         entry.done.set()
         entry.attempted.set()
 
@@ -247,7 +238,7 @@ class Outbox:
         for name, value in changes.items():
             setattr(entry, name, value)
         try:
-            self._rewrite_manifest(entry)
+            rewrite_manifest(entry)
         except OSError:
             for name, value in before.items():
                 setattr(entry, name, value)
@@ -341,7 +332,7 @@ class Outbox:
             entry.state = DONE
             self.stats.uploaded(entry, len(self))
             self._remove(entry)
-            self._discard_files(entry.seq)
+            discard_files(self.directory, entry.seq)
             self._uploaded.append((entry.path, result))
             entry.done.set()
             log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)

@@ -37,7 +37,7 @@ def mount_status(vfs: Vfs) -> dict[str, object]:
         "pid": os.getpid(),
         "store": vfs.config.fsname or vfs.config.store_url,
         "read_only": vfs.config.read_only,
-        "outbox": vfs.cache.outbox,
+        "outbox": vfs.ctx.cache.outbox,
         "writing_files": writing,
         **vfs.outbox.stats.snapshot(vfs.outbox.pending()),
     }
@@ -52,7 +52,7 @@ async def upload_xattr(vfs: Vfs, ino: int, name: str) -> bytes:
         return json.dumps(mount_status(vfs), sort_keys=True).encode()
     if node.is_dir or node.unlinked:
         raise OpError(errno.ENODATA)
-    view = await vfs._view(node.path)
+    view = await vfs.overlay.view(node.path)
     if view is None:
         raise OpError(errno.ENOENT)
     if name == XATTR_VERSION:
