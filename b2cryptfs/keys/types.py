@@ -58,3 +58,19 @@ class X25519Identity:
 
 Recipient = RsaRecipient | X25519Recipient
 Identity = RsaIdentity | X25519Identity
+
+
+def recipients_fingerprint(recipients: list[Recipient] | tuple[Recipient, ...]) -> str:
+    """A short digest naming a set of recipients (order and duplicates ignored): rotate
+    records it with each key object it re-wraps, so that a second run can tell which key
+    objects are already wrapped for exactly this set."""
+    import hashlib
+
+    parts = set()
+    for r in recipients:
+        if isinstance(r, RsaRecipient):
+            n = r.public_key.public_numbers()
+            parts.add(f"ssh-rsa:{n.e:x}:{n.n:x}")
+        else:
+            parts.add(f"X25519:{r.public_bytes.hex()}")
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:32]
