@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TextIO
 
-from b2cryptfs.bucket.layout import INFO_RECIPIENTS
+from b2cryptfs.bucket.layout import INFO_RECIPIENT_LIST, INFO_RECIPIENTS
 from b2cryptfs.bucket.namekey import rewrap_name_key
 from b2cryptfs.bucket.pairs import INFO_FORMAT, FileEntry, PairStore
 from b2cryptfs.bucket.walk import walk_files
@@ -28,12 +28,20 @@ from b2cryptfs.cli.common import (
 )
 from b2cryptfs.errors import B2CryptfsError, UsageError
 from b2cryptfs.formats import detect_format
-from b2cryptfs.keys.types import Recipient, RsaRecipient, recipients_fingerprint
+from b2cryptfs.keys.types import (
+    Identity,
+    Recipient,
+    RsaRecipient,
+    recipient_id,
+    recipients_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOBS = 8  # key objects are small: the time is request latency, not bandwidth
 ROTATED, CURRENT = "rotated", "current"
+_MAX_LIST = 3000  # bytes of file info for the recipient list; a longer one is not kept
+_RECIPIENT_STANZAS = ("X25519", "ssh-rsa")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,33 +110,117 @@ def _recipients_for(fmt: str, recipients: list[Recipient]) -> list[Recipient]:
     return rsa
 
 
+class RecipientPlan:
+    """The recipients each key object is re-wrapped for.
+
+    With --public-key (or $B2CRYPTFS_PUBLIC_KEY) that set, plus --add-recipient, minus
+    --remove-recipient, for every file. Without it, each file's current set is the base: the
+    list an earlier rotate recorded in the key object's file info, else (a key object put or
+    the mount wrote) the private keys' public halves, refused when the key object has more
+    recipient stanzas than that (a recipient would be dropped unseen).
+    """
+
+    def __init__(
+        self,
+        explicit: list[Recipient] | None,
+        add: list[Recipient],
+        remove: list[Recipient],
+        identities: list[Identity],
+    ) -> None:
+        self.add, self.remove_ids = add, {recipient_id(r) for r in remove}
+        if self.remove_ids & {recipient_id(r) for r in add}:
+            raise UsageError("a key cannot be both added and removed")
+        self.own = [i.recipient() for i in identities]
+        known = [*self.own, *add, *(explicit or [])]
+        self.known_rsa = {recipient_id(r): r for r in known if isinstance(r, RsaRecipient)}
+        self.fixed: list[Recipient] | None = None
+        if explicit is not None:
+            for r in remove:
+                if r not in explicit:
+                    raise UsageError(
+                        f"--remove-recipient {recipient_id(r)}: not among the recipients"
+                    )
+            self.fixed = self._apply(explicit)
+
+    def _apply(self, base: list[Recipient]) -> list[Recipient]:
+        out = [r for r in base if recipient_id(r) not in self.remove_ids]
+        out += [r for r in self.add if r not in out]
+        if not out:
+            raise UsageError("no recipients left to wrap the file key for")
+        return out
+
+    def recorded(self, info: dict[str, str]) -> list[Recipient] | None:
+        """The targets when known from the listing alone (no read), else None."""
+        if self.fixed is not None:
+            return self.fixed
+        text = info.get(INFO_RECIPIENT_LIST)
+        if not text:
+            return None
+        from b2cryptfs.keys.agekeys import parse_x25519_recipient
+
+        base: list[Recipient] = []
+        for rid in text.split(","):
+            if rid in self.remove_ids:
+                continue
+            if rid.startswith("rsa:"):
+                if rid not in self.known_rsa:
+                    raise UsageError(
+                        f"wrapped for an RSA key not given here ({rid}): give it with --public-key"
+                    )
+                base.append(self.known_rsa[rid])
+            else:
+                base.append(parse_x25519_recipient(rid))
+        return self._apply(base)
+
+    def from_stanzas(self, stanzas: int) -> list[Recipient]:
+        if stanzas > len(self.own):
+            raise UsageError(
+                f"wrapped for {stanzas} recipients, {len(self.own)} of them given as "
+                "--private-key: give the whole new set with --public-key"
+            )
+        return self._apply(self.own)
+
+
+def _info_for(fmt: str, targets: list[Recipient]) -> dict[str, str]:
+    info = {INFO_FORMAT: fmt, INFO_RECIPIENTS: recipients_fingerprint(targets)}
+    listed = ",".join(recipient_id(r) for r in targets)
+    if len(listed) <= _MAX_LIST:
+        info[INFO_RECIPIENT_LIST] = listed
+    return info
+
+
 def rotate_one(
     pairs: PairStore,
     entry: FileEntry,
-    recipients: list[Recipient],
+    plan: RecipientPlan,
     purge: bool,
     dry_run: bool = False,
 ) -> str:
-    """Re-wrap one file's key object: ROTATED, or CURRENT when it already is wrapped for
-    ``recipients`` (a resumed run). A dry run does every read and unwrap, and no write."""
+    """Re-wrap one file's key object: ROTATED, or CURRENT when it already is wrapped for its
+    targets (a resumed run). A dry run does every read and unwrap, and no write."""
     assert entry.key is not None
     name = pairs.key_object_name(entry.path)
-    known = entry.key.info.get(INFO_FORMAT)
-    recorded = entry.key.info.get(INFO_RECIPIENTS)
-    if known and recorded == recipients_fingerprint(_recipients_for(known, recipients)):
-        # Wrapped for this set by an earlier run; purging may be what it did not finish.
-        if purge and not dry_run:
-            pairs.purge_older_versions(name, entry.key)
-        return CURRENT
+    info = entry.key.info
+    targets = plan.recorded(info)
+    known = info.get(INFO_FORMAT)
+    if targets is not None and known:
+        fingerprint = recipients_fingerprint(_recipients_for(known, targets))
+        if info.get(INFO_RECIPIENTS) == fingerprint:
+            # Wrapped for this set by an earlier run; purging may be what it did not finish.
+            if purge and not dry_run:
+                pairs.purge_older_versions(name, entry.key)
+            return CURRENT
     # Prove the pair first, so that a mismatched newest key object is not made permanent.
     key_object = pairs.matching_key_object(entry)
     fmt = detect_format(key_object)
     codec = pairs.codec_for(fmt)
-    targets = _recipients_for(fmt, recipients)
+    if targets is None:
+        described = codec.describe_recipients(key_object)
+        targets = plan.from_stanzas(sum(d.startswith(_RECIPIENT_STANZAS) for d in described))
+    targets = _recipients_for(fmt, targets)
     new_key = codec.rewrap(key_object, pairs.identities, targets)
     if not dry_run:
-        info = {INFO_FORMAT: fmt, INFO_RECIPIENTS: recipients_fingerprint(targets)}
-        pairs.rewrap_key(name, new_key, info, purge=purge)
+        pairs.rewrap_key(name, new_key, _info_for(fmt, targets), purge=purge)
     return ROTATED
 
 
@@ -161,7 +253,7 @@ def _rotate_name_key(
     args: argparse.Namespace,
     pairs: PairStore,
     prefix: str,
-    recipients: list[Recipient],
+    plan: RecipientPlan,
     failed: int,
 ) -> int:
     """Re-wrap the name key last, and only after a whole tree rotated cleanly: until then the
@@ -182,10 +274,12 @@ def _rotate_name_key(
             "with both the old and the new --private-key"
         )
         return 0
-    fingerprint = recipients_fingerprint(recipients)
     try:
         current = pairs.store.stat(name)
-        if current is not None and current.info.get(INFO_RECIPIENTS) == fingerprint:
+        recipients = plan.recorded(current.info if current else {}) or plan.from_stanzas(0)
+        info = _info_for("age", recipients)
+        del info[INFO_FORMAT]
+        if current is not None and current.info.get(INFO_RECIPIENTS) == info[INFO_RECIPIENTS]:
             if args.purge_old and not args.dry_run:
                 pairs.purge_older_versions(name, current)
             print(f"the name key {name} is already wrapped for these recipients")
@@ -193,7 +287,7 @@ def _rotate_name_key(
         if args.dry_run:
             print(f"would re-wrap the name key {name}")
             return 0
-        rewrap_name_key(pairs, recipients, args.purge_old, {INFO_RECIPIENTS: fingerprint})
+        rewrap_name_key(pairs, recipients, args.purge_old, info)
     except B2CryptfsError as exc:
         print(f"failed {name}: {exc}", file=sys.stderr)
         return 1
@@ -201,21 +295,14 @@ def _rotate_name_key(
     return 0
 
 
-def new_recipients(args: argparse.Namespace, identities: list) -> list[Recipient]:
-    """The --public-key set (or its defaults), plus --add-recipient, minus --remove-recipient."""
+def recipient_plan(args: argparse.Namespace, identities: list[Identity]) -> RecipientPlan:
+    from b2cryptfs.cli.common import _public_key_specs
     from b2cryptfs.keys.loader import load_recipients
 
-    recipients = load_recipients_from_args(args, identities)
-    for spec in args.add_recipient:
-        recipients.extend(r for r in load_recipients(spec) if r not in recipients)
-    for spec in args.remove_recipient:
-        for r in load_recipients(spec):
-            if r not in recipients:
-                raise UsageError(f"--remove-recipient {spec}: not among the recipients")
-            recipients.remove(r)
-    if not recipients:
-        raise UsageError("no recipients left to wrap the file keys for")
-    return recipients
+    explicit = load_recipients_from_args(args) if _public_key_specs(args) else None
+    add = [r for spec in args.add_recipient for r in load_recipients(spec)]
+    remove = [r for spec in args.remove_recipient for r in load_recipients(spec)]
+    return RecipientPlan(explicit, add, remove, identities)
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -230,13 +317,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     identities = load_identities_from_args(args)
     if not identities:
         raise UsageError("give the current private key with --private-key")
-    recipients = new_recipients(args, identities)
+    plan = recipient_plan(args, identities)
     store_url, prefix = split_location(args.location)
     pairs = open_pairs_from_args(
         args,
         open_store_from_args(args, store_url),
         identities=identities,
-        recipients=recipients,
+        recipients=plan.fixed or plan.own,
         path=prefix,
     )
     entries = list(walk_files(pairs, prefix))
@@ -266,8 +353,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     try:
         futures = {
-            pool.submit(rotate_one, pairs, e, recipients, args.purge_old, args.dry_run): e
-            for e in work
+            pool.submit(rotate_one, pairs, e, plan, args.purge_old, args.dry_run): e for e in work
         }
         for fut in concurrent.futures.as_completed(futures):
             try:
@@ -290,7 +376,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if current:
         summary += f", {current} already wrapped for these recipients"
     print(summary)
-    failed += _rotate_name_key(args, pairs, prefix, recipients, failed)
+    failed += _rotate_name_key(args, pairs, prefix, plan, failed)
     if done and not args.purge_old and not args.dry_run:
         print(
             "note: older versions of the key objects (wrapped for the old keys) remain in the "
