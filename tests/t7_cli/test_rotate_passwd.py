@@ -281,7 +281,8 @@ def test_rotate_killed_mid_run_resumes_without_rewrapping_twice(tmp_path, b2_cli
     done_first = sum(1 for c in first.values() if c == 2)
     assert 0 < done_first < n and set(first.values()) <= {1, 2}
 
-    again = ok(args, b2_cli_env)
+    again = ok([*args, "--progress"], b2_cli_env)
+    assert f"rotate: {n}/{n} files 100%, 0 failed".encode() in again.stderr
     assert _summary(again) == (
         f"rotated {n - done_first} file(s), 0 failed, {done_first} already wrapped for these "
         "recipients"
