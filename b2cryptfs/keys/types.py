@@ -60,7 +60,6 @@ Recipient = RsaRecipient | X25519Recipient
 Identity = RsaIdentity | X25519Identity
 
 
-
 def recipient_id(r: Recipient) -> str:
     """A short text naming one recipient: its ``age1…`` string, or ``rsa:`` and a digest of
     an RSA public key (the key itself is too long to keep in B2 file info)."""
