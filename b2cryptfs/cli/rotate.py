@@ -35,6 +35,7 @@ from b2cryptfs.keys.types import (
     recipient_id,
     recipients_fingerprint,
 )
+from b2cryptfs.store.base import ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,9 @@ def _rotate_name_key(
         return 0
     try:
         current = pairs.store.stat(name)
-        recipients = plan.recorded(current.info if current else {}) or plan.from_stanzas(0)
+        recipients = plan.recorded(current.info if current else {})
+        if recipients is None:
+            recipients = plan.from_stanzas(_name_key_stanzas(pairs, current))
         info = _info_for("age", recipients)
         del info[INFO_FORMAT]
         if current is not None and current.info.get(INFO_RECIPIENTS) == info[INFO_RECIPIENTS]:
@@ -293,6 +296,16 @@ def _rotate_name_key(
         return 1
     print(f"re-wrapped the name key {name}")
     return 0
+
+
+def _name_key_stanzas(pairs: PairStore, current: ObjectInfo | None) -> int:
+    """How many recipients the name key (an age file) is wrapped for."""
+    from b2cryptfs.formats.age import header
+
+    if current is None:
+        return 0
+    stanzas = header.split(pairs.read_key_object(current))[0].stanzas
+    return sum(st.type in _RECIPIENT_STANZAS for st in stanzas)
 
 
 def recipient_plan(args: argparse.Namespace, identities: list[Identity]) -> RecipientPlan:

@@ -301,3 +301,24 @@ def test_rotate_killed_mid_run_resumes_without_rewrapping_twice(
     } == files
     denied = run(["cat", "--private-key", old_id, f"{b2_bucket.url}/src/f000.bin"], b2_cli_env)
     assert denied.returncode == 3
+
+
+def test_add_and_remove_a_recipient_with_encrypted_names(tmp_path, cli_env):
+    main_id, main_r = make_age_identity(tmp_path, "main.txt")
+    extra_id, extra_r = make_age_identity(tmp_path, "extra.txt")
+    store = tmp_path / "store"
+    store.mkdir()
+    _tree(tmp_path / "src", 2)
+    put = ["put", "-q", "-r", "--encrypt-names", "--private-key", main_id, tmp_path / "src", store]
+    ok(put, cli_env)
+    ls = ["ls", "-R", "--private-key", extra_id, store]
+    assert run(ls, cli_env).returncode != 0
+    base = ["rotate", "--private-key", main_id, store]
+    out = ok([*base, "--add-recipient", extra_r], cli_env).stdout.decode()
+    assert "rotated 2 file(s), 0 failed" in out and "re-wrapped the name key" in out
+    assert "f001.bin" in ok(ls, cli_env).stdout.decode()
+    again = ok([*base, "--add-recipient", extra_r], cli_env).stdout.decode()
+    assert "2 already wrapped" in again and "name key" in again and "already wrapped" in again
+    ok([*base, "--remove-recipient", extra_r], cli_env)
+    assert run(ls, cli_env).returncode != 0
+    assert "f001.bin" in ok(["ls", "-R", "--private-key", main_id, store], cli_env).stdout.decode()
