@@ -19,6 +19,10 @@ CONTENT_SUFFIX = ".enc"
 EMPTY_MARKER = ".bzEmpty"
 # File info key naming the codec that wrote a pair.
 INFO_FORMAT = "b2cryptfs-format"
+# Set by rotate: the recipients fingerprint a key object was re-wrapped for (resuming).
+INFO_RECIPIENTS = "b2cryptfs-recipients"
+# Set by rotate: the recipients themselves (age1… strings, rsa: digests), comma-separated.
+INFO_RECIPIENT_LIST = "b2cryptfs-recipient-list"
 # The name key of a name-encrypted tree (an age file), at the tree's root; its presence is
 # what marks the tree as name-encrypted (see b2cryptfs.bucket.namekey).
 NAME_KEY_OBJECT = ".b2cryptfs-names.age"

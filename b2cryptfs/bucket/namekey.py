@@ -181,7 +181,10 @@ def open_pair_store(
 
 
 def rewrap_name_key(
-    pairs: PairStore, recipients: Sequence[Recipient], purge: bool = False
+    pairs: PairStore,
+    recipients: Sequence[Recipient],
+    purge: bool = False,
+    info: dict[str, str] | None = None,
 ) -> ObjectInfo | None:
     """Upload the name key again, encrypted to ``recipients``; with ``purge``, delete the
     older versions (still encrypted to the old keys). None for plain names."""
@@ -190,4 +193,5 @@ def rewrap_name_key(
         return None
     if not recipients:
         raise UsageError("no public key to encrypt the name key to")
-    return pairs.rewrap_key(name, wrap_name_key(pairs.names.key, recipients), {}, purge=purge)
+    data = wrap_name_key(pairs.names.key, recipients)
+    return pairs.rewrap_key(name, data, dict(info or {}), purge=purge)

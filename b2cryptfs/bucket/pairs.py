@@ -697,10 +697,17 @@ class PairStore:
         for the old keys). The one re-wrap used by rotate, the name key and fsck repair."""
         uploaded = self.store.upload_bytes(name, data, info)
         if purge:
-            for old in self.store.versions(name):
-                if old.version_id != uploaded.version_id:
-                    self.store.delete_version(old)
+            self.purge_older_versions(name, uploaded)
         return uploaded
+
+    def purge_older_versions(self, name: str, keep: ObjectInfo) -> int:
+        """Delete every version of ``name`` but ``keep``; returns how many were deleted."""
+        deleted = 0
+        for old in self.store.versions(name):
+            if old.version_id != keep.version_id:
+                self.store.delete_version(old)
+                deleted += 1
+        return deleted
 
     # --- namespace changes -------------------------------------------------------------
 

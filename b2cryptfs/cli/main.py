@@ -15,10 +15,11 @@ from b2cryptfs.errors import B2CryptfsError
 # Command modules, each with register(subparsers); imported lazily by name so that a slow or
 # optional import (pyfuse3) does not burden the others.
 COMMANDS = (
-    "keygen", "put", "get", "cat", "ls", "mount", "status", "umount", "rotate", "fsck",
+    "keygen", "passwd", "put", "get", "cat", "ls", "mount", "status", "umount", "rotate", "fsck",
 )  # fmt: skip
 _MODULES = {
     "keygen": "b2cryptfs.cli.keygen",
+    "passwd": "b2cryptfs.cli.passwd",
     "put": "b2cryptfs.cli.transfer",
     "get": "b2cryptfs.cli.transfer",
     "cat": "b2cryptfs.cli.transfer",

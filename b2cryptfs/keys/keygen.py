@@ -82,3 +82,48 @@ def generate_age_identity(path: str) -> str:
     text = f"# created: {created}\n# public key: {recipient}\n{encode_x25519_identity(identity)}\n"
     _write_new(path, text.encode("ascii"), 0o600)
     return recipient
+
+
+def private_key_pem(key: rsa.RSAPrivateKey, passphrase: bytes | None) -> bytes:
+    """The private key as keygen writes it: encrypted PKCS#8 PEM (unencrypted with None)."""
+    protection: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protection
+    )
+
+
+def replace_key_file(path: str, data: bytes) -> None:
+    """Replace the key file ``path`` atomically: a temporary file (mode 0600 from the start)
+    in the same directory, fsynced, renamed over it. A crash leaves the old file or the new
+    one, never half of one; through a symlink, the file it points to is replaced."""
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise KeyFileError(f"cannot write beside {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise KeyFileError(f"cannot replace {path}: {e.strerror}") from None
+    try:
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass  # the rename is done; only its durability across a power cut is less certain

@@ -126,13 +126,24 @@ def passphrase_source(
     return get
 
 
-def new_passphrase(passphrase_file: str | None, *, min_len: int = 4) -> bytes:
-    """A passphrase for a new private key: from the file or environment, else typed twice."""
+def new_passphrase(
+    passphrase_file: str | None, *, min_len: int = 4, environment: bool = True
+) -> bytes:
+    """A passphrase for a new private key: from the file or (unless ``environment`` is
+    false: passwd, where it holds the old one) the environment, else typed twice."""
     if passphrase_file is not None:
         value = read_passphrase_file(passphrase_file)
-    elif ENV_PASSPHRASE in os.environ:
+    elif environment and ENV_PASSPHRASE in os.environ:
         value = os.fsencode(os.environ[ENV_PASSPHRASE])
     else:
+        try:
+            _open_tty()
+        except KeyFileError:
+            raise KeyFileError(
+                "no new passphrase: give --new-passphrase-file, or run on a terminal"
+                if not environment
+                else NO_PASSPHRASE
+            ) from None
         value = prompt_tty("New passphrase for the private key: ")
         if prompt_tty("Repeat the passphrase: ") != value:
             raise UsageError("the passphrases do not match")

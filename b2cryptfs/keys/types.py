@@ -58,3 +58,26 @@ class X25519Identity:
 
 Recipient = RsaRecipient | X25519Recipient
 Identity = RsaIdentity | X25519Identity
+
+
+def recipient_id(r: Recipient) -> str:
+    """A short text naming one recipient: its ``age1…`` string, or ``rsa:`` and a digest of
+    an RSA public key (the key itself is too long to keep in B2 file info)."""
+    if isinstance(r, RsaRecipient):
+        import hashlib
+
+        n = r.public_key.public_numbers()
+        return "rsa:" + hashlib.sha256(f"{n.e:x}:{n.n:x}".encode()).hexdigest()[:24]
+    from b2cryptfs.keys.agekeys import encode_x25519_recipient
+
+    return encode_x25519_recipient(r)
+
+
+def recipients_fingerprint(recipients: list[Recipient] | tuple[Recipient, ...]) -> str:
+    """A short digest naming a set of recipients (order and duplicates ignored): rotate
+    records it with each key object it re-wraps, so that a second run can tell which key
+    objects are already wrapped for exactly this set."""
+    import hashlib
+
+    ids = sorted({recipient_id(r) for r in recipients})
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]

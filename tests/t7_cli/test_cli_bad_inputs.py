@@ -33,6 +33,9 @@ def w(tmp_path_factory) -> SimpleNamespace:
     os.mkfifo(d / "fifo")
     mnt = d / "mnt"
     mnt.mkdir()
+    (d / "wrong-pw").write_text("not the passphrase\n")
+    (d / "short-pw").write_text("abc\n")
+    (d / "pub.txt").write_text(recipient + "\n")
     return SimpleNamespace(
         d=d, ident=ident, recipient=recipient, protected=protected, store=store, env=env, mnt=mnt
     )
@@ -162,6 +165,61 @@ CASES = [
         2,
         ["private key"],
     ),
+    (
+        "rotate --jobs 0",
+        lambda w: [
+            "rotate",
+            "--jobs",
+            "0",
+            "--private-key",
+            w.ident,
+            "--public-key",
+            w.recipient,
+            w.store,
+        ],
+        2,
+        ["--jobs"],
+    ),
+    (
+        "rotate remove a key not in --public-key",
+        lambda w: [
+            "rotate",
+            "--private-key",
+            w.ident,
+            "--public-key",
+            w.recipient,
+            "--remove-recipient",
+            "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
+            w.store,
+        ],
+        2,
+        ["not among the recipients"],
+    ),
+    (
+        "passwd --passphrase",
+        lambda w: ["passwd", "--passphrase", SECRET, w.ident],
+        2,
+        ["not accepted"],
+    ),
+    ("passwd missing key", lambda w: ["passwd", w.d / "nokey"], 3, ["cannot read", "nokey"]),
+    (
+        "passwd wrong old passphrase",
+        lambda w: ["passwd", w.protected, "--passphrase-file", w.d / "wrong-pw"],
+        3,
+        ["wrong passphrase"],
+    ),
+    (
+        "passwd too short",
+        lambda w: [
+            "passwd",
+            w.ident,
+            "--new-passphrase-file",
+            w.d / "short-pw",
+        ],
+        2,
+        ["at least"],
+    ),
+    ("passwd a public key", lambda w: ["passwd", w.d / "pub.txt"], 3, ["public key"]),
     (
         "mount missing mountpoint",
         lambda w: ["mount", "--private-key", w.ident, w.store, w.d / "nomnt"],

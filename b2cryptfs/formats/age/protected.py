@@ -59,3 +59,24 @@ def decrypt_protected(data: bytes, path: str, passphrase: Callable[[], bytes] | 
     except FormatError as e:
         raise KeyFileError(f"{path}: damaged age file ({e})") from None
     return plain
+
+
+def protect(plaintext: bytes, passphrase: str, *, armor: bool = False) -> bytes:
+    """What ``age -p`` (``age -a -p`` with ``armor``) writes around ``plaintext``: an age
+    file encrypted to ``passphrase`` alone (one scrypt stanza, age's default work factor)."""
+    import os
+
+    from b2cryptfs.formats.age import stream
+    from b2cryptfs.formats.age.scrypt import ScryptRecipient
+    from b2cryptfs.formats.age.wrap import FILE_KEY_SIZE, wrap_file_key
+
+    file_key = os.urandom(FILE_KEY_SIZE)
+    out = io.BytesIO()
+    out.write(header.serialize(wrap_file_key(file_key, [ScryptRecipient(passphrase)]), file_key))
+    stream.encrypt(io.BytesIO(plaintext), out, file_key)
+    data = out.getvalue()
+    if not armor:
+        return data
+    body = base64.b64encode(data)
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join([ARMOR_BEGIN, *lines, ARMOR_END]) + b"\n"
