@@ -355,8 +355,10 @@ class Outbox:
 
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         key_object = entry.read_key_object()
+        # No collision check here: the vfs checked the name against its listing cache when
+        # the file was created or renamed, and a request per upload is a list call billed.
         return self.pairs.upload_pair(
-            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms
+            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms, check=False
         )
 
     # --- shutdown ----------------------------------------------------------------------

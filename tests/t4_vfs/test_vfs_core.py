@@ -272,7 +272,7 @@ def test_pending_upload_is_listed_read_and_survives_a_crash(tmp_path: Path, iden
 
     run(crashed_mount)
     outbox = next((tmp_path / "cache").iterdir()) / "outbox"
-    assert sorted(p.suffix for p in outbox.iterdir()) == [".content", ".json", ".key"]
+    assert sorted(p.suffix for p in outbox.iterdir()) == [".content", ".json"]
     assert data[:64] not in all_bytes_under(tmp_path / "cache")
     run(next_mount)
     assert os.listdir(outbox) == []
