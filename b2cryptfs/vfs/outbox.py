@@ -6,9 +6,9 @@ killed daemon left is uploaded by the next mount. :meth:`Outbox.put` is the way 
 
 Background workers upload entries oldest first, key object first (``PairStore.upload_pair``).
 Entries of one path are uploaded one at a time, in order; a new entry for a path replaces an
-older one that has not started uploading. A short settle delay lets the usual "close, then
-set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
-twice. Transient store failures are retried with backoff; any other failure is logged and
+older one that has not started uploading. A file sealed again within the settle delay (or
+reported open for writing) waits that delay, so that a rewriting writer's versions coalesce
+into one upload; a file nobody is writing is uploaded at once. Transient store failures are retried with backoff; any other failure is logged and
 the entry stays on disk for the next mount.
 """
 
@@ -75,6 +75,10 @@ class Outbox:
         self._next_seq = 1
         self._wakeup = trio.Event()
         self._draining = False
+        # When each path was last sealed, and the paths the vfs says are open for writing:
+        # what decides whether an entry settles (register).
+        self._sealed_at: dict[str, float] = {}
+        self._writers: set[str] = set()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
@@ -134,9 +138,38 @@ class Outbox:
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
-        """Queue an entry made durable by a :meth:`put` job."""
-        entry.not_before = trio.current_time() + self.settle if settle else 0.0
+        """Queue an entry made durable by a :meth:`put` job.
+
+        It waits the settle delay only if its file may still be written: sealed again within
+        the delay (a writer that closes and re-opens, or appends), or still open for writing
+        (:meth:`writing`). A file nobody writes any more is uploaded at once.
+        """
+        now = trio.current_time()
+        last = self._sealed_at.get(entry.path)
+        self._sealed_at[entry.path] = now
+        if len(self._sealed_at) > 4096:
+            self._forget_sealed(now)
+        busy = (last is not None and now - last < self.settle) or entry.path in self._writers
+        entry.not_before = now + self.settle if settle and busy else 0.0
         self._add(entry)
+
+    def writing(self, path: str, open_for_write: bool) -> None:
+        """The vfs says whether ``path`` is still open for writing: while it is, its entries
+        settle; when the last writer closes it, its queued entries need not wait."""
+        if open_for_write:
+            self._writers.add(path)
+            return
+        self._writers.discard(path)
+        last = self._sealed_at.get(path)
+        if last is not None and trio.current_time() - last < self.settle:
+            return  # re-sealed within the delay: a writer that keeps coming back
+        for entry in self.entries_for(path):
+            if entry.state == QUEUED and entry.not_before > 0.0:
+                entry.not_before = 0.0
+                self._wake()
+
+    def _forget_sealed(self, now: float) -> None:
+        self._sealed_at = {p: t for p, t in self._sealed_at.items() if now - t < self.settle}
 
     def _insert(self, entry: OutboxEntry) -> None:
         late = bool(self._entries) and entry.seq < next(reversed(self._entries))
