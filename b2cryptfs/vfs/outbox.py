@@ -1,15 +1,11 @@
 """The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
 
-An entry is three files named by a sequence number (:mod:`b2cryptfs.vfs.outboxfiles`, the
-one place that writes them); an entry exists exactly when its manifest does, and whatever a
-killed daemon left is uploaded by the next mount. :meth:`Outbox.put` is the way in.
-
-Background workers upload entries oldest first, key object first (``PairStore.upload_pair``).
-Entries of one path are uploaded one at a time, in order; a new entry for a path replaces an
-older one that has not started uploading. A file sealed again within the settle delay (or
-reported open for writing) waits that delay, so that a rewriting writer's versions coalesce
-into one upload; a file nobody is writing is uploaded at once. Transient store failures are retried with backoff; any other failure is logged and
-the entry stays on disk for the next mount.
+An entry's files are written by :mod:`b2cryptfs.vfs.outboxfiles`; it exists exactly when its
+manifest does, and what a killed daemon left is uploaded by the next mount. Workers upload
+entries oldest first, key object first, one at a time per path; a newer entry replaces a
+queued one. Only a file that may still be written waits the settle delay
+(:mod:`b2cryptfs.vfs.settle`). Transient failures are retried with backoff; any other
+failure is logged and the entry stays on disk for the next mount.
 """
 
 from __future__ import annotations
@@ -37,6 +33,7 @@ from b2cryptfs.vfs.outboxfiles import (
     scan_dir,
     write_entry,
 )
+from b2cryptfs.vfs.settle import SettlePolicy
 
 __all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
 
@@ -75,10 +72,7 @@ class Outbox:
         self._next_seq = 1
         self._wakeup = trio.Event()
         self._draining = False
-        # When each path was last sealed, and the paths the vfs says are open for writing:
-        # what decides whether an entry settles (register).
-        self._sealed_at: dict[str, float] = {}
-        self._writers: set[str] = set()
+        self._settle = SettlePolicy(settle)  # which entries wait the delay (register)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
@@ -138,38 +132,20 @@ class Outbox:
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
-        """Queue an entry made durable by a :meth:`put` job.
-
-        It waits the settle delay only if its file may still be written: sealed again within
-        the delay (a writer that closes and re-opens, or appends), or still open for writing
-        (:meth:`writing`). A file nobody writes any more is uploaded at once.
-        """
+        """Queue an entry made durable by a :meth:`put` job (settling: vfs/settle.py)."""
         now = trio.current_time()
-        last = self._sealed_at.get(entry.path)
-        self._sealed_at[entry.path] = now
-        if len(self._sealed_at) > 4096:
-            self._forget_sealed(now)
-        busy = (last is not None and now - last < self.settle) or entry.path in self._writers
+        busy = self._settle.sealed(entry.path, now)
         entry.not_before = now + self.settle if settle and busy else 0.0
         self._add(entry)
 
     def writing(self, path: str, open_for_write: bool) -> None:
-        """The vfs says whether ``path`` is still open for writing: while it is, its entries
-        settle; when the last writer closes it, its queued entries need not wait."""
-        if open_for_write:
-            self._writers.add(path)
+        """Whether ``path`` is still open for writing; at the last close it need not wait."""
+        if not self._settle.writing(path, open_for_write, trio.current_time()):
             return
-        self._writers.discard(path)
-        last = self._sealed_at.get(path)
-        if last is not None and trio.current_time() - last < self.settle:
-            return  # re-sealed within the delay: a writer that keeps coming back
         for entry in self.entries_for(path):
             if entry.state == QUEUED and entry.not_before > 0.0:
                 entry.not_before = 0.0
                 self._wake()
-
-    def _forget_sealed(self, now: float) -> None:
-        self._sealed_at = {p: t for p, t in self._sealed_at.items() if now - t < self.settle}
 
     def _insert(self, entry: OutboxEntry) -> None:
         late = bool(self._entries) and entry.seq < next(reversed(self._entries))
@@ -388,8 +364,7 @@ class Outbox:
 
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         key_object = entry.read_key_object()
-        # No collision check here: the vfs checked the name against its listing cache when
-        # the file was created or renamed, and a request per upload is a list call billed.
+        # No collision stat (a billed list call): the vfs checked its listing at create.
         return self.pairs.upload_pair(
             entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms, check=False
         )

@@ -147,6 +147,7 @@ def test_directory_implied_by_pending_upload_and_nested_mkdir(tmp_path: Path, id
             a = await vfs.mkdir(ROOT_INO, "a", 0o755)
             b = await vfs.mkdir(a.ino, "b", 0o700)
             assert b.mode & 0o777 == 0o700
+            vfs.outbox.writing("a/b/new.txt", True)  # held: as if still open for writing elsewhere
             await write_file(vfs, "a/b/new.txt", b"hello")
             assert await listdir(vfs, "a/b") == ["new.txt"]
             assert not (tmp_path / "store" / "a" / "b" / "new.txt.enc").exists()
@@ -287,6 +288,19 @@ def test_pending_upload_is_listed_read_and_survives_a_crash(tmp_path: Path, iden
     assert pairs.open(entry).read(0, len(data)) == data
 
 
+def test_a_closed_file_is_uploaded_without_the_settle_delay(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            await write_file(vfs, "closed", b"nobody writes it any more")
+            entry = vfs.outbox.latest("closed")
+            assert entry is not None
+            with trio.fail_after(60):  # an hour's settle would time out here
+                await entry.done.wait()
+            assert (tmp_path / "store" / "closed.enc").exists()
+
+    run(main)
+
+
 def test_later_write_supersedes_queued_one(tmp_path: Path, ident) -> None:
     store = CountingStore(str(tmp_path / "store"))
 
@@ -329,6 +343,9 @@ def test_utimens_on_uploaded_file_keeps_content(tmp_path: Path, ident) -> None:
 def test_unlink_removes_pair_and_pending_upload(tmp_path: Path, ident) -> None:
     async def main() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            vfs.outbox.writing(
+                "gone-before-upload", True
+            )  # held: as if still open for writing elsewhere
             await write_file(vfs, "gone-before-upload", b"x")
             await vfs.unlink(ROOT_INO, "gone-before-upload")
             assert len(vfs.outbox) == 0
@@ -558,6 +575,7 @@ def test_path_index_counts_pending_paths() -> None:
 def test_read_only_mount_writes_nothing(tmp_path: Path, ident) -> None:
     async def leave_pending() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600, drain=False) as vfs:
+            vfs.outbox.writing("left", True)  # held: as if still open for writing elsewhere
             await write_file(vfs, "left", b"for later")
 
     async def read_only() -> None:
@@ -589,6 +607,8 @@ def test_read_only_mount_writes_nothing(tmp_path: Path, ident) -> None:
 def test_close_makes_written_data_durable(tmp_path: Path, ident) -> None:
     async def main() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            for name in ("f", "empty"):
+                vfs.outbox.writing(name, True)  # held: as if still open for writing elsewhere
             fh, _ = await vfs.create(ROOT_INO, "f", 0o644, os.O_WRONLY)
             await vfs.flush(fh)  # a shell's dup-and-close before writing: nothing to seal
             assert len(vfs.outbox) == 0
