@@ -36,7 +36,7 @@ def test_no_list_call_per_file_written(rsa_keys: Keys, tmp_path: Path, b2_server
     with mounted(spec, mnt, tmp_path / "cache", rsa_keys.args()):
         (mnt / "d").mkdir()
         (mnt / "d" / "first.txt").write_bytes(b"warms the listing of d\n")
-        wait_uploads(b2_server, 2)
+        wait_uploads(b2_server, 3)  # the directory's marker object, then the pair
         b2_server.reset_stats()
         for i in range(FILES):
             (mnt / "d" / f"f{i:02d}.txt").write_bytes(b"%d\n" % i * 1000)
