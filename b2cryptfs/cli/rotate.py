@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from b2cryptfs.bucket.namekey import rewrap_name_key
-from b2cryptfs.bucket.pairs import INFO_FORMAT, FileEntry, PairStore
-from b2cryptfs.bucket.walk import walk_files
 from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
@@ -22,6 +20,10 @@ from b2cryptfs.formats import detect_format
 from b2cryptfs.keys.types import Recipient, RsaRecipient
 
 log = logging.getLogger(__name__)
+
+
+if TYPE_CHECKING:  # the bucket layer is imported by the commands, not by --help
+    from b2cryptfs.bucket.pairs import FileEntry, PairStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +57,8 @@ def _recipients_for(fmt: str, recipients: list[Recipient]) -> list[Recipient]:
 
 def rotate_one(pairs: PairStore, entry: FileEntry, recipients: list[Recipient], purge: bool) -> str:
     """Re-wrap one file's key object; returns its format."""
+    from b2cryptfs.bucket.pairs import INFO_FORMAT
+
     assert entry.key is not None
     # Prove the pair first, so that a mismatched newest key object is not made permanent.
     key_object = pairs.matching_key_object(entry)
@@ -75,6 +79,8 @@ def _rotate_name_key(
     """Re-wrap the name key last, and only after a whole tree rotated cleanly: until then the
     old key must still open the names, or a second run with it could not list anything.
     Returns 1 if it failed, else 0."""
+    from b2cryptfs.bucket.namekey import rewrap_name_key
+
     name = pairs.name_key_object_name()
     if name is None:
         return 0
@@ -103,6 +109,8 @@ def _rotate_name_key(
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
+    from b2cryptfs.bucket.walk import walk_files
+
     if not args.public_key:
         raise UsageError("give the new recipients with --public-key")
     identities = load_identities_from_args(args)
