@@ -30,6 +30,12 @@ def wait_uploads(server, count: int) -> dict:
         time.sleep(0.1)
 
 
+def wait_outbox_empty(cache: Path) -> None:
+    deadline = time.monotonic() + 120
+    while list(cache.glob("*/outbox/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_no_list_call_per_file_written(rsa_keys: Keys, tmp_path: Path, b2_server) -> None:  # noqa: F811
     spec = b2_store(tmp_path, b2_server)
     mnt = tmp_path / "mnt"
@@ -37,10 +43,13 @@ def test_no_list_call_per_file_written(rsa_keys: Keys, tmp_path: Path, b2_server
         (mnt / "d").mkdir()
         (mnt / "d" / "first.txt").write_bytes(b"warms the listing of d\n")
         wait_uploads(b2_server, 3)  # the directory's marker object, then the pair
+        wait_outbox_empty(tmp_path / "cache")
         b2_server.reset_stats()
         for i in range(FILES):
             (mnt / "d" / f"f{i:02d}.txt").write_bytes(b"%d\n" % i * 1000)
         stats = wait_uploads(b2_server, 2 * FILES)
+        wait_outbox_empty(tmp_path / "cache")
+        stats = b2_server.stats()
         assert (mnt / "d" / "f07.txt").read_bytes() == b"7\n" * 1000
     assert stats.get("b2_upload_file", 0) == 2 * FILES, stats
     assert sum(stats.get(k, 0) for k in LISTS) == 0, stats
