@@ -403,10 +403,16 @@ class Bench:
             if counted:
                 res.requests[name] = request_classes(server.stats())
 
+        only = self.args.only  # the workloads asked for (all when empty)
+
+        def want(*tags: str) -> bool:
+            return not only or any(t in only for t in tags)
+
         def a(m: Daemon | RcloneMount) -> None:
             res.values["w7_mount_s"] = m.mount_seconds
-            timed("w1", lambda: self.w1(m.mountpoint, system, server))
-            res.values["w8_rss_write_mb"] = tree_peak_rss(m.pid) / 1e6
+            if want("W1", "W8"):
+                timed("w1", lambda: self.w1(m.mountpoint, system, server))
+                res.values["w8_rss_write_mb"] = tree_peak_rss(m.pid) / 1e6
 
         def b(m: Daemon | RcloneMount) -> None:
             timed("w2", lambda: self.w2(m.mountpoint))
@@ -419,17 +425,25 @@ class Bench:
             timed("w4_write", lambda: self.w4_create(m.mountpoint, system, server), True)
 
         def e(m: Daemon | RcloneMount) -> None:
-            timed("w5_ls", lambda: self.w5(m.mountpoint), True)
-            timed("w4_readback", lambda: self.w4_readback(m.mountpoint), True)
-            timed("w6_mv", lambda: self.w6(m.mountpoint), True)
+            if want("W5"):
+                timed("w5_ls", lambda: self.w5(m.mountpoint), True)
+            if want("W4"):
+                timed("w4_readback", lambda: self.w4_readback(m.mountpoint), True)
+            if want("W6"):
+                timed("w6_mv", lambda: self.w6(m.mountpoint), True)
 
-        for step in (a, b, c, d):
-            session(step)
-        self.seed_tree(
-            system, server, [f"{LISTDIR}/f{i:05d}.txt" for i in range(self.args.dir_files)]
-        )
-        self.seed_tree(system, server, [f"{MVDIR}/m{i:03d}.txt" for i in range(MV_FILES)])
-        session(e)
+        steps = [(a, True), (b, want("W2", "W8")), (c, want("W3")), (d, want("W4"))]
+        for step, wanted in steps:
+            if wanted:
+                session(step)
+        if want("W5"):
+            self.seed_tree(
+                system, server, [f"{LISTDIR}/f{i:05d}.txt" for i in range(self.args.dir_files)]
+            )
+        if want("W6"):
+            self.seed_tree(system, server, [f"{MVDIR}/m{i:03d}.txt" for i in range(MV_FILES)])
+        if want("W4", "W5", "W6"):
+            session(e)
         return res
 
     def run_seed(self, server: Server, where: Path) -> Result:
@@ -687,6 +701,7 @@ def main() -> int:
     ap.add_argument("--cap", type=float, default=900, help="seconds per workload")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="report directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--only", default="", help="workloads to run, e.g. W4,W7 (default all)")
     ap.add_argument("--chart-only", action="store_true", help="redraw the PNG from --out's JSON")
     args = ap.parse_args()
     if args.chart_only:
@@ -702,6 +717,9 @@ def main() -> int:
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
     args.seed_files = max(1, min(args.seed_files, args.small_files))
+    args.only = sorted({w.strip().upper() for w in args.only.split(",") if w.strip()})
+    if set(args.only) - {f"W{i}" for i in range(1, 9)}:
+        ap.error("--only takes workloads W1 to W8, e.g. --only W4,W7")
     latencies = [float(x) for x in args.latencies.split(",") if x.strip()]
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     if set(wanted) - set(SYSTEMS):

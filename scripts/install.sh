@@ -32,7 +32,7 @@ fi
 # fuse3/libfuse3-dev/pkg-config: pyfuse3 builds against libfuse3 and mounts with fusermount3.
 # openssl, age, rclone, rsync, sqlite3, git: real tools the tests run against the filesystem.
 # man-db: `man b2cryptfs` and `man -w`.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc openssl age rclone rsync sqlite3 git tar coreutils findutils man-db)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc openssl age rclone rsync sqlite3 git tar coreutils findutils man-db strace)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from b2cryptfs.bucket.check import check, repair
 from b2cryptfs.cli.common import (
     add_key_options,
     load_identities_from_args,
@@ -33,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    from b2cryptfs.bucket.check import check, repair  # not needed by --help
+
     store_url, prefix = split_location(args.location)
     identities = load_identities_from_args(args)
     pairs = open_pairs_from_args(

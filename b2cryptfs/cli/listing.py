@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from b2cryptfs.bucket.namekey import find_name_root
-from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.cli.common import (
     add_key_options,
     open_pairs_from_args,
@@ -15,6 +14,9 @@ from b2cryptfs.cli.common import (
     split_location,
 )
 from b2cryptfs.errors import B2CryptfsError, NotFound
+
+if TYPE_CHECKING:  # the bucket layer is imported by the command, not by --help
+    from b2cryptfs.bucket.pairs import FileEntry, PairStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +57,7 @@ def _line(pairs: PairStore, name: str, entry: FileEntry | None, long: bool) -> s
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from b2cryptfs.bucket.namekey import find_name_root
     from b2cryptfs.cli.common import load_identities_from_args
 
     store_url, prefix = split_location(args.location)

@@ -260,6 +260,7 @@ def _rotate_name_key(
     """Re-wrap the name key last, and only after a whole tree rotated cleanly: until then the
     old key must still open the names, or a second run with it could not list anything.
     Returns 1 if it failed, else 0."""
+
     name = pairs.name_key_object_name()
     if name is None:
         return 0

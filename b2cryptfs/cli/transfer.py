@@ -8,8 +8,8 @@ import os
 import stat
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-from b2cryptfs.bucket.pairs import PairStore, fetch_plaintext_to
 from b2cryptfs.cli.common import (
     add_key_options,
     load_keys_from_args,
@@ -20,6 +20,9 @@ from b2cryptfs.cli.common import (
 from b2cryptfs.cli.progress import Reporter, add_output_options, local_error
 from b2cryptfs.errors import B2CryptfsError, NotFound, UsageError
 from b2cryptfs.store.base import Store
+
+if TYPE_CHECKING:  # the bucket layer is imported by the commands, not by --help
+    from b2cryptfs.bucket.pairs import PairStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -300,6 +303,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    from b2cryptfs.bucket.pairs import fetch_plaintext_to
+
     _, path, pairs = _location(args)
     reader = pairs.open(_stat(args, pairs, path))
     out = sys.stdout.buffer

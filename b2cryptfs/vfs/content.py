@@ -69,6 +69,7 @@ class Content:
         handle = Handle(self.new_fh(), node, readable=readable, writable=True)
         node.open_count += 1
         self.handles[handle.fh] = handle
+        self.outbox.writing(node.path, True)  # its seals wait the settle delay meanwhile
         node.cache_version = None
         return handle.fh
 
@@ -105,6 +106,8 @@ class Content:
             version = await self.reader.pin(handle, view)
         node.open_count += 1
         self.handles[handle.fh] = handle
+        if writable:
+            self.outbox.writing(node.path, True)
         keep = version is not None and node.cache_version == version
         node.cache_version = version
         return handle.fh, keep
@@ -257,6 +260,10 @@ class Content:
             )
         finally:
             node.open_count -= 1
+            if handle.writable and not any(
+                h.node is node and h.writable for h in self.handles.values()
+            ):
+                self.outbox.writing(node.path, False)  # the last writer: uploads may go
             if handle.local is not None:
                 handle.local.close()
             if node.open_count == 0 and node.staging is not None and not node.dirty:

@@ -1,16 +1,11 @@
 """The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
 
-An entry is three files named by a sequence number (:mod:`b2cryptfs.vfs.outboxfiles`, the
-one place that writes them); an entry exists exactly when its manifest does, and whatever a
-killed daemon left is uploaded by the next mount. :meth:`Outbox.put` is the way in.
-
-Background workers upload entries oldest first, key object first (``PairStore.upload_pair``).
-Entries of one path are uploaded one at a time, in order; a new entry for a path replaces an
-older one that has not started uploading. A short settle delay lets the usual "close, then
-set the mtime, then rename" sequence of copy tools edit the manifest instead of uploading
-twice. Transient store failures are retried with backoff; any other failure is logged and
-the entry stays on disk for the next mount.
-Statistics and the log lines about failing uploads: ``Outbox.stats`` (vfs/outboxstats.py).
+An entry's files are written by :mod:`b2cryptfs.vfs.outboxfiles`; it exists exactly when its
+manifest does, and what a killed daemon left is uploaded by the next mount. Workers upload
+entries oldest first, key object first, one at a time per path; a newer entry replaces a
+queued one. Only a file that may still be written waits the settle delay (vfs/settle.py).
+Transient failures are retried with backoff; any other failure is logged and the entry stays
+on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
 
 from __future__ import annotations
@@ -40,6 +35,7 @@ from b2cryptfs.vfs.outboxfiles import (
     write_entry,
 )
 from b2cryptfs.vfs.outboxstats import OutboxStats
+from b2cryptfs.vfs.settle import SettlePolicy
 from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 
 __all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
@@ -81,10 +77,9 @@ class Outbox:
         self._wakeup = trio.Event()
         self.draining = False  # drain() has begun (read-only for others)
         self.stats = OutboxStats()  # read-only for everyone else
+        self._settle = SettlePolicy(settle)  # which entries wait the delay (register)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
-
-    # --- files -------------------------------------------------------------------------
 
     def put(
         self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
@@ -120,25 +115,29 @@ class Outbox:
             log.info("outbox: %d upload(s) left by an earlier run will be retried", len(found))
         return found
 
-    # --- queue -------------------------------------------------------------------------
-
     def _add(self, entry: OutboxEntry) -> None:
         # A newer version of a path replaces an older one that has not started uploading.
         for old in self.entries_for(entry.path):
             if old.state in (QUEUED, FAILED) and old.seq < entry.seq:
-                self._drop(old)
+                self.discard(old)
         self._insert(entry)
         self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
-        """Queue an entry made durable by a :meth:`put` job."""
-        entry.not_before = trio.current_time() + self.settle if settle else 0.0
+        """Queue an entry made durable by a :meth:`put` job (settling: vfs/settle.py)."""
+        now = trio.current_time()
+        busy = self._settle.sealed(entry.path, now)
+        entry.not_before = now + self.settle if settle and busy else 0.0
         self._add(entry)
 
-    def discard(self, entry: OutboxEntry) -> None:
-        """Forget a sealed entry that must never be uploaded (not registered, or queued):
-        its name was removed while it was being sealed."""
-        self._drop(entry)
+    def writing(self, path: str, open_for_write: bool) -> None:
+        """Whether ``path`` is still open for writing; at the last close it need not wait."""
+        if not self._settle.writing(path, open_for_write, trio.current_time()):
+            return
+        for entry in self.entries_for(path):
+            if entry.state == QUEUED and entry.not_before > 0.0:
+                entry.not_before = 0.0
+                self._wake()
 
     def _insert(self, entry: OutboxEntry) -> None:
         late = bool(self._entries) and entry.seq < next(reversed(self._entries))
@@ -159,7 +158,8 @@ class Outbox:
             self._by_path.pop(entry.path, None)
         self.index.remove(entry.path)
 
-    def _drop(self, entry: OutboxEntry) -> None:
+    def discard(self, entry: OutboxEntry) -> None:
+        """Forget an entry for good (cancelled, or its name removed while it was sealed)."""
         entry.state = CANCELLED
         self.stats.forget(entry)
         self._remove(entry)
@@ -188,8 +188,6 @@ class Outbox:
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.pending)
 
-    # --- edits of queued entries -------------------------------------------------------
-
     async def settle_path(self, path: str) -> OutboxEntry | None:
         """Wait until no entry of ``path`` is uploading; return the queued one, if any.
 
@@ -209,7 +207,7 @@ class Outbox:
             entry = await self.settle_path(path)
             if entry is None:
                 return
-            self._drop(entry)
+            self.discard(entry)
 
     def retarget(self, entry: OutboxEntry, new_path: str) -> None:
         """Upload a queued entry under another path (rename before upload)."""
@@ -222,7 +220,7 @@ class Outbox:
         self._insert(entry)
         for other in self.entries_for(new_path):
             if other is not entry and other.state in (QUEUED, FAILED):
-                self._drop(other)
+                self.discard(other)
         if entry.state == FAILED:
             entry.state = QUEUED
         self._wake()
@@ -268,8 +266,6 @@ class Outbox:
                 assert entry.error is not None
                 raise entry.error
             await entry.attempted.wait()
-
-    # --- workers -----------------------------------------------------------------------
 
     def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload, and when to look again if none is ready."""
@@ -363,11 +359,10 @@ class Outbox:
 
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         key_object = entry.read_key_object()
+        # No collision stat (a billed list call): the vfs checked its listing at create.
         return self.pairs.upload_pair(
-            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms
+            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms, check=False
         )
-
-    # --- shutdown ----------------------------------------------------------------------
 
     async def drain(self) -> int:
         """Upload everything queued; return how many entries are left on disk."""

@@ -1,14 +1,21 @@
 """The outbox's files: one entry per sequence number N in the outbox directory.
 
-``N.content`` (the sealed content object), ``N.key`` (the key object) and ``N.json`` (the
-manifest: path, mtime, file info, format, sizes). Both objects are complete and fsynced
-before the manifest is written, and the manifest is written last (temporary file, fsync,
-rename, directory fsync): an entry exists exactly when its manifest does. This module is
-that protocol and nothing else; the queue and its uploads are in :mod:`b2cryptfs.vfs.outbox`.
+Layout 2 (written now): ``N.content`` (the sealed content object) and ``N.json`` (the
+manifest: path, mtime, file info, format, sizes, and the key object itself, base64). Making
+an entry durable costs three fsyncs: the content file, the manifest's temporary file, then
+the directory once the manifest is renamed into place. The content is durable before the
+rename can be, so after kill -9 or power loss an entry is absent or complete: it exists
+exactly when its manifest does.
+
+Layout 1 (read, and kept when rewritten): the key object in its own ``N.key`` file and a
+manifest without it. This module is that protocol and nothing else; the queue and its
+uploads are in :mod:`b2cryptfs.vfs.outbox`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
@@ -40,6 +47,9 @@ class OutboxEntry:
     attempts: int = 0
     drain_failures: int = 0
     error: BaseException | None = None
+    # Layout 2 keeps the key object in the manifest (and here); layout 1 in ``N.key``.
+    key_object: bytes | None = None
+    layout: int = 2
     result: FileEntry | None = None
     done: trio.Event = field(default_factory=trio.Event)
     attempted: trio.Event = field(default_factory=trio.Event)
@@ -65,8 +75,8 @@ class OutboxEntry:
         return self.state in _PENDING
 
     def manifest(self) -> dict[str, object]:
-        return {
-            "version": 1,
+        m: dict[str, object] = {
+            "version": self.layout,
             "path": self.path,
             "mtime_ms": self.mtime_ms,
             "info": self.info,
@@ -74,8 +84,14 @@ class OutboxEntry:
             "plaintext_size": self.plaintext_size,
             "content_size": self.content_size,
         }
+        if self.layout >= 2:
+            assert self.key_object is not None
+            m["key_object"] = base64.b64encode(self.key_object).decode("ascii")
+        return m
 
     def read_key_object(self) -> bytes:
+        if self.key_object is not None:
+            return self.key_object
         with open(self.key_file, "rb") as f:
             return f.read()
 
@@ -135,6 +151,7 @@ def stem_of(directory: str, seq: int) -> str:
 
 def discard_files(directory: str, seq: int) -> None:
     stem = stem_of(directory, seq)
+    # The manifest first: once it is gone the entry is, whatever is left of the rest.
     for ext in (".json", ".key", ".content"):
         _unlink_quietly(stem + ext)
 
@@ -142,7 +159,8 @@ def discard_files(directory: str, seq: int) -> None:
 def write_entry(
     directory: str, seq: int, path: str, mtime_ms: int, written: WrittenContent
 ) -> OutboxEntry:
-    """Blocking: make the entry durable (its content file is already written)."""
+    """Blocking: make the entry durable (its content file is already written): fsync the
+    content, write the manifest with the key object in it, fsync the directory."""
     entry = OutboxEntry(
         seq=seq,
         path=path,
@@ -152,17 +170,16 @@ def write_entry(
         plaintext_size=written.plaintext_size,
         content_size=0,
         directory=directory,
+        key_object=bytes(written.key_object),
     )
-    with open(entry.content_file, "rb+") as f:
-        os.fsync(f.fileno())
-        entry.content_size = os.fstat(f.fileno()).st_size
-    # The key file needs no rename: without a manifest it is not part of an entry.
-    fd = os.open(entry.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(written.key_object)
-        f.flush()
-        os.fsync(f.fileno())
-    # Last, the manifest; its directory fsync also makes the other two names durable.
+    fd = os.open(entry.content_file, os.O_RDONLY)
+    try:
+        # fdatasync: the size is flushed with the data; the name waits for the directory's.
+        os.fdatasync(fd)
+        entry.content_size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    # Last, the manifest; its directory fsync also makes the content file's name durable.
     rewrite_manifest(entry)
     return entry
 
@@ -197,6 +214,12 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
         try:
             with open(os.path.join(directory, stem + ".json"), "rb") as f:
                 m = json.load(f)
+            layout = int(m.get("version", 1))
+            if layout not in (1, 2):
+                raise ValueError(f"unknown entry layout {layout}")
+            key_object = None
+            if layout == 2:
+                key_object = base64.b64decode(str(m["key_object"]), validate=True)
             entry = OutboxEntry(
                 seq=seq,
                 path=str(m["path"]),
@@ -206,10 +229,16 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
                 plaintext_size=int(m["plaintext_size"]),
                 content_size=int(m["content_size"]),
                 directory=directory,
+                key_object=key_object,
+                layout=layout,
             )
-            if not (os.path.isfile(entry.key_file) and os.path.isfile(entry.content_file)):
-                raise ValueError("its key or content file is missing")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if layout == 1 and not os.path.isfile(entry.key_file):
+                raise ValueError("its key file is missing")
+            if not os.path.isfile(entry.content_file):
+                raise ValueError("its content file is missing")
+            if layout == 2 and os.path.getsize(entry.content_file) != entry.content_size:
+                raise ValueError("its content file has the wrong size")
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
             log.error(
                 "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
             )

@@ -43,6 +43,10 @@ class CountingStore(DirStore):
         self.calls["stat"] += 1
         return super().stat(name)
 
+    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+        self.calls["upload " + name] += 1
+        return super().upload_file(name, path, info)
+
     def read(self, obj, offset=0, length=None):  # type: ignore[no-untyped-def]
         self.calls["read"] += 1
         self.reads[obj.name] += 1
@@ -143,6 +147,7 @@ def test_directory_implied_by_pending_upload_and_nested_mkdir(tmp_path: Path, id
             a = await vfs.mkdir(ROOT_INO, "a", 0o755)
             b = await vfs.mkdir(a.ino, "b", 0o700)
             assert b.mode & 0o777 == 0o700
+            vfs.outbox.writing("a/b/new.txt", True)  # held: as if still open for writing elsewhere
             await write_file(vfs, "a/b/new.txt", b"hello")
             assert await listdir(vfs, "a/b") == ["new.txt"]
             assert not (tmp_path / "store" / "a" / "b" / "new.txt.enc").exists()
@@ -280,6 +285,7 @@ def test_pending_upload_is_listed_read_and_survives_a_crash(tmp_path: Path, iden
 
     async def crashed_mount() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600, drain=False) as vfs:
+            vfs.outbox.writing("pending.bin", True)  # still open for writing elsewhere
             ino = await write_file(vfs, "pending.bin", data)
             await vfs.setattr(ino, mtime_ns=1_500_000_000_123_000_000)
             assert await listdir(vfs) == ["pending.bin"]
@@ -297,7 +303,7 @@ def test_pending_upload_is_listed_read_and_survives_a_crash(tmp_path: Path, iden
 
     run(crashed_mount)
     outbox = next((tmp_path / "cache").iterdir()) / "outbox"
-    assert sorted(p.suffix for p in outbox.iterdir()) == [".content", ".json", ".key"]
+    assert sorted(p.suffix for p in outbox.iterdir()) == [".content", ".json"]
     assert data[:64] not in all_bytes_under(tmp_path / "cache")
     run(next_mount)
     assert os.listdir(outbox) == []
@@ -307,20 +313,38 @@ def test_pending_upload_is_listed_read_and_survives_a_crash(tmp_path: Path, iden
     assert pairs.open(entry).read(0, len(data)) == data
 
 
+def test_a_closed_file_is_uploaded_without_the_settle_delay(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            await write_file(vfs, "closed", b"nobody writes it any more")
+            entry = vfs.outbox.latest("closed")
+            assert entry is not None
+            with trio.fail_after(60):  # an hour's settle would time out here
+                await entry.done.wait()
+            assert (tmp_path / "store" / "closed.enc").exists()
+
+    run(main)
+
+
 def test_later_write_supersedes_queued_one(tmp_path: Path, ident) -> None:
     store = CountingStore(str(tmp_path / "store"))
 
     async def main() -> None:
         async with open_vfs(tmp_path, store=store, identity=ident, settle=3600) as vfs:
+            # The first version of a file nobody writes any more goes up at once; the ones
+            # sealed again within the settle delay wait, and a newer one replaces them.
             await write_file(vfs, "f", b"first")
+            await vfs.outbox.wait(vfs.outbox.latest("f"))
             await write_file(vfs, "f", b"second")
+            await write_file(vfs, "f", b"third")
             assert len(vfs.outbox) == 1
-            assert await read_file(vfs, "f") == b"second"
+            assert await read_file(vfs, "f") == b"third"
 
     run(main)
     pairs = PairStore(store, identities=[ident])
     entry = pairs.stat_file("f")
-    assert entry is not None and pairs.open(entry).read(0, 100) == b"second"
+    assert entry is not None and pairs.open(entry).read(0, 100) == b"third"
+    assert store.calls["upload f.enc"] == 2  # "second" never went up
 
 
 def test_utimens_on_uploaded_file_keeps_content(tmp_path: Path, ident) -> None:
@@ -344,6 +368,9 @@ def test_utimens_on_uploaded_file_keeps_content(tmp_path: Path, ident) -> None:
 def test_unlink_removes_pair_and_pending_upload(tmp_path: Path, ident) -> None:
     async def main() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            vfs.outbox.writing(
+                "gone-before-upload", True
+            )  # held: as if still open for writing elsewhere
             await write_file(vfs, "gone-before-upload", b"x")
             await vfs.unlink(ROOT_INO, "gone-before-upload")
             assert len(vfs.outbox) == 0
@@ -573,6 +600,7 @@ def test_path_index_counts_pending_paths() -> None:
 def test_read_only_mount_writes_nothing(tmp_path: Path, ident) -> None:
     async def leave_pending() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600, drain=False) as vfs:
+            vfs.outbox.writing("left", True)  # held: as if still open for writing elsewhere
             await write_file(vfs, "left", b"for later")
 
     async def read_only() -> None:
@@ -604,6 +632,8 @@ def test_read_only_mount_writes_nothing(tmp_path: Path, ident) -> None:
 def test_close_makes_written_data_durable(tmp_path: Path, ident) -> None:
     async def main() -> None:
         async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            for name in ("f", "empty"):
+                vfs.outbox.writing(name, True)  # held: as if still open for writing elsewhere
             fh, _ = await vfs.create(ROOT_INO, "f", 0o644, os.O_WRONLY)
             await vfs.flush(fh)  # a shell's dup-and-close before writing: nothing to seal
             assert len(vfs.outbox) == 0
