@@ -14,7 +14,7 @@ class SettlePolicy:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._sealed_at: dict[str, float] = {}
-        self._writers: set[str] = set()
+        self._writers: dict[str, int] = {}  # path -> writers that have it open
         self._rewritten: set[str] = set()  # sealed again within the delay of the seal before
 
     def sealed(self, path: str, now: float) -> bool:
@@ -31,10 +31,14 @@ class SettlePolicy:
         return path in self._writers
 
     def writing(self, path: str, open_for_write: bool, now: float) -> bool:
-        """Record whether ``path`` is open for writing; True if its queued entries may go."""
+        """Count a writer opening (True) or closing (False) ``path``; True if its queued
+        entries may go now."""
         if open_for_write:
-            self._writers.add(path)
+            self._writers[path] = self._writers.get(path, 0) + 1
             return False
-        self._writers.discard(path)
+        left = self._writers.pop(path, 1) - 1
+        if left > 0:
+            self._writers[path] = left
+            return False
         last = self._sealed_at.get(path)
         return path not in self._rewritten or last is None or now - last >= self.delay
