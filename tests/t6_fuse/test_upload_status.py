@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mountutil import B2CRYPTFS, Keys, Mount, StoreSpec, force_unmount, is_mounted, rsa_keys  # noqa: F401
 from reliability_util import b2_spec, fuse_test, log_lines, outbox_entries, wait_until  # noqa: F401
 
