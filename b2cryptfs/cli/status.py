@@ -1,7 +1,7 @@
 """``status`` and ``umount``: what a mount still has to upload, and unmounting that waits.
 
 Both read the read-only ``user.b2cryptfs.status`` xattr of the mount's root (JSON, see
-:mod:`b2cryptfs.vfs.uploadinfo`): no control socket, and only who may see the mount may ask.
+vfs/uploadinfo.py): no control socket, and only who may see the mount may ask.
 ``fusermount3 -u`` detaches the kernel side at once while the daemon keeps uploading; ``umount
 --wait`` first waits for the outbox to empty, then unmounts and waits for the daemon to exit
 (it drains what was sealed at the unmount, watched in its outbox directory).
