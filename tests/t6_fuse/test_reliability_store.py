@@ -30,6 +30,11 @@ def errno_of(fn) -> int:  # type: ignore[no-untyped-def]
     raise AssertionError(f"{fn} did not fail")
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="on a loaded machine the first failed upload attempt can take longer than the "
+    "test's 60 s wait (store retries plus outbox backoff); open in issue 10",
+)
 def test_outage_reads_fail_writes_wait(
     b2_spec: StoreSpec,  # noqa: F811
     rsa_keys: Keys,  # noqa: F811
