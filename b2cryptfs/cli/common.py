@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from b2cryptfs.cli.mountopts import duration_arg
 from b2cryptfs.errors import UsageError
 from b2cryptfs.formats import FORMATS
 from b2cryptfs.keys.types import Identity, Recipient
@@ -24,7 +25,17 @@ ENV_PUBLIC_KEY = "B2CRYPTFS_PUBLIC_KEY"
 CREDENTIAL_VARS = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_ENVIRONMENT")
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
+def add_store_options(parser: argparse.ArgumentParser, *, io_timeout: bool = True) -> None:
+    """The store options every command shares; ``mount`` has its own --io-timeout."""
+    if io_timeout:
+        parser.add_argument(
+            "--io-timeout",
+            type=duration_arg,
+            default=None,
+            metavar="TIME",
+            help="how long a transfer retries transient failures (resets, 5xx, 429) before "
+            "the command fails: 30s, 5m … (default: 2m)",
+        )
     parser.add_argument(
         "--b2-realm",
         metavar="URL",
@@ -44,7 +55,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_key_options(parser: argparse.ArgumentParser) -> None:
+def add_key_options(parser: argparse.ArgumentParser, *, io_timeout: bool = True) -> None:
     g = parser.add_argument_group("keys")
     g.add_argument(
         "--private-key",
@@ -93,7 +104,7 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
         "(.b2cryptfs-names.age) if there is none; a store that has one is always used with "
         "encrypted names, and then needs the private key",
     )
-    add_store_options(parser)
+    add_store_options(parser, io_timeout=io_timeout)
 
 
 def _private_key_paths(args: argparse.Namespace) -> list[str]:
@@ -227,6 +238,9 @@ def open_store_from_args(args: argparse.Namespace, url: str, **b2_options: Any) 
         # b2sdk's SqliteAccountInfo reads this variable; a path, not a secret.
         os.environ["B2_ACCOUNT_INFO"] = os.path.abspath(account_info)
     realm = getattr(args, "b2_realm", None)
+    timeout = getattr(args, "io_timeout", None)
+    if timeout and "retry_time" not in b2_options:
+        b2_options["retry_time"] = timeout
     if not credentials:
         return open_store(url, realm=realm, **b2_options)
     if not url.startswith("b2://"):

@@ -22,7 +22,7 @@ from typing import NoReturn
 from b2cryptfs.cache.cachedir import ROOT_CACHE_ROOT, default_cache_root
 from b2cryptfs.cli import daemon
 from b2cryptfs.cli.common import add_key_options, load_keys_from_args
-from b2cryptfs.cli.mountopts import parse_duration, parse_size, translate_o_options
+from b2cryptfs.cli.mountopts import duration_arg, size_arg, translate_o_options
 from b2cryptfs.cli.mountprep import (
     MountError,
     check_fuse_device,
@@ -37,20 +37,6 @@ from b2cryptfs.vfs.config import MountConfig
 log = logging.getLogger(__name__)
 
 # --- argument parsing ----------------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _uid(text: str) -> int:
@@ -84,7 +70,7 @@ def _umask(text: str) -> int:
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE", help="b2://BUCKET[/PREFIX] or a directory")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
-    add_key_options(parser)
+    add_key_options(parser, io_timeout=False)
     g = parser.add_argument_group("mount")
     g.add_argument(
         "-o",
@@ -147,21 +133,21 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     )
     c.add_argument(
         "--cache-size",
-        type=_size,
+        type=size_arg,
         default=MountConfig.cache_size,
         metavar="SIZE",
         help="bytes of ciphertext kept in the read cache: 512M, 2G … (default: 1G)",
     )
     c.add_argument(
         "--dir-cache-time",
-        type=_duration,
+        type=duration_arg,
         default=MountConfig.dir_cache_time,
         metavar="TIME",
         help="how long a directory listing is trusted: 30s, 5m … (default: 30s)",
     )
     c.add_argument(
         "--io-timeout",
-        type=_duration,
+        type=duration_arg,
         default=MountConfig.io_timeout,
         metavar="TIME",
         help="how long a read or open waits for the store before failing with EIO (default: 2m)",

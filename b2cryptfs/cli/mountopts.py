@@ -6,6 +6,7 @@ parser as the command line, so both spellings share one set of checks and messag
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable
 
@@ -99,3 +100,19 @@ def parse_duration(text: str) -> float:
     if not m:
         raise ValueError(f"not a duration: {text!r} (examples: 30s, 5m)")
     return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+
+
+def size_arg(text: str) -> int:
+    """parse_size as an argparse type (a bad value is a usage error)."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def duration_arg(text: str) -> float:
+    """parse_duration as an argparse type."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

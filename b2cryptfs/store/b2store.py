@@ -516,7 +516,10 @@ class B2Store:
                     raise map_error(exc, what) from None
                 after = getattr(exc, "retry_after_seconds", None)  # a 429
                 delay = min(float(after) if after is not None else wait, MAX_BACKOFF, left)
-                log.info("%s failed (%s); try %d again in %.1f s", what, exc, attempt, delay)
+                # DEBUG: the caller logs once when the retries are spent, not once per try.
+                log.debug(
+                    "%s failed (%s); try %d again in %.1f s", what, _one_line(exc), attempt, delay
+                )
                 time.sleep(delay * random.uniform(0.9, 1.0) if after is None else delay)
                 wait = min(wait * 1.5, MAX_BACKOFF)
 

@@ -147,8 +147,17 @@ def test_failed_content_upload_leaves_no_visible_half_pair(b2_cli_env, b2_bucket
     server = b2_bucket.server
     # The first upload (the key object) goes through; the content upload keeps failing.
     server.inject("upload", "503", 100_000, after=1)
+    # --io-timeout bounds the retries of the failing upload (the default is 2 minutes).
     put = cli(
-        b2_cli_env, "put", "--public-key", keys["PUB"], str(src), f"{b2_bucket.url}/", check=False
+        b2_cli_env,
+        "put",
+        "--io-timeout",
+        "3s",
+        "--public-key",
+        keys["PUB"],
+        str(src),
+        f"{b2_bucket.url}/",
+        check=False,
     )
     assert put.returncode != 0
     err = put.stderr.strip()
