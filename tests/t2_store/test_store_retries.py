@@ -70,15 +70,19 @@ def test_dropped_uploads_are_retried_until_they_complete(b2_bucket, store, count
     assert live == ["big.enc", "u.enc"]
 
 
-def test_more_drops_than_b2sdk_would_retry(b2_bucket, store):
+def test_more_drops_than_b2sdk_would_retry(b2_bucket):
     # b2sdk's upload manager tries 5 times, its downloads resume a few times; the
-    # store's own loop goes on as long as its deadline allows.
+    # store's own loop goes on as long as its deadline allows (short pauses: 12 drops in a
+    # row would otherwise take a minute of backoff).
+    store = b2_bucket.store(retry_time=120.0, backoff=0.05)
     server = b2_bucket.server
     obj = store.upload_bytes("x.enc", b"x" * 1000, {})
-    server.inject("download", "drop", 25)
+    server.inject("download", "drop", 12)
     assert store.read(obj) == b"x" * 1000
-    server.inject("b2_upload_file", "drop", 25)
+    server.inject("b2_upload_file", "drop", 12)
     assert store.read(store.upload_bytes("y.enc", b"y" * 1000, {})) == b"y" * 1000
+    counts = server.fault_counts()
+    assert (counts.get("b2_download_file_by_id"), counts.get("b2_upload_file")) == (12, 12)
 
 
 def test_a_lasting_outage_ends_in_one_transient_error_line(b2_bucket):
