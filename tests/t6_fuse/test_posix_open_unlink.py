@@ -1,0 +1,73 @@
+"""A file removed while open stays readable through its descriptor and never comes back
+(issue 7 item 5), end to end on a real mount, DirStore and the loopback B2."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from mountutil import Keys, Mount, StoreSpec, mount_store, requires_fuse, rsa_keys  # noqa: F401
+
+pytestmark = requires_fuse
+
+DATA = bytes(range(256)) * 1200  # 300 KiB: several chunks, so the read goes to the store
+
+
+def _live_objects(store: StoreSpec, stem: str) -> list[str]:
+    """Objects for ``stem`` that a listing still shows (B2: latest version not a hide marker)."""
+    if store.kind == "dir":
+        assert store.root is not None
+        return sorted(p.name for p in store.root.iterdir() if p.name.startswith(stem + "."))
+    latest: dict[str, str] = {}
+    for v in sorted(store.server.file_versions(store.bucket), key=lambda v: v["uploadTimestamp"]):
+        latest[v["fileName"]] = v["action"]
+    return sorted(n for n, a in latest.items() if n.startswith(stem + ".") and a != "hide")
+
+
+def _read_fd(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    parts = []
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_open_unlink_read(mount_store: StoreSpec, rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    m = Mount(mount_store, mnt, cache, rsa_keys.args()).start()
+    try:
+        (mnt / "up").write_bytes(DATA)
+        (mnt / "fresh").write_bytes(b"")
+        m.close(expect_exit=0)  # "up" is in the bucket now, read back from there below
+        assert _live_objects(mount_store, "up") == ["up.enc", "up.key.enc"]
+        m = Mount(mount_store, mnt, cache, rsa_keys.args()).start()
+
+        up = os.open(mnt / "up", os.O_RDONLY)
+        rw = os.open(mnt / "fresh", os.O_RDWR)
+        try:
+            os.write(rw, b"written before the unlink\n")
+            os.unlink(mnt / "up")
+            os.unlink(mnt / "fresh")
+            assert sorted(os.listdir(mnt)) == []
+            os.write(rw, b"and after it\n")
+            assert os.fstat(up).st_size == len(DATA)
+            assert _read_fd(up) == DATA
+            assert os.pread(up, 100, 70_000) == DATA[70_000:70_100]
+            assert _read_fd(rw) == b"written before the unlink\nand after it\n"
+        finally:
+            # An open descriptor would keep the mount busy (and the daemon up) to the end.
+            os.close(up)
+            os.close(rw)
+        time.sleep(2)  # the issue: a removed file reappeared a moment later
+        assert sorted(os.listdir(mnt)) == []
+        m.close(expect_exit=0)
+        m = Mount(mount_store, mnt, cache, rsa_keys.args()).start()
+        assert sorted(os.listdir(mnt)) == [], "came back after a remount"
+        assert _live_objects(mount_store, "up") == []
+        assert _live_objects(mount_store, "fresh") == []
+        m.close(expect_exit=0)
+    finally:
+        m.close(expect_exit=None)
