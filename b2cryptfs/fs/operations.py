@@ -16,7 +16,7 @@ import pyfuse3
 from b2cryptfs.bucket.layout import decode_leaf
 from b2cryptfs.errors import InvalidName
 from b2cryptfs.fs.handlers import handler, quiet
-from b2cryptfs.vfs.core import Attr, Vfs
+from b2cryptfs.vfs.core import Attr, Caller, Vfs
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.uploadinfo import UPLOAD_XATTRS, upload_xattr
 
@@ -33,11 +33,11 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     e.st_nlink = attr.nlink
     e.st_uid = attr.uid
     e.st_gid = attr.gid
-    e.st_rdev = 0
+    e.st_rdev = attr.rdev
     e.st_size = attr.size
     e.st_blksize = attr.blksize
     e.st_blocks = attr.blocks
-    e.st_atime_ns = attr.mtime_ns
+    e.st_atime_ns = attr.mtime_ns if attr.atime_ns is None else attr.atime_ns
     e.st_mtime_ns = attr.mtime_ns
     e.st_ctime_ns = attr.ctime_ns
     return e
@@ -45,6 +45,24 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
 
 def _name(raw: bytes) -> str:
     return decode_leaf(raw)
+
+
+def caller_of(ctx: pyfuse3.RequestContext | None) -> Caller | None:
+    """The requesting process as plain ints; its supplementary groups from /proc (the
+    kernel does not send them), none if the process is gone. None: no context (the
+    mount's own calls), checked as the mount's user."""
+    if ctx is None:
+        return None
+    groups: frozenset[int] = frozenset()
+    try:
+        with open(f"/proc/{ctx.pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups = frozenset(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return Caller(ctx.uid, ctx.gid, groups)
 
 
 class Operations(pyfuse3.Operations):
@@ -91,9 +109,11 @@ class Operations(pyfuse3.Operations):
             inode,
             size=attr.st_size if fields.update_size else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
+            caller=caller_of(ctx),
         )
         return entry_attributes(result)
 
@@ -130,7 +150,8 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.vfs.mkdir(parent_inode, _name(name), mode))
+        attr = await self.vfs.mkdir(parent_inode, _name(name), mode, caller_of(ctx))
+        return entry_attributes(attr)
 
     @handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -142,18 +163,19 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.vfs.create(parent_inode, _name(name), mode, flags)
+        fh, attr = await self.vfs.create(parent_inode, _name(name), mode, flags, caller_of(ctx))
         return pyfuse3.FileInfo(fh=fh), entry_attributes(attr)
 
     @handler
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.vfs.mknod(parent_inode, _name(name), mode))
+        attr = await self.vfs.mknod(parent_inode, _name(name), mode, rdev, caller_of(ctx))
+        return entry_attributes(attr)
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        fh, keep = await self.vfs.open(inode, flags)
+        fh, keep = await self.vfs.open(inode, flags, caller_of(ctx))
         # Never direct_io: the page cache is what makes mmap work.
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
@@ -201,17 +223,23 @@ class Operations(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        # Every name is its own pair: a second name would need shared content.
+        log.warning("link: hard links are not supported (EPERM); copy the file instead")
         raise OpError(errno.EPERM, "hard links are not supported")
+
+    # --- symbolic links ----------------------------------------------------------------
 
     @handler
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        raise OpError(errno.ENOTSUP, "symbolic links are not supported")
+        link = target.decode("utf-8", "surrogateescape")
+        attr = await self.vfs.symlink(parent_inode, _name(name), link, caller_of(ctx))
+        return entry_attributes(attr)
 
     @handler
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        raise OpError(errno.EINVAL, "not a symbolic link")
+        return (await self.vfs.readlink(inode)).encode("utf-8", "surrogateescape")
 
     # --- extended attributes -----------------------------------------------------------
 

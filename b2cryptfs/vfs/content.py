@@ -15,18 +15,18 @@ import time
 
 import trio
 
-from b2cryptfs.bucket.pairs import INFO_FORMAT
+from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import B2CryptfsError
-from b2cryptfs.store.base import MTIME_KEY
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.metadata import killed_privs
 from b2cryptfs.vfs.namespace import InodeTable, Node
 from b2cryptfs.vfs.outbox import Outbox, OutboxEntry, WrittenContent
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.reader import Reader
 from b2cryptfs.vfs.staging import Staging
-from b2cryptfs.vfs.views import Attr, FileView, Handle
+from b2cryptfs.vfs.views import Handle
 
 log = logging.getLogger(__name__)
 
@@ -63,28 +63,32 @@ class Content:
             raise OpError(errno.EBADF, f"unknown file handle {fh}")
         return handle
 
-    def add_new(self, node: Node, flags: int) -> int:
+    def add_new(self, node: Node, flags: int, *, privileged: bool = True) -> int:
         """A handle on a file just created (open for writing, maybe reading)."""
         readable = (flags & os.O_ACCMODE) != os.O_WRONLY
         handle = Handle(self.new_fh(), node, readable=readable, writable=True)
+        handle.privileged = privileged
         node.open_count += 1
         self.handles[handle.fh] = handle
         self.outbox.writing(node.path, True)  # its seals wait the settle delay meanwhile
         node.cache_version = None
         return handle.fh
 
-    async def truncate_to_empty(self, node: Node) -> None:
-        """Start the node's content over, empty and dirty (O_TRUNC, or a new file)."""
+    async def truncate_to_empty(self, node: Node, meta: Meta | None = None) -> None:
+        """Start the node's content over, empty and dirty (O_TRUNC, or a new file); ``meta``:
+        what the file had (its staging content is sealed with it)."""
         async with node.lock:
             if node.staging is None:
+                node.meta = meta
                 self.table.set_staging(node, Staging(self.ctx.cache.staging))
             else:
                 node.staging.truncate(0)
             node.dirty = True
             node.content_mtime_ns = time.time_ns()
 
-    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
-        """Open a file; returns (handle, keep the kernel's page cache)."""
+    async def open(self, ino: int, flags: int, *, privileged: bool = True) -> tuple[int, bool]:
+        """Open a file; returns (handle, keep the kernel's page cache). Writes through a
+        handle opened by a non-root process clear setuid/setgid."""
         node = self.table.get(ino)
         log.debug("open %s flags=%#o", node.path, flags)
         if node.is_dir:
@@ -98,8 +102,9 @@ class Content:
         if view is None and node.staging is None:
             raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
         handle = Handle(self.new_fh(), node, readable, writable)
+        handle.privileged = privileged
         if writable and flags & os.O_TRUNC:
-            await self.truncate_to_empty(node)
+            await self.truncate_to_empty(node, view.meta if view is not None else node.meta)
         version: str | None = None
         if readable and node.staging is None:
             assert view is not None
@@ -145,7 +150,14 @@ class Content:
         staging = await self.ctx.with_room(fill)
         self.table.set_staging(node, staging)
         node.content_mtime_ns = view.mtime_ns if view is not None else time.time_ns()
+        if view is not None:
+            node.meta = view.meta
         return staging
+
+    async def keep_content(self, node: Node) -> None:
+        """Copy a file's content into a staging file (it is being unlinked while open)."""
+        async with node.lock:
+            await self._ensure_staging(node, need_content=True)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.handle(fh)
@@ -162,6 +174,9 @@ class Content:
             await self.ctx.with_room(put)
             node.dirty = True
             node.content_mtime_ns = time.time_ns()
+            meta = node.meta
+            if not handle.privileged and meta is not None and meta.mode is not None:
+                node.meta = meta.updated(mode=killed_privs(meta.mode))
         return len(data)
 
     async def seal(self, node: Node) -> OutboxEntry | None:
@@ -176,13 +191,14 @@ class Content:
             path = node.path
             mtime_ms = node.content_mtime_ns // 1_000_000
             pairs = self.ctx.pairs
+            meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
             def write_content(content_path: str) -> WrittenContent:
                 fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as out:
                     sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
                 return WrittenContent(
-                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size
+                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size, meta
                 )
 
             work = self.outbox.put(path, mtime_ms, write_content)
@@ -272,40 +288,16 @@ class Content:
                         self.table.set_staging(node, None)
             self.table.release(node)
 
-    async def setattr(
-        self,
-        ino: int,
-        *,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-    ) -> Attr:
-        node = self.table.get(ino)
-        if size is not None and not node.is_dir:
-            await self._truncate(node, size)
-        if mtime_ns is not None:
-            if node.is_dir:
-                node.dir_mtime_ns = mtime_ns
-            elif not node.unlinked:
-                await self._set_mtime(node, mtime_ns)
-        if mode is not None:
-            node.perm = mode & 0o7777
-        if uid is not None:
-            node.uid = uid
-        if gid is not None:
-            node.gid = gid
-        return await self.overlay.attr_of(node)
-
-    async def _truncate(self, node: Node, size: int) -> None:
+    async def truncate(self, node: Node, size: int) -> bool:
+        """truncate(2)/ftruncate(2); False when nothing changed (a closed file already of
+        that size: no copy, no upload)."""
         self.ctx.check_writable()
         if size < 0:
             raise OpError(errno.EINVAL)
         if node.staging is None and not node.unlinked:
             view = await self.overlay.view(node.path)
             if view is not None and view.exact and view.size == size:
-                return  # nothing changes: no copy, no upload
+                return False
         async with node.lock:
             staging = await self._ensure_staging(node, need_content=size > 0)
             staging.truncate(size)
@@ -317,58 +309,4 @@ class Content:
             async with node.lock:
                 if node.open_count == 0 and node.staging is not None and not node.dirty:
                     self.table.set_staging(node, None)
-
-    async def _set_mtime(self, node: Node, mtime_ns: int) -> None:
-        self.ctx.check_writable()
-        if node.staging is not None:
-            async with node.lock:
-                node.content_mtime_ns = mtime_ns
-                node.dirty = True
-            if node.open_count == 0:
-                await self.seal(node)
-            return
-        mtime_ms = mtime_ns // 1_000_000
-        entry = await self.outbox.settle_path(node.path)
-        if entry is not None:
-            if entry.mtime_ms != mtime_ms:
-                try:
-                    self.outbox.set_mtime(entry, mtime_ms)
-                except OSError as exc:
-                    raise OpError(exc.errno or errno.EIO, str(exc)) from None
-            return
-        view = await self.overlay.view(node.path)
-        if view is None or view.remote is None:
-            raise OpError(errno.ENOENT)
-        if view.remote.mtime_ms == mtime_ms:
-            return
-        await self._reupload(node.path, await self.overlay.exact(view), mtime_ms)
-
-    async def _reupload(self, path: str, view: FileView, mtime_ms: int) -> None:
-        """Upload a stored pair again, bytes unchanged, to record a new mtime."""
-        remote = view.remote
-        assert remote is not None
-        if remote.key is None or remote.format is None:
-            raise OpError(errno.EIO, f"{path}: its key object is missing")
-        key_obj, fmt = remote.key, remote.format
-        pairs = self.ctx.pairs
-
-        def write_content(content_path: str) -> WrittenContent:
-            pairs.download_content(remote.content, content_path)
-            os.chmod(content_path, 0o600)
-            key_object = pairs.read_key_object(key_obj)
-            info = {k: v for k, v in remote.content.info.items() if k != MTIME_KEY}
-            info[INFO_FORMAT] = fmt
-            return WrittenContent(key_object, info, fmt, view.size)
-
-        work = self.outbox.put(path, mtime_ms, write_content)
-
-        async def copy() -> OutboxEntry:
-            return await trio.to_thread.run_sync(work, limiter=self.ctx.store_limiter)
-
-        try:
-            entry = await self.ctx.with_room(copy)
-        except OSError as exc:
-            raise OpError(exc.errno or errno.EIO, f"{path}: {exc.strerror or exc}") from None
-        self.outbox.register(entry, settle=not self.ctx.config.sync_upload)
-        if self.ctx.config.sync_upload:
-            await self.wait_upload(entry)
+        return True

@@ -21,11 +21,13 @@ from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
 from b2cryptfs.formats import detect_format
+from b2cryptfs.vfs.attrs import Attrs
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import BLKSIZE, VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.metadata import Caller
 from b2cryptfs.vfs.namespace import ROOT_INO, InodeTable, Node, join, split
 from b2cryptfs.vfs.openfile import ChunkFetcher
 from b2cryptfs.vfs.outbox import Outbox
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 XATTR_FORMAT = "user.b2cryptfs.format"
 XATTR_RECIPIENTS = "user.b2cryptfs.recipients"
 
-__all__ = ["Attr", "FileView", "Vfs", "RENAME_NOREPLACE", "RENAME_EXCHANGE"]
+__all__ = ["Attr", "Caller", "FileView", "Vfs", "RENAME_NOREPLACE", "RENAME_EXCHANGE"]
 
 
 class Vfs:
@@ -78,6 +80,7 @@ class Vfs:
             ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
         )
         self.tree = Tree(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
 
     @property
@@ -180,9 +183,9 @@ class Vfs:
 
     # --- file content (vfs/content.py) ------------------------------------------------
 
-    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+    async def open(self, ino: int, flags: int, caller: Caller | None = None) -> tuple[int, bool]:
         """Open a file; returns (handle, keep the kernel's page cache)."""
-        return await self.content.open(ino, flags)
+        return await self.content.open(ino, flags, privileged=caller is None or caller.root)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return await self.content.read(fh, offset, size)
@@ -205,27 +208,50 @@ class Vfs:
         *,
         size: int | None = None,
         mtime_ns: int | None = None,
+        atime_ns: int | None = None,
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        caller: Caller | None = None,
     ) -> Attr:
-        return await self.content.setattr(
-            ino, size=size, mtime_ns=mtime_ns, mode=mode, uid=uid, gid=gid
+        return await self.attrs.setattr(
+            ino,
+            size=size,
+            mtime_ns=mtime_ns,
+            atime_ns=atime_ns,
+            mode=mode,
+            uid=uid,
+            gid=gid,
+            caller=caller,
         )
 
     # --- namespace (vfs/tree.py) ----------------------------------------------------
 
-    async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
-        return await self.tree.mkdir(parent_ino, name, mode)
+    async def mkdir(
+        self, parent_ino: int, name: str, mode: int, caller: Caller | None = None
+    ) -> Attr:
+        return await self.tree.mkdir(parent_ino, name, mode, caller)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         await self.tree.rmdir(parent_ino, name)
 
-    async def create(self, parent_ino: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
-        return await self.tree.create(parent_ino, name, mode, flags)
+    async def create(
+        self, parent_ino: int, name: str, mode: int, flags: int, caller: Caller | None = None
+    ) -> tuple[int, Attr]:
+        return await self.tree.create(parent_ino, name, mode, flags, caller)
 
-    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
-        return await self.tree.mknod(parent_ino, name, mode)
+    async def mknod(
+        self, parent_ino: int, name: str, mode: int, rdev: int = 0, caller: Caller | None = None
+    ) -> Attr:
+        return await self.tree.mknod(parent_ino, name, mode, rdev, caller)
+
+    async def symlink(
+        self, parent_ino: int, name: str, target: str, caller: Caller | None = None
+    ) -> Attr:
+        return await self.tree.symlink(parent_ino, name, target, caller)
+
+    async def readlink(self, ino: int) -> str:
+        return await self.tree.readlink(ino)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         await self.tree.unlink(parent_ino, name)

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import DirListing, FileEntry, PairStore
 from b2cryptfs.errors import TransientError
 from b2cryptfs.vfs.namespace import DirState, is_under, split
@@ -83,6 +84,16 @@ class ListingCache:
                 ds.dirs.add(leaf)
             else:
                 ds.dirs.discard(leaf)
+                ds.dir_metas.pop(leaf, None)
+
+        self.edit(dirpath, change)
+
+    def set_dir_meta(self, dirpath: str, leaf: str, meta: Meta | None) -> None:
+        def change(ds: DirState) -> None:
+            if meta is None:
+                ds.dir_metas.pop(leaf, None)
+            else:
+                ds.dir_metas[leaf] = meta
 
         self.edit(dirpath, change)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import DirListing, FileEntry
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.staging import Staging
@@ -46,10 +47,9 @@ class Node:
     path: str
     is_dir: bool
     lookups: int = 0
-    # chmod/chown are accepted and kept here for the life of the mount, never stored.
-    perm: int | None = None
-    uid: int | None = None
-    gid: int | None = None
+    # A file: the metadata its staging content is sealed with (set while staged). A
+    # directory: its stored metadata as last listed (the root's lives only here).
+    meta: Meta | None = None
     dir_mtime_ns: int | None = None
     # Writing: the staging file holds the newest content while the file is open.
     staging: Staging | None = None
@@ -61,6 +61,7 @@ class Node:
     cache_version: str | None = None
     last_size: int = 0
     last_mtime_ns: int = 0
+    last_meta: Meta = field(default_factory=Meta)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 
@@ -163,10 +164,17 @@ class DirState:
     dirs: set[str]
     has_marker: bool
     fetched: float
+    dir_metas: dict[str, Meta] = field(default_factory=dict)  # subdirectories' metadata
 
     @classmethod
     def from_listing(cls, listing: DirListing, now: float) -> DirState:
-        return cls(dict(listing.files), set(listing.dirs), listing.has_marker, now)
+        return cls(
+            dict(listing.files),
+            set(listing.dirs),
+            listing.has_marker,
+            now,
+            dict(listing.dir_metas),
+        )
 
 
 class PathIndex:

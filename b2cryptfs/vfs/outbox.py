@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import trio
 
+from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, TransientError
 from b2cryptfs.vfs.namespace import PathIndex
@@ -225,9 +226,11 @@ class Outbox:
             entry.state = QUEUED
         self._wake()
 
-    def set_mtime(self, entry: OutboxEntry, mtime_ms: int) -> None:
+    def set_meta(self, entry: OutboxEntry, meta: Meta) -> None:
+        """New metadata for a queued entry (uploaded with it; its mtime wins when set)."""
         assert entry.state in (QUEUED, FAILED)
-        self._persist(entry, mtime_ms=mtime_ms)
+        mtime_ms = entry.mtime_ms if meta.mtime_ns is None else meta.mtime_ns // 1_000_000
+        self._persist(entry, meta=meta, mtime_ms=mtime_ms)
 
     def _persist(self, entry: OutboxEntry, **changes: object) -> None:
         """Change an entry and its manifest together: if the manifest cannot be written, the
@@ -360,8 +363,9 @@ class Outbox:
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         key_object = entry.read_key_object()
         # No collision stat (a billed list call): the vfs checked its listing at create.
+        e = entry
         return self.pairs.upload_pair(
-            entry.path, key_object, entry.content_file, entry.info, entry.mtime_ms, check=False
+            e.path, key_object, e.content_file, e.info, e.mtime_ms, e.meta, check=False
         )
 
     async def drain(self) -> int:

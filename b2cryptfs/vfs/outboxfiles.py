@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+from b2cryptfs.bucket.meta import META_KEY, Meta, decode_meta, encode_meta
 from b2cryptfs.bucket.pairs import FileEntry
+from b2cryptfs.errors import IntegrityError
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 
@@ -50,6 +52,7 @@ class OutboxEntry:
     # Layout 2 keeps the key object in the manifest (and here); layout 1 in ``N.key``.
     key_object: bytes | None = None
     layout: int = 2
+    meta: Meta | None = None  # POSIX metadata uploaded with it (plaintext here: local only)
     result: FileEntry | None = None
     done: trio.Event = field(default_factory=trio.Event)
     attempted: trio.Event = field(default_factory=trio.Event)
@@ -87,6 +90,8 @@ class OutboxEntry:
         if self.layout >= 2:
             assert self.key_object is not None
             m["key_object"] = base64.b64encode(self.key_object).decode("ascii")
+        if self.meta is not None:
+            m["meta"] = encode_meta(self.meta)
         return m
 
     def read_key_object(self) -> bytes:
@@ -104,6 +109,7 @@ class WrittenContent:
     info: dict[str, str]
     format: str
     plaintext_size: int
+    meta: Meta | None = None
 
 
 def _fsync_dir(path: str) -> None:
@@ -171,6 +177,7 @@ def write_entry(
         content_size=0,
         directory=directory,
         key_object=bytes(written.key_object),
+        meta=written.meta,
     )
     fd = os.open(entry.content_file, os.O_RDONLY)
     try:
@@ -231,6 +238,7 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
                 directory=directory,
                 key_object=key_object,
                 layout=layout,
+                meta=decode_meta({META_KEY: str(m["meta"])}) if "meta" in m else None,
             )
             if layout == 1 and not os.path.isfile(entry.key_file):
                 raise ValueError("its key file is missing")
@@ -238,7 +246,7 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
                 raise ValueError("its content file is missing")
             if layout == 2 and os.path.getsize(entry.content_file) != entry.content_size:
                 raise ValueError("its content file has the wrong size")
-        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error, IntegrityError) as exc:
             log.error(
                 "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
             )

@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+from stat import S_IFDIR, S_IFREG
 
+from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, InvalidName, NameTooLong
 from b2cryptfs.vfs.context import BLKSIZE, VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.metadata import shown
 from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.versions import Versions
@@ -58,26 +61,23 @@ class Overlay:
         node = self.table.by_path.get(path)
         if node is not None and not node.is_dir and node.staging is not None:
             st = node.staging
-            return FileView(st.size, node.content_mtime_ns, True, remote, None, node)
+            meta = node.meta or UNKNOWN
+            return FileView(st.size, node.content_mtime_ns, True, remote, None, node, meta)
         pending = self.outbox.latest(path)
         if pending is not None:
-            return FileView(
-                pending.plaintext_size, pending.mtime_ms * 1_000_000, True, remote, pending, None
-            )
+            meta = pending.meta or UNKNOWN
+            mtime = meta.mtime_ns if meta.mtime_ns is not None else pending.mtime_ms * 1_000_000
+            return FileView(pending.plaintext_size, mtime, True, remote, pending, None, meta)
         if remote is None:
             return None
         size = remote.size
         if size is None:
             size = self.versions.exact_sizes.get(remote.content.version_id)
         exact = size is not None
-        return FileView(
-            size if size is not None else remote.size_estimate,
-            remote.mtime_ms * 1_000_000,
-            exact,
-            remote,
-            None,
-            None,
-        )
+        meta = remote.meta
+        mtime = meta.mtime_ns if meta.mtime_ns is not None else remote.mtime_ms * 1_000_000
+        estimate = size if size is not None else remote.size_estimate
+        return FileView(estimate, mtime, exact, remote, None, None, meta)
 
     async def view(self, path: str) -> FileView | None:
         if not path:
@@ -125,14 +125,25 @@ class Overlay:
                 files[leaf] = view
         return files, dirs
 
+    def dir_meta(self, node: Node) -> Meta:
+        """A directory's metadata from its parent's listing (kept on the node meanwhile)."""
+        if node.path:
+            parent, leaf = split(node.path)
+            ds = self.listings.cached(parent)
+            if ds is not None:
+                node.meta = ds.dir_metas.get(leaf)
+        return node.meta or UNKNOWN
+
     def dir_attr(self, node: Node) -> Attr:
-        mtime = node.dir_mtime_ns or self.ctx.mount_time_ns
+        meta = self.dir_meta(node)
+        mtime = meta.mtime_ns or node.dir_mtime_ns or self.ctx.mount_time_ns
+        mode, uid, gid = shown(meta, self.ctx.dir_perm, self.ctx.uid, self.ctx.gid, S_IFDIR)
         return Attr(
             ino=node.ino,
-            mode=stat.S_IFDIR | (node.perm if node.perm is not None else self.ctx.dir_perm),
+            mode=S_IFDIR | stat.S_IMODE(mode),
             nlink=1,  # "unknown": tools must not count subdirectories from it
-            uid=node.uid if node.uid is not None else self.ctx.uid,
-            gid=node.gid if node.gid is not None else self.ctx.gid,
+            uid=uid,
+            gid=gid,
             size=4096,
             mtime_ns=mtime,
             ctime_ns=mtime,
@@ -140,18 +151,24 @@ class Overlay:
             blksize=BLKSIZE,
             attr_timeout=self.ctx.timeout,
             entry_timeout=self.ctx.timeout,
+            atime_ns=meta.atime_ns,
         )
 
     def file_attr(self, node: Node, view: FileView) -> Attr:
         node.last_size = view.size
         node.last_mtime_ns = view.mtime_ns
+        node.last_meta = view.meta
         timeout = self.ctx.timeout if view.exact else 0.0
+        meta = view.meta
+        mode, uid, gid = shown(meta, self.ctx.file_perm, self.ctx.uid, self.ctx.gid, S_IFREG)
+        if stat.S_ISDIR(mode):
+            mode = S_IFREG | stat.S_IMODE(mode)  # a file never shows as a directory
         return Attr(
             ino=node.ino,
-            mode=stat.S_IFREG | (node.perm if node.perm is not None else self.ctx.file_perm),
+            mode=mode,
             nlink=0 if node.unlinked else 1,
-            uid=node.uid if node.uid is not None else self.ctx.uid,
-            gid=node.gid if node.gid is not None else self.ctx.gid,
+            uid=uid,
+            gid=gid,
             size=view.size,
             mtime_ns=view.mtime_ns,
             ctime_ns=view.mtime_ns,
@@ -159,6 +176,8 @@ class Overlay:
             blksize=BLKSIZE,
             attr_timeout=timeout,
             entry_timeout=self.ctx.timeout,
+            atime_ns=meta.atime_ns,
+            rdev=meta.rdev or 0,
         )
 
     def stale_attr(self, node: Node) -> Attr:
@@ -166,7 +185,9 @@ class Overlay:
         if node.is_dir:
             return self.dir_attr(node)
         size = node.staging.size if node.staging is not None else node.last_size
-        view = FileView(size, node.content_mtime_ns or node.last_mtime_ns, True, None, None, None)
+        meta = node.meta if node.staging is not None and node.meta else node.last_meta
+        mtime = node.content_mtime_ns or node.last_mtime_ns
+        view = FileView(size, mtime, True, None, None, None, meta)
         return self.file_attr(node, view)
 
     async def exact(self, view: FileView) -> FileView:

@@ -9,16 +9,20 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
+from b2cryptfs.bucket.meta import PATH_MAX, Meta
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
-from b2cryptfs.vfs.namespace import DirState, InodeTable, is_under, join, split
+from b2cryptfs.vfs.metadata import Caller, is_default_dir, new_meta
+from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.views import Attr
@@ -48,22 +52,42 @@ class Tree:
         self.overlay = overlay
         self.content = content
         self._meta = trio.Lock()
+        self._targets: dict[str, str] = {}  # link targets by content version (immutable)
 
-    async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
+    def _new_meta(
+        self, caller: Caller | None, parent: Node, mode: int, rdev: int | None = None
+    ) -> Meta:
+        return new_meta(
+            caller,
+            self.overlay.dir_meta(parent),
+            mode,
+            default_uid=self.ctx.uid,
+            default_gid=self.ctx.gid,
+            rdev=rdev,
+        )
+
+    async def mkdir(
+        self, parent_ino: int, name: str, mode: int, caller: Caller | None = None
+    ) -> Attr:
         self.ctx.check_writable()
         parent = self.overlay.dir_node(parent_ino)
         path = self.overlay.check_name(parent.path, name, is_dir=True)
+        meta: Meta | None = self._new_meta(caller, parent, stat.S_IFDIR | stat.S_IMODE(mode))
+        assert meta is not None
+        if is_default_dir(meta, self.ctx.dir_perm, self.ctx.uid, self.ctx.gid):
+            meta = None  # shown as it would be without: no directory object to write
         async with self._meta:
             if await self.overlay.kind(path) is not None:
                 raise OpError(errno.EEXIST, f"{path}: exists")
             try:
-                await self.ctx.store(self.ctx.pairs.mkdir, path)
+                await self.ctx.store(self.ctx.pairs.mkdir, path, meta)
             except AlreadyExists:
                 raise OpError(errno.EEXIST, f"{path}: exists") from None
             self.listings.set_dir(parent.path, name, True)
+            self.listings.set_dir_meta(parent.path, name, meta)
             self.listings.put(path, DirState({}, set(), True, trio.current_time()))
             node = self.table.node_for(path, True)
-            node.perm = mode & 0o7777 if mode & 0o7777 else None
+            node.meta = meta
             node.dir_mtime_ns = time.time_ns()
         node.lookups += 1
         return self.overlay.dir_attr(node)
@@ -82,15 +106,18 @@ class Tree:
             if files or dirs:
                 raise OpError(errno.ENOTEMPTY, f"{path}: not empty")
             await self.ctx.store(self.ctx.pairs.rmdir, path)
-            self.listings.set_dir(parent.path, name, False)
+            self.listings.set_dir(parent.path, name, False)  # (and its metadata)
             self.listings.forget(path)
             self.table.detach(path)
             await self.overlay.keep_dir(parent.path)
 
-    async def create(self, parent_ino: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
+    async def create(
+        self, parent_ino: int, name: str, mode: int, flags: int, caller: Caller | None = None
+    ) -> tuple[int, Attr]:
         self.ctx.check_writable()
         parent = self.overlay.dir_node(parent_ino)
         path = self.overlay.check_name(parent.path, name, is_dir=False)
+        meta = self._new_meta(caller, parent, stat.S_IFREG | stat.S_IMODE(mode))
         async with self._meta:
             files, dirs = await self.overlay.children(parent.path)
             if name in dirs:
@@ -99,18 +126,86 @@ class Tree:
                 self.overlay.check_collision(path, files)
             node = self.table.node_for(path, False)
             await self.content.truncate_to_empty(node)
-            if mode & 0o7777:
-                node.perm = mode & 0o7777
-            fh = self.content.add_new(node, flags)
+            node.meta = meta
+            privileged = caller is None or caller.root
+            fh = self.content.add_new(node, flags, privileged=privileged)
             node.lookups += 1
             return fh, await self.overlay.attr_of(node)
 
-    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
-        if not stat.S_ISREG(mode):
-            raise OpError(errno.EPERM, "only regular files can be stored")
-        fh, attr = await self.create(parent_ino, name, mode, os.O_WRONLY)
-        await self.content.release(fh)
-        return attr
+    async def mknod(
+        self, parent_ino: int, name: str, mode: int, rdev: int = 0, caller: Caller | None = None
+    ) -> Attr:
+        kind = stat.S_IFMT(mode)
+        if kind in (0, stat.S_IFREG):
+            fh, attr = await self.create(parent_ino, name, mode, os.O_WRONLY, caller)
+            await self.content.release(fh)
+            return attr
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise OpError(errno.EINVAL, f"mknod: unknown file type {kind:o}")
+        device = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else None
+        return await self._put_entry(
+            parent_ino,
+            name,
+            caller,
+            mode,
+            lambda path, meta: (self.ctx.pairs.put_special, path, meta),
+            device,
+        )
+
+    async def symlink(
+        self, parent_ino: int, name: str, target: str, caller: Caller | None = None
+    ) -> Attr:
+        if len(target.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise OpError(errno.ENAMETOOLONG, f"{name}: link target longer than PATH_MAX")
+        return await self._put_entry(
+            parent_ino,
+            name,
+            caller,
+            stat.S_IFLNK | 0o777,
+            lambda path, meta: (self.ctx.pairs.put_link, path, target, meta),
+        )
+
+    async def _put_entry(
+        self,
+        parent_ino: int,
+        name: str,
+        caller: Caller | None,
+        mode: int,
+        call: Callable[[str, Meta], tuple[Any, ...]],
+        rdev: int | None = None,
+    ) -> Attr:
+        """A symbolic link or special file: a small pair uploaded at once (no outbox)."""
+        self.ctx.check_writable()
+        parent = self.overlay.dir_node(parent_ino)
+        path = self.overlay.check_name(parent.path, name, is_dir=False)
+        meta = self._new_meta(caller, parent, mode, rdev).updated(mtime_ns=time.time_ns())
+        async with self._meta:
+            files, dirs = await self.overlay.children(parent.path)
+            if name in dirs or name in files:
+                raise OpError(errno.EEXIST, f"{path}: exists")
+            self.overlay.check_collision(path, files)
+            fn, *args = call(path, meta)
+            entry = await self.ctx.store(fn, *args)
+            self.listings.set_file(parent.path, name, entry)
+            node = self.table.node_for(path, False)
+            node.lookups += 1
+            return await self.overlay.attr_of(node)
+
+    async def readlink(self, ino: int) -> str:
+        node = self.table.get(ino)
+        view = None if node.is_dir or node.unlinked else await self.overlay.view(node.path)
+        if view is None or view.remote is None or not view.meta.is_symlink:
+            raise OpError(errno.EINVAL, f"{node.path}: not a symbolic link")
+        remote = view.remote
+        target = self._targets.get(remote.content.version_id)
+        if target is None:
+            target = await self.ctx.store_read(
+                f"link {node.path}", self.ctx.pairs.read_link, remote
+            )
+            if len(self._targets) > 4096:
+                self._targets.clear()
+            self._targets[remote.content.version_id] = target
+        return target
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         self.ctx.check_writable()
@@ -122,6 +217,10 @@ class Tree:
                 raise OpError(errno.EISDIR)
             node = self.table.by_path.get(path)
             if node is not None:
+                if node.open_count and node.staging is None:
+                    # Still open: its descriptors keep the content (ext4's open-unlinked
+                    # inode), copied locally before the objects go.
+                    await self.content.keep_content(node)
                 node.dirty = False  # content written to a deleted name is never uploaded
                 self.table.detach(path)
             await self.outbox.cancel_path(path)
@@ -216,22 +315,23 @@ class Tree:
         finally:
             old_parent, old_leaf = split(old)
             new_parent, new_leaf = split(new)
+            ds = self.listings.cached(old_parent)
+            meta = ds.dir_metas.get(old_leaf) if ds is not None else None
+            node = self.table.by_path.get(old)
+            meta = meta or (node.meta if node is not None else None)
             self.listings.forget(old)
             self.listings.forget(new)
             self.listings.set_dir(old_parent, old_leaf, False)
             self.listings.set_dir(new_parent, new_leaf, True)
+            self.listings.set_dir_meta(new_parent, new_leaf, meta)
         self.table.move(old, new)
 
     def _rename_tree(self, old: str, new: str) -> None:
         """Blocking: move every pair and marker from ``old/`` to ``new/``.
 
-        The new directory's marker comes first and the old markers go last; each file is
-        copied before its old objects are removed, so every file resolves at all times.
+        Each level's marker and directory object are copied before they are removed, and
+        each file before its old objects are; every file resolves at all times.
         """
-        try:
-            self.ctx.pairs.mkdir(new)
-        except AlreadyExists:
-            pass
         levels: list[str] = []
         stack = [old]
         while stack:
@@ -239,11 +339,8 @@ class Tree:
             levels.append(d)
             listing = self.ctx.pairs.list_dir(d)
             target = new + d[len(old) :]
-            if listing.has_marker and d != old:
-                try:
-                    self.ctx.pairs.mkdir(target)
-                except AlreadyExists:
-                    pass
+            # Marker and directory object (the metadata) are copied before anything goes.
+            self.ctx.pairs.move_dir_objects(d, target)
             for leaf in sorted(listing.files):
                 self.ctx.pairs.rename(join(d, leaf), join(target, leaf))
             stack.extend(join(d, leaf) for leaf in sorted(listing.dirs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.vfs.namespace import Node
 from b2cryptfs.vfs.openfile import LocalContent, RemoteContent
@@ -24,6 +25,8 @@ class Attr:
     blksize: int
     attr_timeout: float
     entry_timeout: float
+    atime_ns: int | None = None  # None: shown as the mtime
+    rdev: int = 0
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FileView:
     remote: FileEntry | None
     pending: OutboxEntry | None
     staged: Node | None
+    meta: Meta = UNKNOWN
 
     @property
     def version(self) -> str | None:
@@ -59,3 +63,4 @@ class Handle:
     next_off: int = 0
     readahead: int = 0
     ahead_upto: int = 0  # chunks below this index were already asked for
+    privileged: bool = True  # opened by root: its writes keep setuid/setgid

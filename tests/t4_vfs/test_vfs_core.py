@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -268,13 +269,15 @@ def test_empty_file_and_mknod(tmp_path: Path, ident) -> None:
             await write_file(vfs, "empty", b"")
             attr = await vfs.mknod(ROOT_INO, "node", 0o100644)
             assert attr.size == 0
+            fifo = await vfs.mknod(ROOT_INO, "fifo", 0o010644)
+            assert stat.S_ISFIFO(fifo.mode)
             with pytest.raises(OpError) as ei:
-                await vfs.mknod(ROOT_INO, "fifo", 0o010644)
-            assert errno_of(ei) == errno.EPERM
+                await vfs.mknod(ROOT_INO, "odd", 0o170644)  # no such file type
+            assert errno_of(ei) == errno.EINVAL
         async with open_vfs(tmp_path, identity=ident) as vfs:
             assert await read_file(vfs, "empty") == b""
             assert await read_file(vfs, "node") == b""
-            assert sorted(await listdir(vfs)) == ["empty", "node"]
+            assert sorted(await listdir(vfs)) == ["empty", "fifo", "node"]
 
     run(main)
 
