@@ -125,6 +125,11 @@ def _root_setup(m: Path) -> None:
     (m / "sgid").mkdir()
     os.chown(m / "sgid", 0, GROUP)
     (m / "sgid").chmod(0o2777)
+    (m / "suid").write_text("#!/bin/sh\n")
+    (m / "suid").chmod(0o6777)  # anyone may write; a write by another user drops both bits
+    (m / "given").write_text("given away\n")
+    (m / "given").chmod(0o6755)
+    os.chown(m / "given", 1234, 1234)  # chown drops setuid, and setgid with group-exec
 
 
 def _check_kept(m: Path) -> None:
@@ -142,6 +147,8 @@ def _check_kept(m: Path) -> None:
     assert _owner(m / "sgid") == (0, GROUP, 0o2777)
     assert _owner(m / "sgid" / "f") == (NOBODY, GROUP, 0o644)
     assert _owner(m / "sgid" / "sub") == (NOBODY, GROUP, 0o2755)
+    assert _owner(m / "suid") == (0, 0, 0o777)
+    assert _owner(m / "given") == (1234, 1234, 0o755)
 
 
 @pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
@@ -175,6 +182,7 @@ def test_second_user_is_held_to_owners_and_modes(
             ("chown", str(m / "public"), NOBODY, NOBODY),
             ("create", str(m / "sgid" / "f"), 0o644, ""),
             ("mkdir", str(m / "sgid" / "sub"), 0o755),
+            ("write", str(m / "suid")),
         )
         assert got == [
             "EACCES",  # read of root's 0600 file
@@ -193,6 +201,7 @@ def test_second_user_is_held_to_owners_and_modes(
             "EPERM",  # chown to another user, by a non-root owner
             "EPERM",  # chgrp to a group he is not in
             "EPERM",
+            "ok",
             "ok",
             "ok",
         ]
