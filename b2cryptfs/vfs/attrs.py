@@ -132,13 +132,13 @@ class Attrs:
 
     async def _file(self, node: Node, change: Change, mtime_ns: int | None) -> None:
         if node.staging is not None:
-            async with node.lock:
-                if node.staging is not None:
-                    node.meta = change(node.meta or UNKNOWN)
-                    if mtime_ns is not None:
-                        node.content_mtime_ns = mtime_ns
-                    if node.dirty:
-                        return  # sealed with its content
+            # Not under the node's lock: a seal in progress (dirty until it ends) takes the
+            # change into its entry, and rm right after chmod must not wait for the seal.
+            node.meta = change(node.meta or UNKNOWN)
+            if mtime_ns is not None:
+                node.content_mtime_ns = mtime_ns
+            if node.dirty:
+                return  # sealed with its content
         entry = await self.outbox.settle_path(node.path)
         if entry is not None:
             try:

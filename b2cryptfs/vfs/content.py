@@ -191,6 +191,7 @@ class Content:
             path = node.path
             mtime_ms = node.content_mtime_ns // 1_000_000
             pairs = self.ctx.pairs
+            seen = (node.meta, node.content_mtime_ns)
             meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
             def write_content(content_path: str) -> WrittenContent:
@@ -218,6 +219,12 @@ class Content:
                 # must not bring the name back.
                 self.outbox.discard(entry)
                 return None
+            if (node.meta, node.content_mtime_ns) != seen:  # a setattr meanwhile
+                latest = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
+                try:
+                    self.outbox.set_meta(entry, latest)
+                except OSError as exc:
+                    log.error("%s: its new mode/owner/times are lost: %s", path, exc)
             self.outbox.register(entry, settle=not self.ctx.config.sync_upload)
             log.debug("%s: sealed %d bytes for upload", path, entry.plaintext_size)
             return entry

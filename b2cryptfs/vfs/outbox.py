@@ -227,10 +227,12 @@ class Outbox:
         self._wake()
 
     def set_meta(self, entry: OutboxEntry, meta: Meta) -> None:
-        """New metadata for a queued entry (uploaded with it; its mtime wins when set)."""
+        """New metadata for a queued entry (uploaded with it; its mtime wins when set). It
+        waits the settle delay again: touch, chmod, rm and cp -p come in quick runs."""
         assert entry.state in (QUEUED, FAILED)
         mtime_ms = entry.mtime_ms if meta.mtime_ns is None else meta.mtime_ns // 1_000_000
         self._persist(entry, meta=meta, mtime_ms=mtime_ms)
+        entry.not_before = max(entry.not_before, trio.current_time() + self.settle)
 
     def _persist(self, entry: OutboxEntry, **changes: object) -> None:
         """Change an entry and its manifest together: if the manifest cannot be written, the
