@@ -8,6 +8,7 @@ types, the 12 mode bits, uid/gid, mtimes to the nanosecond, link targets, sizes,
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -244,6 +245,23 @@ def _rsync_round_trip(src: Path, mnt: Remountable) -> None:
     check_tree(dst, atimes=False)
     assert_same_tar(src, dst)
     assert (dst / "rel").read_text() == "s" * 5000  # the link resolves inside the mount
+    _special_files_work(dst)
+
+
+def _special_files_work(dst: Path) -> None:
+    """The restored FIFO is a pipe on this machine; device nodes exist but nodev holds."""
+    rd = os.open(dst / "fifo", os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: never hangs
+    try:
+        wr = os.open(dst / "fifo", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(wr, b"through the pipe")
+            assert os.read(rd, 100) == b"through the pipe"
+        finally:
+            os.close(wr)
+    finally:
+        os.close(rd)
+    with pytest.raises(PermissionError):
+        (dst / "disk").open("rb")
 
 
 @pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
@@ -274,3 +292,12 @@ def test_rsync_into_the_mount_root(src: Path, rsa_keys: Keys, tmp_path: Path) ->
         mnt.close()
     finally:
         mnt.close(check=False)
+
+
+def test_hard_link_refused(mnt: Remountable) -> None:
+    (mnt.mnt / "a").write_text("one name\n")
+    with pytest.raises(OSError) as ei:
+        os.link(mnt.mnt / "a", mnt.mnt / "b")
+    assert ei.value.errno == errno.EPERM
+    assert sorted(os.listdir(mnt.mnt)) == ["a"] and os.stat(mnt.mnt / "a").st_nlink == 1
+    assert "hard links are not supported" in mnt.mount.log()
