@@ -69,6 +69,12 @@ for op, path, *args in json.loads(sys.argv[1]):
         elif op == "utime":
             os.utime(path, ns=(args[0], args[0]))
             res = None
+        elif op == "symlink":
+            os.symlink(args[0], path)
+            res = None
+        elif op == "mkfifo":
+            os.mkfifo(path, args[0])
+            res = None
         elif op == "touch":  # to the current time: write permission is enough
             os.utime(path)
             res = None
@@ -143,7 +149,13 @@ def _check_kept(m: Path) -> None:
     assert _owner(m / "public") == (0, 0, 0o644)
     assert sorted(os.listdir(m / "rootdir")) == []
     assert _owner(m / "tmp") == (0, 0, 0o1777)
-    assert sorted(os.listdir(m / "tmp")) == ["his", "roots"]
+    assert sorted(os.listdir(m / "tmp")) == ["his", "hislink", "roots"]
+    assert (os.lstat(m / "tmp" / "hislink").st_uid, os.readlink(m / "tmp" / "hislink")) == (
+        NOBODY,
+        "his",
+    )
+    assert _owner(m / "sgid" / "pipe") == (NOBODY, GROUP, 0o640)
+    assert stat.S_ISFIFO(os.lstat(m / "sgid" / "pipe").st_mode)
     assert _owner(m / "tmp" / "his") == (NOBODY, NOBODY, 0o640)
     assert (m / "tmp" / "his").read_text() == "his own\n"
     # Under a setgid directory: the directory's group, and a subdirectory inherits the bit.
@@ -188,6 +200,9 @@ def test_second_user_is_held_to_owners_and_modes(
             ("write", str(m / "suid")),
             ("touch", str(m / "tmp" / "roots")),
             ("touch", str(m / "public")),
+            ("symlink", str(m / "tmp" / "hislink"), "his"),
+            ("mkfifo", str(m / "sgid" / "pipe"), 0o640),
+            ("symlink", str(m / "rootdir" / "link"), "x"),
         )
         assert got == [
             "EACCES",  # read of root's 0600 file
@@ -211,6 +226,9 @@ def test_second_user_is_held_to_owners_and_modes(
             "ok",
             "ok",  # touch of a file he may write
             "EACCES",  # touch of one he may not
+            "ok",
+            "ok",
+            "EACCES",
         ]
         assert (m / "tmp" / "roots").read_text() == "more\n"  # "mine\n", overwritten at 0
         _check_kept(m)
