@@ -166,13 +166,20 @@ def _check_kept(m: Path) -> None:
     assert _owner(m / "given") == (1234, 1234, 0o755)
 
 
-@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+@pytest.mark.parametrize(
+    "mount_store,names",
+    [("dir", False), ("b2", False), ("b2", True)],  # encrypted names: the metadata is sealed
+    indirect=["mount_store"],
+)
 def test_second_user_is_held_to_owners_and_modes(
     mount_store: StoreSpec,  # noqa: F811
     rsa_keys: Keys,  # noqa: F811
     tmp_path: Path,
     reachable: Path,
+    names: bool,
 ) -> None:
+    if names:
+        mount_store.extra_args = ["-o", "encrypt_names"]
     old = os.umask(0o022)
     m = reachable
     mount = _mount(mount_store, rsa_keys, m, tmp_path / "cache")
