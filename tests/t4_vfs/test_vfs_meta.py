@@ -1,0 +1,251 @@
+"""POSIX metadata through the vfs (no kernel): what new entries start with, what setattr
+changes and where, and that a metadata change of a closed file moves no content."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_identity
+
+from b2cryptfs.store.dirstore import DirStore
+from b2cryptfs.vfs.core import Vfs
+from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.metadata import Caller
+from b2cryptfs.vfs.namespace import ROOT_INO
+
+ALICE = Caller(1000, 1000, frozenset({1000, 50}))
+BOB = Caller(1001, 1001)
+ROOT = Caller(0, 0)
+
+
+class MetaCountingStore(DirStore):
+    """A DirStore that counts content downloads and uploads, and metadata-only updates."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root, create=True)
+        self.calls: Counter[str] = Counter()
+
+    def read(self, obj, offset=0, length=None):  # type: ignore[no-untyped-def]
+        self.calls["read " + obj.name] += 1
+        return super().read(obj, offset, length)
+
+    def download(self, obj, path):  # type: ignore[no-untyped-def]
+        self.calls["download " + obj.name] += 1
+        return super().download(obj, path)
+
+    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+        self.calls["upload " + name] += 1
+        return super().upload_file(name, path, info)
+
+    def upload_bytes(self, name, data, info):  # type: ignore[no-untyped-def]
+        self.calls["upload " + name] += 1
+        return super().upload_bytes(name, data, info)
+
+    def copy(self, src, dst_name):  # type: ignore[no-untyped-def]
+        self.calls["copy " + dst_name] += 1
+        return super().copy(src, dst_name)
+
+    def update_info(self, obj, info):  # type: ignore[no-untyped-def]
+        self.calls["update_info " + obj.name] += 1
+        return super().update_info(obj, info)
+
+
+@pytest.fixture
+def ident():
+    return x25519_identity()
+
+
+def errno_of(exc_info: pytest.ExceptionInfo[OpError]) -> int:
+    return exc_info.value.errno
+
+
+async def attr(vfs: Vfs, path: str):  # type: ignore[no-untyped-def]
+    return await vfs.getattr(await ino_of(vfs, path))
+
+
+async def create_as(vfs: Vfs, path: str, mode: int, who: Caller | None, data: bytes = b"") -> int:
+    parent, _, leaf = path.rpartition("/")
+    fh, a = await vfs.create(await ino_of(vfs, parent), leaf, mode, os.O_WRONLY, who)
+    if data:
+        await vfs.write(fh, 0, data)
+    await vfs.flush(fh)
+    await vfs.release(fh)
+    return a.ino
+
+
+def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            d = await vfs.mkdir(ROOT_INO, "d", 0o750, ALICE)
+            assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
+            await create_as(vfs, "d/f", 0o4751, ALICE, b"x")  # her write clears setuid
+            await create_as(vfs, "d/s", 0o6755, ROOT, b"x")  # root's does not
+            link = await vfs.symlink(d.ino, "l", "../somewhere/else", ALICE)
+            assert stat.S_ISLNK(link.mode) and link.size == len("../somewhere/else")
+            fifo = await vfs.mknod(d.ino, "p", stat.S_IFIFO | 0o640, 0, BOB)
+            assert stat.S_ISFIFO(fifo.mode) and fifo.uid == 1001
+            dev = await vfs.mknod(d.ino, "c", stat.S_IFCHR | 0o600, os.makedev(1, 3), ROOT)
+            assert dev.rdev == os.makedev(1, 3)
+        async with open_vfs(tmp_path, identity=ident) as vfs:  # a remount
+            d = await attr(vfs, "d")
+            assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
+            f = await attr(vfs, "d/f")
+            assert (f.mode, f.uid, f.gid) == (stat.S_IFREG | 0o751, 1000, 1000)
+            assert (await attr(vfs, "d/s")).mode == stat.S_IFREG | 0o6755
+            assert await read_file(vfs, "d/f") == b"x"
+            link = await attr(vfs, "d/l")
+            assert stat.S_ISLNK(link.mode) and (link.uid, link.size) == (1000, 17)
+            assert await vfs.readlink(link.ino) == "../somewhere/else"
+            p = await attr(vfs, "d/p")
+            assert (p.mode, p.uid) == (stat.S_IFIFO | 0o640, 1001)
+            c = await attr(vfs, "d/c")
+            assert (c.mode, c.rdev, c.uid) == (stat.S_IFCHR | 0o600, os.makedev(1, 3), 0)
+            with pytest.raises(OpError) as ei:
+                await vfs.readlink(f.ino)
+            assert errno_of(ei) == errno.EINVAL
+
+    run(main)
+
+
+def test_entries_without_metadata_show_the_mount_defaults(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            await write_file(vfs, "plain", b"seed")  # no caller: the mount's own
+            await vfs.mkdir(ROOT_INO, "dir", 0o755)
+        async with open_vfs(tmp_path, identity=ident, uid=4242, gid=4343, umask=0o077) as vfs:
+            d = await attr(vfs, "dir")
+            assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o700, 4242, 4343)
+
+    run(main)
+
+
+def test_setgid_directories_pass_their_group_and_bit_down(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            top = await vfs.mkdir(ROOT_INO, "shared", 0o2775, ALICE)
+            await vfs.setattr(top.ino, gid=50, caller=ALICE)  # a group ALICE is in
+            await create_as(vfs, "shared/f", 0o664, BOB)
+            sub = await vfs.mkdir(top.ino, "sub", 0o755, BOB)
+            assert (sub.mode, sub.uid, sub.gid) == (stat.S_IFDIR | 0o2755, 1001, 50)
+            plain = await vfs.mkdir(ROOT_INO, "plain", 0o755, ALICE)
+            await create_as(vfs, "plain/g", 0o644, BOB)
+            assert plain.mode & stat.S_ISGID == 0
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            f = await attr(vfs, "shared/f")
+            assert (f.uid, f.gid) == (1001, 50)
+            sub = await attr(vfs, "shared/sub")
+            assert (sub.mode, sub.gid) == (stat.S_IFDIR | 0o2755, 50)
+            assert (await attr(vfs, "plain/g")).gid == 1001
+
+    run(main)
+
+
+def test_chmod_of_an_open_and_of_a_pending_file_goes_up_with_it(tmp_path: Path, ident) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        # A long settle delay keeps a file sealed twice in a row queued (pending).
+        async with open_vfs(tmp_path, identity=ident, store=store, settle=60.0) as vfs:
+            fh, a = await vfs.create(ROOT_INO, "open", 0o644, os.O_WRONLY, ALICE)
+            await vfs.write(fh, 0, b"staged")
+            await vfs.setattr(a.ino, mode=0o600, caller=ALICE)  # while open: staged meta
+            await vfs.release(fh)
+            ino = await create_as(vfs, "pending", 0o644, ALICE, b"one")
+            await write_file(vfs, "pending", b"two")
+            assert vfs.outbox.latest("pending") is not None
+            await vfs.setattr(ino, mode=0o640, uid=7, gid=8, caller=ROOT)
+            assert vfs.outbox.latest("pending").meta.mode == stat.S_IFREG | 0o640
+            assert (await vfs.getattr(ino)).uid == 7
+            await vfs.setattr(ino, mtime_ns=1_500_000_000_123_456_789, caller=ROOT)
+        # The first version of "pending" went up at once, the second waited and took the
+        # changes along: no metadata update of a stored object was needed.
+        assert store.calls["upload pending.enc"] == 2 and store.calls["upload open.enc"] == 1
+        assert not [c for c in store.calls if c.startswith("update_info")]
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            o = await attr(vfs, "open")
+            assert (o.mode, o.uid) == (stat.S_IFREG | 0o600, 1000)
+            p = await attr(vfs, "pending")
+            assert (p.mode, p.uid, p.gid) == (stat.S_IFREG | 0o640, 7, 8)
+            assert p.mtime_ns == 1_500_000_000_123_456_789
+            assert await read_file(vfs, "pending") == b"two"
+
+    run(main)
+
+
+def test_metadata_of_a_big_closed_file_changes_without_moving_content(
+    tmp_path: Path, ident
+) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+    data = os.urandom(50 << 20)
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            ino = await create_as(vfs, "big", 0o644, ALICE, data)
+            await vfs.fsync((await vfs.open(ino, os.O_RDONLY))[0])
+            await vfs.outbox.drain()
+            store.calls.clear()
+            await vfs.setattr(ino, mode=0o600, caller=ALICE)
+            await vfs.setattr(ino, uid=0, gid=0, caller=ROOT)
+            await vfs.setattr(ino, atime_ns=10**18, mtime_ns=2 * 10**18, caller=ROOT)
+            a = await vfs.getattr(ino)
+            assert (a.mode, a.uid, a.size) == (stat.S_IFREG | 0o600, 0, len(data))
+            assert (a.atime_ns, a.mtime_ns) == (10**18, 2 * 10**18)
+        moved = [c for c in store.calls if c.split()[0] in ("read", "download", "upload", "copy")]
+        assert moved == [], store.calls
+        assert store.calls["update_info big.enc"] == 3
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            a = await attr(vfs, "big")
+            assert (a.mode, a.uid, a.atime_ns, a.mtime_ns) == (
+                stat.S_IFREG | 0o600,
+                0,
+                10**18,
+                2 * 10**18,
+            )
+
+    run(main)
+
+
+def test_a_directory_keeps_its_metadata_across_a_rename(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            d = await vfs.mkdir(ROOT_INO, "a", 0o700, ALICE)
+            await create_as(vfs, "a/f", 0o600, ALICE, b"data")
+            await vfs.setattr(d.ino, mtime_ns=1_400_000_000_000_000_001, caller=ALICE)
+            await vfs.rename(ROOT_INO, "a", ROOT_INO, "b", 0)
+            b = await attr(vfs, "b")
+            assert (b.mode, b.uid, b.mtime_ns) == (
+                stat.S_IFDIR | 0o700,
+                1000,
+                1_400_000_000_000_000_001,
+            )
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            b = await attr(vfs, "b")
+            assert (b.mode, b.uid) == (stat.S_IFDIR | 0o700, 1000)
+            assert b.mtime_ns == 1_400_000_000_000_000_001
+            assert (await attr(vfs, "b/f")).mode == stat.S_IFREG | 0o600
+
+    run(main)
+
+
+def test_open_unlinked_file_stays_usable_and_gone(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            await write_file(vfs, "f", b"A" * 100)
+            await vfs.outbox.drain()
+            ino = await ino_of(vfs, "f")
+            fh, _ = await vfs.open(ino, os.O_RDWR)
+            await vfs.unlink(ROOT_INO, "f")
+            await vfs.write(fh, 50, b"B" * 100)
+            assert await vfs.read(fh, 0, 1000) == b"A" * 50 + b"B" * 100
+            await vfs.release(fh)
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            with pytest.raises(OpError) as ei:
+                await ino_of(vfs, "f")
+            assert errno_of(ei) == errno.ENOENT
+
+    run(main)
