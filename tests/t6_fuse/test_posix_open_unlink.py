@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mountutil import Keys, Mount, StoreSpec, mount_store, requires_fuse, rsa_keys  # noqa: F401
+from mountutil import Keys, Mount, StoreSpec, mount_store, mounted, requires_fuse, rsa_keys  # noqa: F401
 
 pytestmark = requires_fuse
 
@@ -71,3 +71,28 @@ def test_open_unlink_read(mount_store: StoreSpec, rsa_keys: Keys, tmp_path: Path
         m.close(expect_exit=0)
     finally:
         m.close(expect_exit=None)
+
+
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_renamed_while_open_goes_up_under_its_new_name(
+    mount_store: StoreSpec,  # noqa: F811
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    with mounted(mount_store, mnt, cache, rsa_keys.args()):
+        (mnt / "target").write_text("replaced atomically\n")
+        fd = os.open(mnt / "draft", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"before the rename, ")
+            os.rename(mnt / "draft", mnt / "target")  # over an existing file
+            os.write(fd, b"after it")
+            os.fchmod(fd, 0o640)
+        finally:
+            os.close(fd)
+        assert sorted(os.listdir(mnt)) == ["target"]
+    with mounted(mount_store, mnt, cache, rsa_keys.args()):
+        assert sorted(os.listdir(mnt)) == ["target"]
+        assert (mnt / "target").read_bytes() == b"before the rename, after it"
+        assert os.stat(mnt / "target").st_mode & 0o7777 == 0o640
+    assert _live_objects(mount_store, "draft") == []
