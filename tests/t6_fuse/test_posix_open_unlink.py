@@ -1,5 +1,6 @@
-"""A file removed while open stays readable through its descriptor and never comes back
-(issue 7 item 5), end to end on a real mount, DirStore and the loopback B2."""
+"""A file removed or renamed while open: still readable and writable through its descriptor, never
+back under its old name, uploaded under the new one (issue 7 item 5), end to end on a real
+mount, DirStore and the loopback B2."""
 
 from __future__ import annotations
 
