@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
 
-pytestmark = requires_fuse
+pytestmark = [
+    *requires_fuse,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root"),
+]
 HEAVY = os.environ.get("B2CRYPTFS_HEAVY") == "1"
 # The 50 MB in the heavy run; CI's size is still several upload parts and chunks.
 SIZE = (50 if HEAVY else 12) << 20
