@@ -301,3 +301,18 @@ def test_hard_link_refused(mnt: Remountable) -> None:
     assert ei.value.errno == errno.EPERM
     assert sorted(os.listdir(mnt.mnt)) == ["a"] and os.stat(mnt.mnt / "a").st_nlink == 1
     assert "hard links are not supported" in mnt.mount.log()
+
+
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_tar_x_restores_into_the_mount(src: Path, mnt: Remountable) -> None:
+    """The restore direction: an archive unpacked into the mount, read back after a remount."""
+    archive = tar_bytes(src)
+    dst = mnt.mnt / "restored"
+    dst.mkdir()
+    res = subprocess.run(
+        ["tar", "-C", str(dst), "-xpf", "-", "--numeric-owner"],
+        input=archive, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stderr == b"", res.stderr.decode(errors="replace")
+    mnt.remount()
+    assert_same_tar(src, dst)
