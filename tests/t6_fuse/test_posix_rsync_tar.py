@@ -316,3 +316,34 @@ def test_tar_x_restores_into_the_mount(src: Path, mnt: Remountable) -> None:
     assert res.returncode == 0 and res.stderr == b"", res.stderr.decode(errors="replace")
     mnt.remount()
     assert_same_tar(src, dst)
+
+
+def _sample_decrypt(store: Path, name: str, keys: Keys) -> bytes:
+    """Backblaze's sample decrypt commands, as b2cryptfs-format(5) quotes them."""
+    res = subprocess.run(
+        f"openssl rsautl -decrypt -inkey {keys.plain_private} -in {store / name}.key.enc"
+        f" | openssl enc -aes-256-cbc -d -a -pass stdin -in {store / name}.enc",
+        shell=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return res.stdout
+
+
+def test_openssl_store_links_are_our_own(rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
+    """What mount.b2cryptfs(8) says: the sample's commands see a link as a small file holding
+    its target and a FIFO as an empty file; the mount gives both back as they were."""
+    spec = dir_store(tmp_path)
+    spec.extra_args = ["--format", "openssl"]
+    mnt = Remountable(spec, rsa_keys, tmp_path)
+    try:
+        os.symlink("../some/target", mnt.mnt / "link")
+        os.mkfifo(mnt.mnt / "fifo", 0o640)
+        mnt.remount()
+        assert os.readlink(mnt.mnt / "link") == "../some/target"
+        assert stat.S_ISFIFO(os.lstat(mnt.mnt / "fifo").st_mode)
+        mnt.close()
+    finally:
+        mnt.close(check=False)
+    assert spec.root is not None
+    assert _sample_decrypt(spec.root, "link", rsa_keys) == b"../some/target"
+    assert _sample_decrypt(spec.root, "fifo", rsa_keys) == b""
