@@ -22,6 +22,8 @@ from b2cryptfs.vfs.uploadinfo import UPLOAD_XATTRS, upload_xattr
 
 log = logging.getLogger("b2cryptfs.fs")
 
+NAME_MAX = 255  # bytes in one name, as Linux filesystems allow
+
 
 def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
@@ -81,6 +83,9 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        if len(name) > NAME_MAX:
+            # As ext4: a name no directory can hold (a symlink's target may carry one).
+            raise OpError(errno.ENAMETOOLONG, "name longer than NAME_MAX")
         try:
             leaf = _name(name)
         except InvalidName:
