@@ -108,3 +108,20 @@ def test_ls_ln_shows_stored_metadata_from_the_listing_alone(
     assert rows["d007"][0] == "drwxr-s---" and rows["d007"][2:4] == ["65534", "88"]
     assert {r[5] for n, r in rows.items() if n[0] == "f"} == {"1700000000"}
     assert not {k: v for k, v in calls.items() if k in PER_ENTRY and v}, calls
+
+
+def test_lstat_of_a_link_downloads_nothing(b2_server, rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
+    spec = b2_store(tmp_path, b2_server)
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    target = "../" + "t" * 3000
+    with mounted(spec, mnt, cache, rsa_keys.args()):
+        os.symlink(target, mnt / "link")
+        os.lchown(mnt / "link", 1234, 5678)
+    with mounted(spec, mnt, tmp_path / "cache-2", rsa_keys.args()):
+        b2_server.reset_stats()
+        st = os.lstat(mnt / "link")
+        calls = b2_server.stats()
+        assert os.readlink(mnt / "link") == target  # after the count: this one must download
+    assert stat.S_ISLNK(st.st_mode) and st.st_size == len(target), st
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert not {k: v for k, v in calls.items() if k in PER_ENTRY and v}, calls
