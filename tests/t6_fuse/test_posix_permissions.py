@@ -136,6 +136,8 @@ def _root_setup(m: Path) -> None:
     (m / "sgid").chmod(0o2777)
     (m / "suid").write_text("#!/bin/sh\n")
     (m / "suid").chmod(0o6777)  # anyone may write; a write by another user drops both bits
+    (m / "moved").write_text("keeps its group\n")
+    os.rename(m / "moved", m / "sgid" / "moved")  # a rename is no creation: gid stays 0
     (m / "given").write_text("given away\n")
     (m / "given").chmod(0o6755)
     os.chown(m / "given", 1234, 1234)  # chown drops setuid, and setgid with group-exec
@@ -162,6 +164,7 @@ def _check_kept(m: Path) -> None:
     assert _owner(m / "sgid") == (0, GROUP, 0o2777)
     assert _owner(m / "sgid" / "f") == (NOBODY, GROUP, 0o644)
     assert _owner(m / "sgid" / "sub") == (NOBODY, GROUP, 0o2755)
+    assert _owner(m / "sgid" / "moved") == (0, 0, 0o644)
     assert _owner(m / "suid") == (0, 0, 0o777)
     assert _owner(m / "given") == (1234, 1234, 0o755)
 
@@ -210,6 +213,9 @@ def test_second_user_is_held_to_owners_and_modes(
             ("symlink", str(m / "tmp" / "hislink"), "his"),
             ("mkfifo", str(m / "sgid" / "pipe"), 0o640),
             ("symlink", str(m / "rootdir" / "link"), "x"),
+            ("create", str(m / "tmp" / "his2"), 0o644, "over?"),
+            ("rename", str(m / "tmp" / "his2"), str(m / "tmp" / "roots")),  # sticky target
+            ("unlink", str(m / "tmp" / "his2")),
         )
         assert got == [
             "EACCES",  # read of root's 0600 file
@@ -236,6 +242,9 @@ def test_second_user_is_held_to_owners_and_modes(
             "ok",
             "ok",
             "EACCES",
+            "ok",
+            "EPERM",  # not over root's file in a sticky directory
+            "ok",
         ]
         assert (m / "tmp" / "roots").read_text() == "more\n"  # "mine\n", overwritten at 0
         _check_kept(m)
