@@ -20,12 +20,14 @@ import trio
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
+from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.formats import detect_format
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import BLKSIZE, VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.moves import MoveJournal
 from b2cryptfs.vfs.namespace import ROOT_INO, InodeTable, Node, join, split
 from b2cryptfs.vfs.openfile import ChunkFetcher
 from b2cryptfs.vfs.outbox import Outbox
@@ -77,7 +79,10 @@ class Vfs:
         self.content = Content(
             ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
         )
-        self.tree = Tree(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self.moves = MoveJournal(ctx, self.outbox)
+        self.tree = Tree(
+            ctx, self.table, self.listings, self.outbox, self.overlay, self.content, self.moves
+        )
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
 
     @property
@@ -111,7 +116,21 @@ class Vfs:
                     len(found),
                 )
             return
-        await nursery.start(self.outbox.run)
+        await nursery.start(self._uploads)
+
+    async def _uploads(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Renames a crash interrupted are finished before any upload: an upload must never
+        # land before (and be undone by) the rename it follows.
+        moves = await trio.to_thread.run_sync(self.moves.load)
+        try:
+            await self.moves.recover(moves)
+        except B2CryptfsError as exc:
+            log.warning("outbox: interrupted renames not finished yet (%s); retrying", exc)
+            task_status.started()
+            await self.moves.recover_forever()
+        else:
+            task_status.started()
+        await self.outbox.run()
 
     async def shutdown(self) -> int:
         """Seal whatever is still being written, then drain the outbox.

@@ -18,6 +18,7 @@ from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
+from b2cryptfs.vfs.moves import MoveJournal
 from b2cryptfs.vfs.namespace import DirState, InodeTable, is_under, join, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
@@ -40,6 +41,7 @@ class Tree:
         outbox: Outbox,
         overlay: Overlay,
         content: Content,
+        moves: MoveJournal,
     ) -> None:
         self.ctx = ctx
         self.table = table
@@ -47,6 +49,7 @@ class Tree:
         self.outbox = outbox
         self.overlay = overlay
         self.content = content
+        self.moves = moves
         self._meta = trio.Lock()
 
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
@@ -183,19 +186,20 @@ class Tree:
         if node is not None and node.dirty:
             # Newest content first into the outbox, so that it moves like any pending upload.
             await self.content.seal(node)
-        await self.outbox.cancel_path(new)
-        entry = await self.outbox.settle_path(old)
-        remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)
+        await self.listings.get(old_dir)
+        while True:
+            entry = await self.moves.quiet(old, new)
+            if entry is None or not self.listings.listed(old):
+                break
+            # A stored version of old exists too: its newest content goes up first, so
+            # that the store rename moves it.
+            await self.content.wait_upload(entry)
+        # From here to the intent, no await: no upload of either name may start in between.
         moved: FileEntry | None = None
-        if entry is not None and remote_old is None:
-            try:
-                self.outbox.retarget(entry, new)
-            except OSError as exc:
-                raise OpError(exc.errno or errno.EIO, f"outbox: {exc}") from None
+        if entry is not None:
+            self.moves.move_pending(entry, new)
         else:
-            if entry is not None:
-                await self.content.wait_upload(entry)
-            moved = await self.ctx.store(self.ctx.pairs.rename, old, new)
+            moved = await self.moves.move_stored(old, new)
         self.listings.set_file(old_dir, old_leaf, None)
         if moved is not None:
             # (A retargeted upload leaves the target's stored version listed: it still
