@@ -203,6 +203,9 @@ class Vfs:
         """Open a file; returns (handle, keep the kernel's page cache)."""
         return await self.content.open(ino, flags)
 
+    def direct_io(self, fh: int) -> bool:
+        return self.content.direct_io(fh)
+
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return await self.content.read(fh, offset, size)
 

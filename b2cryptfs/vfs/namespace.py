@@ -61,6 +61,8 @@ class Node:
     cache_version: str | None = None
     last_size: int = 0
     last_mtime_ns: int = 0
+    # The exact size last told to the kernel (None: an estimate, or never told).
+    kernel_size: int | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 

@@ -145,6 +145,7 @@ class Overlay:
     def file_attr(self, node: Node, view: FileView) -> Attr:
         node.last_size = view.size
         node.last_mtime_ns = view.mtime_ns
+        node.kernel_size = view.size if view.exact else None
         timeout = self.ctx.timeout if view.exact else 0.0
         return Attr(
             ino=node.ino,

@@ -68,6 +68,26 @@ class Reader:
         handle.remote = await self.versions.remote(view.remote)
         return view.remote.content.version_id
 
+    def must_bypass_cache(self, handle: Handle, others: list[Handle]) -> bool:
+        """Whether a handle just pinned must read past the kernel's page cache.
+
+        The kernel cuts reads at the size it last got in attributes and shares one page
+        cache between the handles of an inode: a version of another size than the kernel
+        believes (another mount replaced the file since) would read as a prefix, and two
+        versions open at once would mix in the cache. Such a handle gets direct_io.
+        """
+        node = handle.node
+        if handle.empty:
+            size = 0
+        elif handle.local is not None:
+            size = handle.local.reader.plaintext_size
+        else:
+            assert handle.remote is not None
+            size = handle.remote.size
+        if node.kernel_size is not None and size != node.kernel_size:
+            return True
+        return any(not h.direct and h.version not in (None, handle.version) for h in others)
+
     async def read(self, handle: Handle, offset: int, size: int) -> bytes:
         """Read the handle's pinned content (pinning it first if it has none yet)."""
         node = handle.node

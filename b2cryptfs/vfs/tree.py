@@ -62,6 +62,9 @@ class Tree:
             try:
                 await self.ctx.store(self.ctx.pairs.mkdir, path)
             except AlreadyExists:
+                # Another mount made it since this one listed: list again at once, so that
+                # a stat or a create below it sees it now, not after dir_cache_time.
+                await self.listings.get(parent.path, fresh=True)
                 raise OpError(errno.EEXIST, f"{path}: exists") from None
             self.listings.set_dir(parent.path, name, True)
             self.listings.put(path, DirState({}, set(), True, trio.current_time()))
@@ -96,6 +99,13 @@ class Tree:
         path = self.overlay.check_name(parent.path, name, is_dir=False)
         async with self._meta:
             files, dirs = await self.overlay.children(parent.path)
+            if flags & os.O_EXCL and name not in files and name not in dirs:
+                # Exclusive: the name must not exist anywhere, so ask the store (another
+                # mount may have made it since this one listed) - one listing, only here.
+                await self.listings.get(parent.path, fresh=True)
+                files, dirs = await self.overlay.children(parent.path)
+                if name in files or name in dirs:
+                    raise OpError(errno.EEXIST, f"{path}: exists")
             if name in dirs:
                 raise OpError(errno.EISDIR, f"{path}: is a directory")
             if name not in files:
