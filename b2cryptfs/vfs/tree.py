@@ -99,9 +99,16 @@ class Tree:
         path = self.overlay.check_name(parent.path, name, is_dir=False)
         async with self._meta:
             files, dirs = await self.overlay.children(parent.path)
-            if flags & os.O_EXCL and name not in files and name not in dirs:
+            listed = self.listings.cached(parent.path)
+            if (
+                flags & os.O_EXCL
+                and name not in files
+                and name not in dirs
+                and (listed is None or trio.current_time() - listed.fetched > self.ctx.timeout)
+            ):
                 # Exclusive: the name must not exist anywhere, so ask the store (another
-                # mount may have made it since this one listed) - one listing, only here.
+                # mount may have made it since this one listed), at most once per attribute
+                # timeout (cp -a creates each file so).
                 await self.listings.get(parent.path, fresh=True)
                 files, dirs = await self.overlay.children(parent.path)
                 if name in files or name in dirs:

@@ -119,9 +119,11 @@ def test_exists_on_store_refreshes_the_listing(
         mounted(mount_store, a, tmp_path / "cache-a", rsa_keys.args(), extra_args=slow),
         mounted(mount_store, b, tmp_path / "cache-b", rsa_keys.args(), extra_args=slow),
     ):
-        assert not (b / "d").exists() and not (b / "f").exists()  # b lists the root now
+        (a / "e").mkdir()
+        # b lists both directories now, and keeps those listings for 10 minutes.
+        assert not (b / "d").exists() and not (b / "e" / "f").exists()
         (a / "d").mkdir()
-        (a / "f").write_bytes(b"made by a\n")
+        (a / "e" / "f").write_bytes(b"made by a\n")
         wait_until("f to be stored", lambda: not outbox_entries(tmp_path / "cache-a"), 60)
 
         with pytest.raises(FileExistsError):
@@ -130,6 +132,9 @@ def test_exists_on_store_refreshes_the_listing(
         (b / "d" / "x").write_bytes(b"x\n")
         assert (b / "d" / "x").read_bytes() == b"x\n"
 
+        # b's listing of e is older than its attribute timeout (1 s) now: an exclusive
+        # create asks the store rather than that listing.
+        time.sleep(1.5)
         with pytest.raises(FileExistsError):
-            os.close(os.open(b / "f", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-        assert (b / "f").read_bytes() == b"made by a\n", "an exclusive create clobbered f"
+            os.close(os.open(b / "e" / "f", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        assert (b / "e" / "f").read_bytes() == b"made by a\n", "an exclusive create clobbered f"
