@@ -81,6 +81,8 @@ def test_reader_on_second_mount_gets_whole_versions(
                         size = os.fstat(f.fileno()).st_size
                 except OSError as exc:
                     counts["errors"] += 1
+                    key = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                    counts[key] = counts.get(key, 0) + 1
                     if exc.errno not in (errno.EIO, errno.ENOENT, errno.ESTALE):
                         bad.append(f"{n}: {exc}")
                     continue
