@@ -754,6 +754,17 @@ class PairStore:
         self._remove(key.name)
         return self.make_entry(new, new_content, new_key)
 
+    def finish_rename(self, old: str, new: str) -> FileEntry | None:
+        """Finish a :meth:`rename` that may have been interrupted (idempotent): while the
+        old content object exists nothing was removed yet, so copying both again is safe;
+        once it is gone both copies were done and only the old key object may be left."""
+        old, new = old.strip("/"), new.strip("/")
+        if self.store.stat(self.content_object_name(old)) is not None:
+            return self.rename(old, new)
+        if self.store.stat(self.key_object_name(old)) is not None:
+            self._remove(self.key_object_name(old))
+        return None
+
     def dir_object(self, dirpath: str) -> str:
         """The object name holding ``dirpath``'s metadata (at the parent level); a segment
         with no room for the suffix uses its long-name stand-in."""

@@ -181,8 +181,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         fh, keep = await self.vfs.open(inode, flags, caller_of(ctx))
-        # Never direct_io: the page cache is what makes mmap work.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+        # direct_io only where the page cache would show another version (mmap needs it).
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=self.vfs.direct_io(fh))
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:

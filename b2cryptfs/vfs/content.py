@@ -108,14 +108,21 @@ class Content:
         version: str | None = None
         if readable and node.staging is None:
             assert view is not None
-            version = await self.reader.pin(handle, view)
+            version = handle.version = await self.reader.pin(handle, view)
+            others = [h for h in self.handles.values() if h.node is node]
+            handle.direct = self.reader.must_bypass_cache(handle, others)
         node.open_count += 1
         self.handles[handle.fh] = handle
         if writable:
             self.outbox.writing(node.path, True)
         keep = version is not None and node.cache_version == version
-        node.cache_version = version
+        if not handle.direct:
+            node.cache_version = version
         return handle.fh, keep
+
+    def direct_io(self, fh: int) -> bool:
+        """Must the kernel send this handle's reads here, past its page cache?"""
+        return self.handle(fh).direct
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.handle(fh)

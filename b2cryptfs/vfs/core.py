@@ -20,6 +20,7 @@ import trio
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
+from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.formats import detect_format
 from b2cryptfs.vfs.attrs import Attrs
 from b2cryptfs.vfs.config import MountConfig
@@ -28,6 +29,7 @@ from b2cryptfs.vfs.context import BLKSIZE, VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import Caller
+from b2cryptfs.vfs.moves import MoveJournal
 from b2cryptfs.vfs.namespace import ROOT_INO, InodeTable, Node, join, split
 from b2cryptfs.vfs.openfile import ChunkFetcher
 from b2cryptfs.vfs.outbox import Outbox
@@ -79,7 +81,10 @@ class Vfs:
         self.content = Content(
             ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
         )
-        self.tree = Tree(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self.moves = MoveJournal(ctx, self.outbox)
+        self.tree = Tree(
+            ctx, self.table, self.listings, self.outbox, self.overlay, self.content, self.moves
+        )
         self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
 
@@ -114,7 +119,21 @@ class Vfs:
                     len(found),
                 )
             return
-        await nursery.start(self.outbox.run)
+        await nursery.start(self._uploads)
+
+    async def _uploads(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Renames a crash interrupted are finished before any upload: an upload must never
+        # land before (and be undone by) the rename it follows.
+        moves = await trio.to_thread.run_sync(self.moves.load)
+        try:
+            await self.moves.recover(moves)
+        except B2CryptfsError as exc:
+            log.warning("outbox: interrupted renames not finished yet (%s); retrying", exc)
+            task_status.started()
+            await self.moves.recover_forever()
+        else:
+            task_status.started()
+        await self.outbox.run()
 
     async def shutdown(self) -> int:
         """Seal whatever is still being written, then drain the outbox.
@@ -186,6 +205,9 @@ class Vfs:
     async def open(self, ino: int, flags: int, caller: Caller | None = None) -> tuple[int, bool]:
         """Open a file; returns (handle, keep the kernel's page cache)."""
         return await self.content.open(ino, flags, privileged=caller is None or caller.root)
+
+    def direct_io(self, fh: int) -> bool:
+        return self.content.direct_io(fh)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return await self.content.read(fh, offset, size)

@@ -130,6 +130,9 @@ class ListingCache:
             self._replay[dirpath] = replay
             try:
                 listing = await self._run(self._pairs.list_dir, dirpath)
+                # Uploads that finished meanwhile: onto the old listing and into replay
+                # (the listing may predate them), while replay is still recorded.
+                self.catch_up()
             except TransientError as exc:
                 if ds is None or fresh:
                     raise
@@ -145,7 +148,6 @@ class ListingCache:
                 return ds
             finally:
                 del self._replay[dirpath]
-            self.catch_up()  # (onto the old listing and into replay)
             ds = DirState.from_listing(listing, started)
             for change in replay:
                 change(ds)

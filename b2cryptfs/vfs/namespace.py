@@ -62,6 +62,8 @@ class Node:
     last_size: int = 0
     last_mtime_ns: int = 0
     last_meta: Meta = field(default_factory=Meta)
+    # The exact size last told to the kernel (None: an estimate, or never told).
+    kernel_size: int | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 

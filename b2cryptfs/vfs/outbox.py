@@ -100,6 +100,12 @@ class Outbox:
 
         return job
 
+    def reserve_seq(self, above: int = 0) -> int:
+        """A fresh sequence number (over ``above``) for a record kept beside the entries
+        (a rename intent, vfs/moves.py): it orders with them."""
+        self._next_seq = max(self._next_seq, above + 1)
+        return self._allocate()[0]
+
     def _allocate(self) -> tuple[int, str]:
         """A fresh sequence number and the content file path to write the sealed content to."""
         seq = self._next_seq

@@ -158,6 +158,7 @@ class Overlay:
         node.last_size = view.size
         node.last_mtime_ns = view.mtime_ns
         node.last_meta = view.meta
+        node.kernel_size = view.size if view.exact else None
         timeout = self.ctx.timeout if view.exact else 0.0
         meta = view.meta
         mode, uid, gid = shown(meta, self.ctx.file_perm, self.ctx.uid, self.ctx.gid, S_IFREG)

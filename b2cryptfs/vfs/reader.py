@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 import trio
 
-from b2cryptfs.errors import IntegrityError
+from b2cryptfs.errors import IntegrityError, NotFound
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.namespace import split
 from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.versions import Versions
@@ -24,6 +25,8 @@ from b2cryptfs.vfs.views import FileView, Handle
 # A read within this many chunks of where the last one ended still counts as sequential.
 _SEQUENTIAL_SLACK_CHUNKS = 4
 _FIRST_WINDOW_CHUNKS = 8
+# How often an open follows a file that another mount keeps replacing.
+_REPINS = 3
 
 
 def readahead_window(previous: int, sequential: bool, chunk_size: int) -> int:
@@ -65,8 +68,46 @@ class Reader:
             if view.pending is not None or view.remote is None:
                 raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
         assert view.remote is not None
-        handle.remote = await self.versions.remote(view.remote)
+        for _ in range(_REPINS):
+            try:
+                handle.remote = await self.versions.remote(view.remote)
+                break
+            except NotFound:
+                # Replaced since it was listed (by another mount; a directory store keeps
+                # no old versions): list again and pin the version that replaced it.
+                path = handle.node.path
+                await self.overlay.listings.get(split(path)[0], fresh=True)
+                fresh = await self.overlay.view(path)
+                if fresh is None:
+                    raise OpError(errno.ENOENT, f"{path}: removed meanwhile") from None
+                if fresh.pending is not None or (fresh.exact and fresh.size == 0):
+                    return await self.pin(handle, fresh)
+                if fresh.remote is None:
+                    raise OpError(errno.EIO, f"{path}: its content vanished") from None
+                view = fresh
+        else:
+            raise OpError(errno.EIO, f"{handle.node.path}: replaced again at every open")
         return view.remote.content.version_id
+
+    def must_bypass_cache(self, handle: Handle, others: list[Handle]) -> bool:
+        """Whether a handle just pinned must read past the kernel's page cache.
+
+        The kernel cuts reads at the size it last got in attributes and shares one page
+        cache between the handles of an inode: a version of another size than the kernel
+        believes (another mount replaced the file since) would read as a prefix, and two
+        versions open at once would mix in the cache. Such a handle gets direct_io.
+        """
+        node = handle.node
+        if handle.empty:
+            size = 0
+        elif handle.local is not None:
+            size = handle.local.reader.plaintext_size
+        else:
+            assert handle.remote is not None
+            size = handle.remote.size
+        if node.kernel_size is not None and size != node.kernel_size:
+            return True
+        return any(not h.direct and h.version not in (None, handle.version) for h in others)
 
     async def read(self, handle: Handle, offset: int, size: int) -> bytes:
         """Read the handle's pinned content (pinning it first if it has none yet)."""
@@ -91,6 +132,11 @@ class Reader:
         except IntegrityError as exc:
             # Name the damaged object in the log line (the codec knows only chunk numbers).
             raise type(exc)(f"{rc.entry.content.name}: {exc}") from None
+        except NotFound as exc:
+            # The pinned version was replaced while open (a directory store keeps no old
+            # versions): an error, never bytes of another version; not ENOENT, the name is
+            # still there.
+            raise OpError(errno.EIO, f"{node.path}: {exc}") from None
         self._read_ahead(handle, offset, len(data))
         return data
 

@@ -22,6 +22,7 @@ from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import Caller, is_default_dir, new_meta
+from b2cryptfs.vfs.moves import MoveJournal
 from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
@@ -44,6 +45,7 @@ class Tree:
         outbox: Outbox,
         overlay: Overlay,
         content: Content,
+        moves: MoveJournal,
     ) -> None:
         self.ctx = ctx
         self.table = table
@@ -51,6 +53,7 @@ class Tree:
         self.outbox = outbox
         self.overlay = overlay
         self.content = content
+        self.moves = moves
         self._meta = trio.Lock()
         self._targets: dict[str, str] = {}  # link targets by content version (immutable)
 
@@ -82,6 +85,9 @@ class Tree:
             try:
                 await self.ctx.store(self.ctx.pairs.mkdir, path, meta)
             except AlreadyExists:
+                # Another mount made it since this one listed: list again at once, so that
+                # a stat or a create below it sees it now, not after dir_cache_time.
+                await self.listings.get(parent.path, fresh=True)
                 raise OpError(errno.EEXIST, f"{path}: exists") from None
             self.listings.set_dir(parent.path, name, True)
             self.listings.set_dir_meta(parent.path, name, meta)
@@ -120,6 +126,20 @@ class Tree:
         meta = self._new_meta(caller, parent, stat.S_IFREG | stat.S_IMODE(mode))
         async with self._meta:
             files, dirs = await self.overlay.children(parent.path)
+            listed = self.listings.cached(parent.path)
+            if (
+                flags & os.O_EXCL
+                and name not in files
+                and name not in dirs
+                and (listed is None or trio.current_time() - listed.fetched > self.ctx.timeout)
+            ):
+                # Exclusive: the name must not exist anywhere, so ask the store (another
+                # mount may have made it since this one listed), at most once per attribute
+                # timeout (cp -a creates each file so).
+                await self.listings.get(parent.path, fresh=True)
+                files, dirs = await self.overlay.children(parent.path)
+                if name in files or name in dirs:
+                    raise OpError(errno.EEXIST, f"{path}: exists")
             if name in dirs:
                 raise OpError(errno.EISDIR, f"{path}: is a directory")
             if name not in files:
@@ -282,19 +302,20 @@ class Tree:
         if node is not None and node.dirty:
             # Newest content first into the outbox, so that it moves like any pending upload.
             await self.content.seal(node)
-        await self.outbox.cancel_path(new)
-        entry = await self.outbox.settle_path(old)
-        remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)
+        await self.listings.get(old_dir)
+        while True:
+            entry = await self.moves.quiet(old, new)
+            if entry is None or not self.listings.listed(old):
+                break
+            # A stored version of old exists too: its newest content goes up first, so
+            # that the store rename moves it.
+            await self.content.wait_upload(entry)
+        # From here to the intent, no await: no upload of either name may start in between.
         moved: FileEntry | None = None
-        if entry is not None and remote_old is None:
-            try:
-                self.outbox.retarget(entry, new)
-            except OSError as exc:
-                raise OpError(exc.errno or errno.EIO, f"outbox: {exc}") from None
+        if entry is not None:
+            self.moves.move_pending(entry, new)
         else:
-            if entry is not None:
-                await self.content.wait_upload(entry)
-            moved = await self.ctx.store(self.ctx.pairs.rename, old, new)
+            moved = await self.moves.move_stored(old, new)
         self.listings.set_file(old_dir, old_leaf, None)
         if moved is not None:
             # (A retargeted upload leaves the target's stored version listed: it still

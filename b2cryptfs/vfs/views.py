@@ -60,6 +60,8 @@ class Handle:
     remote: RemoteContent | None = None
     local: LocalContent | None = None
     empty: bool = False
+    version: str | None = None  # the pinned content version
+    direct: bool = False  # reads bypass the kernel's page cache (direct_io)
     next_off: int = 0
     readahead: int = 0
     ahead_upto: int = 0  # chunks below this index were already asked for
