@@ -25,6 +25,7 @@ import trio
 from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
+from b2cryptfs.fs import memdebug
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
@@ -74,6 +75,7 @@ def run_mount(
     ``notify`` gets systemd ``STATUS=…`` lines (sd_notify). Raises :class:`UploadsLeft` if a
     signal stopped the final drain with uploads still pending."""
     _limit_malloc_arenas()
+    memdebug.start_from_env()
     mountpoint = config.mountpoint
     if not mountpoint.startswith("/dev/fd/") and not os.path.isdir(mountpoint):
         raise UsageError(f"mountpoint is not a directory: {mountpoint}")
