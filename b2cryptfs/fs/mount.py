@@ -17,6 +17,8 @@ import ctypes.util
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 
 import pyfuse3
@@ -104,8 +106,31 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        # A fixed mmap threshold: glibc's sliding one rises to the largest buffer freed (a
+        # ranged download, a staging block), after which such buffers come from the heap
+        # and leave it fragmented; RSS then crept up for as long as the mount was busy.
+        libc.mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, _TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
+        return  # not glibc: nothing to tune
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        threading.Thread(
+            target=_trim_forever, args=(trim,), name="malloc-trim", daemon=True
+        ).start()
+
+
+_MMAP_THRESHOLD = 128 * 1024
+_TRIM_THRESHOLD = 8 << 20
+_TRIM_EVERY = 30.0
+
+
+def _trim_forever(trim: Callable[[int], int]) -> None:
+    """Hand freed heap pages back to the kernel now and then (``malloc_trim``): free chunks
+    inside the heap are otherwise kept, and counted in RSS, for good."""
+    while True:
+        time.sleep(_TRIM_EVERY)
+        trim(0)
 
 
 _session_open = False

@@ -12,7 +12,6 @@ the store as fsck wants it, without a full listing.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
 import trio

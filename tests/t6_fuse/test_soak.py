@@ -89,7 +89,11 @@ def test_rss_stays_bounded_under_readers_and_writers(
     tmp_path: Path,
 ) -> None:
     mnt, cache = tmp_path / "mnt", tmp_path / "cache"
-    m = Mount(b2_spec, mnt, cache, rsa_keys.args())
+    env = dict(b2_spec.env)  # (which leaves out the caller's B2CRYPTFS_* settings)
+    for name in ("B2CRYPTFS_TRACEMALLOC", "B2CRYPTFS_TRACEMALLOC_EVERY"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    m = Mount(b2_spec, mnt, cache, rsa_keys.args(), env=env)
     samples: list[tuple[float, int]] = []
     try:
         m.start()
