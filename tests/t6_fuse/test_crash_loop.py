@@ -349,7 +349,9 @@ def test_journaled_crash_loop(
         assert not outbox_entries(cache)
         fsck(spec, rsa_keys, fig)
         fresh = {p: {s} for p, s in model.state.items()}
-        with mounted(spec, mnt, tmp_path / "fresh-cache", rsa_keys.args(), extra_args=["--read-only"]):
+        with mounted(
+            spec, mnt, tmp_path / "fresh-cache", rsa_keys.args(), extra_args=["--read-only"]
+        ):
             verify(mnt, fresh, model, fig)
     finally:
         journal.close()
