@@ -89,6 +89,7 @@ class Figures:
     stale_keys: int = 0
     broken_pairs: int = 0
     other_problems: int = 0
+    tidied: int = 0  # orphans and stale keys the mounts cleaned up themselves (their logs)
     failures: list[str] = field(default_factory=list)
     round: int = 0
 
@@ -98,7 +99,7 @@ class Figures:
     def line(self) -> str:
         names = (
             "kills closes renames unlinks lost rolled_back wrong eio resurrected orphans "
-            "stale_keys broken_pairs other_problems"
+            "stale_keys broken_pairs other_problems tidied"
         ).split()
         return ", ".join(f"{n.replace('_', ' ')} {getattr(self, n)}" for n in names)
 
@@ -356,6 +357,8 @@ def test_journaled_crash_loop(
     finally:
         journal.close()
     count_ops(journal.records(), fig)
+    for log in tmp_path.glob("mount-*.log"):
+        fig.tidied += log.read_text(errors="replace").count("(left by an interrupted change)")
     print(f"\ncrash loop on {spec.kind}: {fig.line()}")
     for line in fig.failures:
         print("  ", line)
