@@ -16,13 +16,14 @@ and stay invisible.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import stat as stat_mod
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -53,6 +54,7 @@ from b2cryptfs.bucket.meta import (
     decode_meta,
     encode_meta,
 )
+from b2cryptfs.bucket.tidylog import TidyLog
 from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
@@ -166,6 +168,9 @@ class PairStore:
         # Owners and modes are sealed where names are (a key of their own, from the name key).
         self.meta_cipher = MetaCipher(names.key) if names is not None else None
         self.long_names = LongNamer(names.key if names is not None else None)
+        # Set by a mount: where deletes and renames note the paths they may leave an orphan
+        # key object at, should they be cut short (bucket/tidylog.py).
+        self.tidy_log: TidyLog | None = None
 
     @property
     def can_read(self) -> bool:
@@ -724,16 +729,69 @@ class PairStore:
         else:
             self.store.hide(name)
 
+    @contextlib.contextmanager
+    def _may_orphan(self, *paths: str) -> Iterator[None]:
+        """Note ``paths`` in the tidy log while a sequence that may leave an orphan key object
+        there runs; a sequence that did not finish leaves them due (bucket/tidylog.py)."""
+        log_ = self.tidy_log
+        if log_ is None:
+            yield
+            return
+        for p in paths:
+            log_.begin(p)
+        finished = False
+        try:
+            yield
+            finished = True
+        finally:
+            for p in paths:
+                log_.end(p, finished=finished)
+
     def delete(self, path: str) -> None:
         """Content first: the pair then becomes an invisible orphan, never a keyless file."""
         path = path.strip("/")
         content = self.content_object_name(path)
         if self.store.stat(content) is None:
             raise NotFound(f"{path}: no such file")
-        self._remove(content)
-        self._remove(self.key_object_name(path))
+        with self._may_orphan(path):
+            self._remove(content)
+            self._remove(self.key_object_name(path))
+
+    def tidy_key(self, path: str) -> str | None:
+        """Clean what a cut-short delete, rename or upload may have left at ``path``: remove a
+        key object without its content object, or (with a private key) restore the matching
+        version of a key object whose newest version does not fit its content. Returns what
+        was done (None: nothing to do). Only for a path nobody is uploading to right now."""
+        path = path.strip("/")
+        content = self.store.stat(self.content_object_name(path))
+        key = self.store.stat(self.key_object_name(path))
+        if key is None:
+            return None
+        if content is None:
+            self._remove(key.name)
+            return "removed an orphan key object"
+        if not self.can_read:
+            return None
+        entry = self.make_entry(path, content, key)
+        try:
+            self.open_version(entry, key)
+        except PairMismatch:
+            fmt = entry.format or self.format
+            try:
+                matching = self.matching_key_object(entry)
+            except PairMismatch:
+                return None  # a broken pair: fsck reports it, nothing here can mend it
+            self.rewrap_key(key.name, matching, {INFO_FORMAT: fmt})
+            return "restored the matching key object version"
+        return None
 
     def rename(self, old: str, new: str) -> FileEntry:
+        """:meth:`_rename`, noted in the tidy log: cut short, it may leave an orphan key
+        object at ``old`` (old content removed) or at ``new`` (key copied, content not)."""
+        with self._may_orphan(old.strip("/"), new.strip("/")):
+            return self._rename(old, new)
+
+    def _rename(self, old: str, new: str) -> FileEntry:
         """Copy both objects, then remove the old ones: one name resolves at every moment."""
         old, new = old.strip("/"), new.strip("/")
         content = self.store.stat(self.content_object_name(old))

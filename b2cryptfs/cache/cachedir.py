@@ -10,6 +10,7 @@ Everything is created mode 0700.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import logging
@@ -47,6 +48,23 @@ def default_cache_root(env: dict[str, str] | None = None, euid: int | None = Non
 
 def store_id(store_url: str) -> str:
     return hashlib.sha256(store_url.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def outbox_manifests(root: str | None, store_url: str) -> list[tuple[str, dict]]:
+    """The upload manifests a mount of ``store_url`` left in the cache root (file, parsed
+    JSON), for tools that look without mounting (fsck); unreadable ones are skipped."""
+    root = os.path.abspath(os.path.expanduser(root or default_cache_root()))
+    directory = os.path.join(root, store_id(store_url), "outbox")
+    found = []
+    for name in sorted(glob.glob(os.path.join(glob.escape(directory), "*.json"))):
+        try:
+            with open(name, encoding="utf-8") as fh:
+                manifest = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and isinstance(manifest.get("path"), str):
+            found.append((name, manifest))
+    return found
 
 
 class CacheDir:

@@ -27,8 +27,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="remove orphan key objects and restore the matching version of stale key objects",
     )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="the cache root whose outbox is also checked for uploads that are stuck "
+        "(default: the mount's default)",
+    )
     add_key_options(p)
     p.set_defaults(func=cmd_fsck)
+
+
+def _local_outbox(cache_root: str | None, store_url: str) -> int:
+    """Report what this machine's outbox still has to upload to the store; returns how many
+    uploads are stuck (the store keeps refusing them: a problem no repair here can fix)."""
+    from b2cryptfs.cache.cachedir import outbox_manifests
+
+    stuck = 0
+    for name, manifest in outbox_manifests(cache_root, store_url):
+        if manifest.get("stuck"):
+            stuck += 1
+            print(f"{'stuck-upload':12} {manifest['path']}: {manifest['stuck']} (in {name})")
+        else:
+            print(f"{'pending':12} {manifest['path']}: waits in the local outbox ({name})")
+    return stuck
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -51,5 +72,6 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         print(
             f"{problem.kind:12} {problem.name}: {problem.detail}" + (f" [{state}]" if state else "")
         )
+    remaining += _local_outbox(args.cache_dir, pairs.store.url)
     print("clean" if remaining == 0 else f"{remaining} problem(s) remain")
     return 1 if remaining else 0

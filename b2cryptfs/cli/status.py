@@ -138,6 +138,11 @@ def describe(mountpoint: str, st: dict[str, Any]) -> str:
         f"  uploaded:    {_files(st['uploaded_files'])}, {human(st['uploaded_bytes'])} since "
         f"the mount; {human(st['rate_bytes_per_second'])}/s lately"
     )
+    if st.get("stuck_files"):
+        # Uploads that may never succeed: named, so that someone acts on them.
+        lines.append(f"  stuck:       {_files(st['stuck_files'])} the store keeps refusing")
+        for f in st.get("stuck", [])[:5]:
+            lines.append(f"               {f['path']}: {f['error']}")
     if st.get("last_error"):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["last_error_at"]))
         failing = st.get("failing_files", 0)

@@ -49,6 +49,7 @@ class LocalFileSource:
     """
 
     def __init__(self, path: str) -> None:
+        self._fd = -1  # (an upload may have removed the file: __del__ then has nothing to do)
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
 

@@ -38,6 +38,7 @@ from b2cryptfs.vfs.outboxfiles import (
 from b2cryptfs.vfs.outboxstats import OutboxStats
 from b2cryptfs.vfs.settle import SettlePolicy
 from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
+from b2cryptfs.vfs.tidy import Tidier
 
 __all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
 
@@ -81,6 +82,7 @@ class Outbox:
         self._settle = SettlePolicy(settle)  # which entries wait the delay (register)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+        self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
 
     def put(
         self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
@@ -169,6 +171,7 @@ class Outbox:
         """Forget an entry for good (cancelled, or its name removed while it was sealed)."""
         entry.state = CANCELLED
         self.stats.forget(entry)
+        self.tidier.dropped(entry)
         self._remove(entry)
         discard_files(self.directory, entry.seq)
         entry.done.set()
@@ -220,6 +223,7 @@ class Outbox:
         """Upload a queued entry under another path (rename before upload)."""
         assert entry.state in (QUEUED, FAILED)
         old = entry.path
+        self.tidier.dropped(entry)  # its key object may be up under the old path
         self._persist(entry, path=new_path)
         entry.path = old  # the indexes are keyed by the old path until moved
         self._remove(entry)
@@ -280,7 +284,7 @@ class Outbox:
 
     def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload, and when to look again if none is ready."""
-        busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
+        busy = {e.path for e in self._entries.values() if e.state == UPLOADING} | self.tidier.busy
         later = float("inf")
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
@@ -298,6 +302,7 @@ class Outbox:
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
+            nursery.start_soon(self.tidier.run)
             task_status.started()
 
     async def _worker(self) -> None:
@@ -312,6 +317,7 @@ class Outbox:
 
     async def _upload(self, entry: OutboxEntry) -> None:
         entry.state = UPLOADING
+        entry.touched = True
         try:
             result = await trio.to_thread.run_sync(
                 self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
@@ -356,16 +362,9 @@ class Outbox:
 
     def _failed(self, entry: OutboxEntry, exc: BaseException, message: str) -> None:
         entry.attempts += 1
-        self.stats.failed_for_good(entry, message)
         entry.error = exc
         entry.state = FAILED
-        log.error(
-            "upload of %s failed: %s; it is kept in the outbox (%s) and will be retried by "
-            "the next mount",
-            entry.path,
-            message,
-            entry.manifest_file,
-        )
+        self.stats.failed_for_good(entry, message)  # logs it, marks the entry stuck
         entry.done.set()
 
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
@@ -394,6 +393,7 @@ class Outbox:
                 break
             waits = [e for e in active if e.state == UPLOADING] or active
             await waits[0].attempted.wait()
+        await self.tidier.tidy_due(force=True)
         left = len(self)
         if left:
             log.warning(

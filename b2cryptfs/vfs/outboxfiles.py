@@ -45,6 +45,11 @@ class OutboxEntry:
     content_size: int
     directory: str
     state: str = QUEUED
+    # Its upload may have begun (its key object may be in the store): this run tried it, or
+    # an earlier run left it.
+    touched: bool = False
+    # Failing for good, or for long (vfs/outboxstats.py): the reason, kept in the manifest.
+    stuck: str | None = None
     not_before: float = 0.0
     attempts: int = 0
     drain_failures: int = 0
@@ -87,6 +92,8 @@ class OutboxEntry:
             "plaintext_size": self.plaintext_size,
             "content_size": self.content_size,
         }
+        if self.stuck is not None:
+            m["stuck"] = self.stuck
         if self.layout >= 2:
             assert self.key_object is not None
             m["key_object"] = base64.b64encode(self.key_object).decode("ascii")
@@ -239,6 +246,8 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
                 key_object=key_object,
                 layout=layout,
                 meta=decode_meta({META_KEY: str(m["meta"])}) if "meta" in m else None,
+                touched=True,
+                stuck=str(m["stuck"]) if m.get("stuck") is not None else None,
             )
             if layout == 1 and not os.path.isfile(entry.key_file):
                 raise ValueError("its key file is missing")

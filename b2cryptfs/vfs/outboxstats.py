@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from b2cryptfs.vfs.outboxfiles import FAILED, UPLOADING, OutboxEntry
+from b2cryptfs.vfs.outboxfiles import FAILED, UPLOADING, OutboxEntry, rewrite_manifest
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 
@@ -24,6 +24,11 @@ log = logging.getLogger("b2cryptfs.vfs.outbox")
 RATE_WINDOW = 20.0
 # The status names at most this many failing entries (the most failed first).
 MAX_FAILING_SHOWN = 20
+# An upload that keeps failing with transient errors this often and this long is reported as
+# stuck (a WARNING naming it, the status, the manifest fsck reads), though still retried: a
+# store that refuses one file for good can look like a flaky one.
+STUCK_FAILURES = 10
+STUCK_SECONDS = 15 * 60.0
 
 
 @dataclass
@@ -39,6 +44,7 @@ class OutboxStats:
     def __init__(self) -> None:
         self._started: float | None = None  # trio clock, set by start()
         self._failing: dict[int, _Failing] = {}
+        self._stuck_seqs: set[int] = set()  # reported stuck in this mount
         self._outage_since: float | None = None  # first failure since the last success
         self._recent: deque[tuple[float, int]] = deque()
         self.uploaded_files = 0
@@ -54,15 +60,37 @@ class OutboxStats:
     def forget(self, entry: OutboxEntry) -> None:
         """The entry is gone (superseded or cancelled)."""
         self._failing.pop(entry.seq, None)
+        self._stuck_seqs.discard(entry.seq)
 
     def _record_error(self, entry: OutboxEntry, message: str) -> None:
         self.last_error = f"{entry.path}: {message}"
         self.last_error_at = time.time()
 
     def failed_for_good(self, entry: OutboxEntry, message: str) -> None:
-        """A failure that is not retried in this mount (the outbox logs it as an ERROR)."""
+        """A failure that is not retried in this mount: the entry is stuck."""
         self._failing.pop(entry.seq, None)
         self._record_error(entry, message)
+        self._stuck(entry, message, "it is not retried by this mount")
+
+    def _stuck(self, entry: OutboxEntry, message: str, how: str) -> None:
+        """Report an upload that may never succeed, once per entry and mount: a WARNING
+        naming it, the status (``stuck``), and its manifest (what fsck reads)."""
+        if entry.seq in self._stuck_seqs:
+            return
+        self._stuck_seqs.add(entry.seq)
+        entry.stuck = message
+        try:
+            rewrite_manifest(entry)
+        except OSError:
+            pass  # the log line and the status still say it
+        log.warning(
+            "upload of %s is stuck: %s; %s. It is kept in the outbox (%s) and tried again at "
+            "each mount; remove or rename the file, or fix the store",
+            entry.path,
+            message,
+            how,
+            entry.manifest_file,
+        )
 
     def failed(self, entry: OutboxEntry, exc: BaseException, pending: int) -> None:
         """A transient failure; the entry will be retried.
@@ -78,6 +106,10 @@ class OutboxStats:
         if failing is None:
             failing = self._failing[entry.seq] = _Failing(0, now)
         failing.count += 1
+        if failing.count >= STUCK_FAILURES and now - failing.since >= STUCK_SECONDS:
+            self._stuck(
+                entry, str(exc), f"it failed {failing.count} times in {now - failing.since:.0f} s"
+            )
         if failing.warned:
             return
         failing.warned = True
@@ -93,6 +125,7 @@ class OutboxStats:
     def uploaded(self, entry: OutboxEntry, pending: int) -> None:
         now = trio.current_time()
         failing = self._failing.pop(entry.seq, None)
+        self._stuck_seqs.discard(entry.seq)
         if self._outage_since is not None:
             log.info(
                 "uploads go through again (after %.0f s of failures); %d file(s) still pending",
@@ -144,7 +177,13 @@ class OutboxStats:
             ),
             key=lambda d: -int(d["consecutive_failures"]),  # type: ignore[call-overload]
         )
+        stuck = [e for e in pending if e.stuck is not None]
         return {
+            "stuck_files": len(stuck),
+            "stuck": [
+                {"path": e.path, "error": e.stuck, "attempts": e.attempts}
+                for e in stuck[:MAX_FAILING_SHOWN]
+            ],
             "failing": failing[:MAX_FAILING_SHOWN],
             "pending_files": len(pending),
             "pending_bytes": sum(e.content_size for e in pending),

@@ -39,6 +39,9 @@ def mount_status(vfs: Vfs) -> dict[str, object]:
         "read_only": vfs.config.read_only,
         "outbox": vfs.ctx.cache.outbox,
         "writing_files": writing,
+        # Paths a cut-short delete, rename or upload may have left an orphan key object at,
+        # still to be cleaned (vfs/tidy.py).
+        "tidy_pending": vfs.outbox.tidier.due_count(),
         **vfs.outbox.stats.snapshot(vfs.outbox.pending()),
     }
 

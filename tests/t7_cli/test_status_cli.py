@@ -79,3 +79,11 @@ def test_status_texts_carry_the_figures() -> None:
     assert line.startswith("unmounted; 3 upload(s) pending (3.0 MiB), 1 in progress, 1.0 MiB/s")
     assert line.endswith("failing: a.bin: B2 unreachable")
     assert status_line({**STATUS, "pending_files": 0}) == "5 file(s) uploaded, none pending"
+
+
+def test_status_names_stuck_uploads() -> None:
+    stuck = {"path": "d/bad.bin", "error": "B2 refuses this name", "attempts": 2}
+    text = describe("/mnt/p", {**STATUS, "stuck_files": 1, "stuck": [stuck]})
+    assert "stuck:       1 file the store keeps refusing" in text, text
+    assert "d/bad.bin: B2 refuses this name" in text
+    assert "stuck" not in describe("/mnt/p", STATUS)
