@@ -146,10 +146,15 @@ def _put_one(pairs: PairStore, target: str, local: str, report: Reporter) -> int
         with tempfile.TemporaryDirectory(prefix="b2cryptfs-put-") as tmp:
             out_path = os.path.join(tmp, "content")
             with open(out_path, "wb") as out:
-                sealed = pairs.seal(report.reading(src, local, st.st_size), out)
-            report.status(f"uploading {local}")
+                sealed = pairs.seal(report.reading(src, local, st.st_size, "encrypting "), out)
+            sent = report.sending(local, os.path.getsize(out_path))
             pairs.upload_pair(
-                target, sealed.key_object, out_path, sealed.info, int(st.st_mtime * 1000)
+                target,
+                sealed.key_object,
+                out_path,
+                sealed.info,
+                int(st.st_mtime * 1000),
+                progress=sent,
             )
     return st.st_size
 

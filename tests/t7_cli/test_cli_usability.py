@@ -303,6 +303,26 @@ def test_progress_bar_on_request(tmp_path: Path, env, keys) -> None:
         assert "100%" in shown and "3.0 MiB" in shown, shown
 
 
+def test_put_progress_moves_while_the_bytes_go_to_b2(tmp_path: Path, b2_cli_env, b2_bucket, keys):
+    """-P shows the network transfer, not only the encryption: with the server's link slowed
+    to about 2 s for the file, the upload bar is drawn many times on its way to 100%."""
+    _, recipient = keys
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(12 << 20))
+    b2_bucket.server.configure(bandwidth_mbps=40)
+    try:
+        put = ok(
+            ["put", "-P", "--public-key", recipient, src, f"b2://{b2_bucket.name}/"], b2_cli_env
+        )
+    finally:
+        b2_bucket.server.configure(bandwidth_mbps=0)
+    frames = put.stderr.decode().replace("\x1b[K", "").split("\r")
+    pcts = [int(f.split("%")[0].split()[-1]) for f in frames if f.startswith("uploading ")]
+    assert len(pcts) > 2 and pcts == sorted(pcts) and pcts[-1] == 100, frames
+    assert any(0 < p < 100 for p in pcts), pcts
+    assert any(f.startswith("encrypting ") for f in frames), frames
+
+
 def test_mount_o_passphrase_cmd_and_ownership_options() -> None:
     from b2cryptfs.cli.mountopts import translate_o_options
 
