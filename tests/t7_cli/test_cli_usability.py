@@ -57,7 +57,7 @@ def test_get_to_stdout_and_cat(tmp_path: Path, env, keys) -> None:
     assert ok(["cat", "--private-key", ident, f"{tmp_path}/store/a.txt"], env).stdout == got.stdout
 
 
-def test_put_r_get_r_roundtrip_skips_fifo_and_socket(tmp_path: Path, env, keys) -> None:
+def test_put_r_get_r_roundtrip_keeps_links_fifos_and_sockets(tmp_path: Path, env, keys) -> None:
     import socket
 
     ident, recipient = keys
@@ -75,22 +75,20 @@ def test_put_r_get_r_roundtrip_skips_fifo_and_socket(tmp_path: Path, env, keys) 
     finally:
         sock.close()
     err = proc.stderr.decode().splitlines()
-    assert any("skipping" in ln and "pipe" in ln and "FIFO" in ln for ln in err), err
-    assert any("skipping" in ln and "sock" in ln and "socket" in ln for ln in err), err
-    assert err[-1].startswith("b2cryptfs: put 4 files, "), err  # the summary line
+    assert err == [err[-1]] and err[-1].startswith("b2cryptfs: put 6 files, "), err
     out = tmp_path / "out"
     proc = ok(["get", "-r", "-v", "--private-key", ident, f"{tmp_path}/store/tree", out], env)
-    want = _tree(src)
-    want["link"] = want["one.txt"]
-    del_special = {k: v for k, v in want.items() if k not in ("sub/pipe", "sock")}
-    assert _tree(out) == del_special
+    assert _tree(out) == _tree(src)  # regular files (the link's target read through it)
+    assert os.readlink(out / "link") == "one.txt"
+    assert stat.S_ISFIFO(os.lstat(out / "sub" / "pipe").st_mode)
+    assert stat.S_ISSOCK(os.lstat(out / "sock").st_mode)
     lines = proc.stderr.decode().splitlines()
-    assert len(lines) == 5 and lines[-1].startswith("b2cryptfs: got 4 files"), lines
+    assert len(lines) == 7 and lines[-1].startswith("b2cryptfs: got 6 files"), lines
     # Into an existing directory: DIR/NAME, as cp -r does; -q prints nothing.
     again = tmp_path / "again"
     again.mkdir()
     proc = ok(["get", "-r", "-q", "--private-key", ident, f"{tmp_path}/store/tree", again], env)
-    assert proc.stderr == b"" and _tree(again / "tree") == del_special
+    assert proc.stderr == b"" and _tree(again / "tree") == _tree(src)
 
 
 def test_get_honours_umask(tmp_path: Path, env, keys) -> None:
