@@ -327,3 +327,28 @@ def test_mount_o_passphrase_cmd_and_ownership_options() -> None:
     assert translate_o_options(["passphrase_cmd=pass show b2,uid=1000,gid=100,umask=027"]) == [
         "--passphrase-command", "pass show b2", "--uid", "1000", "--gid", "100", "--umask", "027",
     ]  # fmt: skip
+
+
+def test_every_option_in_help_is_in_the_man_pages() -> None:
+    """--help and the man pages say the same: each option of each command (one of its
+    spellings) is documented in b2cryptfs(1) or mount.b2cryptfs(8)."""
+    import argparse
+    import re
+
+    from b2cryptfs.cli.main import build_parser
+
+    man = "".join(
+        (ROOT / "man" / page).read_text() for page in ("b2cryptfs.1", "mount.b2cryptfs.8")
+    )
+    man = man.replace("\\-", "-")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        (command, action.option_strings)
+        for command, parser in sub.choices.items()
+        for action in parser._actions
+        if action.option_strings and "--help" not in action.option_strings
+        if not any(
+            re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", man) for o in action.option_strings
+        )
+    ]
+    assert not missing, missing
