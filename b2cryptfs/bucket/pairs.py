@@ -23,7 +23,7 @@ import os
 import stat as stat_mod
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -594,8 +594,11 @@ class PairStore:
         meta: Meta | None = None,
         *,
         check: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> FileEntry:
         """Upload key object first, then content: a crash between leaves an invisible orphan.
+
+        ``progress`` gets the content object's bytes sent so far (see ``Store.upload_file``).
 
         ``meta`` goes into the content object's file info (its mtime, when set, wins over
         ``mtime_ms`` for src_last_modified_millis). ``check=False`` skips the collision
@@ -613,7 +616,9 @@ class PairStore:
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
         key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
         try:
-            content = self.store.upload_file(content_obj, content_file, info)
+            # Passed only when asked for: Stores written before it (test doubles) lack it.
+            extra = {"progress": progress} if progress is not None else {}
+            content = self.store.upload_file(content_obj, content_file, info, **extra)
         except BaseException:
             # No orphan key object: drop the version just uploaded (an older one, if any,
             # still fits the older content). Best effort: the key may lack deleteFiles.

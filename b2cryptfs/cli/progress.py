@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
 from b2cryptfs.errors import B2CryptfsError
@@ -48,26 +50,32 @@ def human(n: float) -> str:
 
 
 class Bar:
-    """One file's progress, redrawn in place on stderr at most every 0.1 s."""
+    """One file's progress, redrawn in place on stderr at most every 0.1 s.
 
-    def __init__(self, out: TextIO | None, name: str, total: int) -> None:
-        self.out, self.name, self.total = out, name, total
+    ``label`` says which stage it is (put: "encrypting ", then "uploading "). ``update`` may
+    be called from several threads (the parts of a large upload)."""
+
+    def __init__(self, out: TextIO | None, name: str, total: int, label: str = "") -> None:
+        self.out, self.name, self.total, self.label = out, name, total, label
         self.started = self.drawn = time.monotonic()
+        self._lock = threading.Lock()
 
     def update(self, done: int) -> None:
         if self.out is None:
             return
-        now = time.monotonic()
-        if now - self.drawn < _REDRAW_EVERY and done < self.total:
-            return
-        self.drawn = now
-        pct = 100 * done // self.total if self.total else 100
-        rate = done / max(now - self.started, 1e-6)
-        name = self.name if len(self.name) <= 40 else "…" + self.name[-39:]
-        self.out.write(
-            f"\r\x1b[K{name}  {human(done)} / {human(self.total)}  {pct:3d}%  {human(rate)}/s"
-        )
-        self.out.flush()
+        with self._lock:
+            now = time.monotonic()
+            if now - self.drawn < _REDRAW_EVERY and done < self.total:
+                return
+            self.drawn = now
+            pct = 100 * done // self.total if self.total else 100
+            rate = done / max(now - self.started, 1e-6)
+            name = self.name if len(self.name) <= 40 else "…" + self.name[-39:]
+            self.out.write(
+                f"\r\x1b[K{self.label}{name}  {human(done)} / {human(self.total)}  "
+                f"{pct:3d}%  {human(rate)}/s"
+            )
+            self.out.flush()
 
     def close(self) -> None:
         if self.out is not None:
@@ -129,13 +137,19 @@ class Reporter:
             self.err.write(f"\r\x1b[K{message}")
             self.err.flush()
 
-    def start(self, name: str, total: int) -> Bar:
-        return Bar(self.err if self.progress else None, name, total)
+    def start(self, name: str, total: int, label: str = "") -> Bar:
+        return Bar(self.err if self.progress else None, name, total, label)
 
-    def reading(self, src: BinaryIO, name: str, total: int) -> BinaryIO:
+    def reading(self, src: BinaryIO, name: str, total: int, label: str = "") -> BinaryIO:
         if not self.progress:
             return src
-        return _Counting(src, self.start(name, total))  # type: ignore[return-value]
+        return _Counting(src, self.start(name, total, label))  # type: ignore[return-value]
+
+    def sending(self, name: str, total: int) -> Callable[[int], None] | None:
+        """A callback for the bytes of an upload sent so far (None: no bar to move)."""
+        if not self.progress:
+            return None
+        return self.start(name, total, "uploading ").update
 
     def done(self, message: str, size: int) -> None:
         self.files += 1

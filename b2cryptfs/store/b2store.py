@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import requests
 from b2sdk.v2 import (
+    AbstractProgressListener,
     B2Api,
     B2Http,
     B2HttpApiConfig,
@@ -259,6 +260,21 @@ _TRANSIENT_B2 = (
     b2exc.MaxRetriesExceeded,
 )
 _TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
+
+
+class _Listener(AbstractProgressListener):
+    """b2sdk's progress listener, turned into a plain callback of the bytes sent so far
+    (b2sdk types stay in this module)."""
+
+    def __init__(self, callback: Callable[[int], None]) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def set_total_bytes(self, total_byte_count: int) -> None:
+        pass  # the caller knows the size of what it uploads
+
+    def bytes_completed(self, byte_count: int) -> None:
+        self._callback(byte_count)
 
 
 class _ShortRead(Exception):
@@ -686,7 +702,15 @@ class B2Store:
         minimum = self.min_part_size or min(info.get_absolute_minimum_part_size(), part)
         return part, minimum
 
-    def _upload(self, full: str, source: Any, size: int, sha1: str, info: dict[str, str]):
+    def _upload(
+        self,
+        full: str,
+        source: Any,
+        size: int,
+        sha1: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None = None,
+    ):
         validate_info(info)
         part, minimum = self._effective_sizes()
         if size > part:
@@ -714,6 +738,8 @@ class B2Store:
                 min_part_size=minimum,
                 max_part_size=self.max_part_size,
                 large_file_sha1=sha1,
+                # b2sdk closes its listener: a new one for each attempt.
+                progress_listener=_Listener(progress) if progress is not None else None,
             )
             return self._from_version(fv)
 
@@ -737,13 +763,20 @@ class B2Store:
         except Exception as exc:
             log.warning("could not cancel the unfinished upload of %s: %s", full, exc)
 
-    def upload_file(self, name: str, path: str, info: dict[str, str]) -> ObjectInfo:
+    def upload_file(
+        self,
+        name: str,
+        path: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None = None,
+    ) -> ObjectInfo:
         full = self._full(name)
         try:
             sha1, size = _sha1_file(path)
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return self._upload(full, UploadSourceLocalFile(path, content_sha1=sha1), size, sha1, info)
+        source = UploadSourceLocalFile(path, content_sha1=sha1)
+        return self._upload(full, source, size, sha1, info, progress)
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
         full = self._full(name)

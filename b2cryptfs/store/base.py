@@ -7,7 +7,7 @@ blocking; async callers run them in threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -83,8 +83,17 @@ class Store(Protocol):
         """Write the whole of that version to a local file (streaming, bounded memory)."""
         ...
 
-    def upload_file(self, name: str, path: str, info: dict[str, str]) -> ObjectInfo:
-        """Create a new version of ``name`` from a local file, atomically."""
+    def upload_file(
+        self,
+        name: str,
+        path: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None = None,
+    ) -> ObjectInfo:
+        """Create a new version of ``name`` from a local file, atomically.
+
+        ``progress`` is called with the number of bytes sent so far as they go (from the
+        transfer's threads; after a retry the count starts again from 0)."""
         ...
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:

@@ -306,10 +306,23 @@ class DirStore:
         except OSError:
             pass  # some filesystems refuse fsync on directories; the rename is done
 
-    def upload_file(self, name: str, path: str, info: dict[str, str]) -> ObjectInfo:
+    def upload_file(
+        self,
+        name: str,
+        path: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None = None,
+    ) -> ObjectInfo:
         def fill(dst: BinaryIO) -> None:
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+                if progress is None:
+                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+                    return
+                done = 0
+                while chunk := src.read(_COPY_CHUNK):
+                    dst.write(chunk)
+                    done += len(chunk)
+                    progress(done)
 
         return self._write(name, fill, info)
 

@@ -134,6 +134,38 @@ def test_50mb_file_goes_multipart_and_back(b2_bucket, store, tmp_path):
     assert hashlib.sha1(out.read_bytes()).hexdigest() == sha1
 
 
+def test_upload_progress_comes_while_the_bytes_go(b2_bucket, store, tmp_path):
+    """Progress is the network transfer: reported while the server is still receiving (its
+    link slowed to about 3 s for the file), not once the object is stored."""
+    size = 3 * (1 << 20)
+    src = tmp_path / "slow.bin"
+    src.write_bytes(os.urandom(size))
+    seen: list[int] = []
+    stored_midway: list[bool] = []
+
+    def progress(sent: int) -> None:
+        if 0 < sent < size and not stored_midway:
+            stored_midway.append(bool(b2_bucket.versions()))
+        seen.append(sent)
+
+    b2_bucket.server.configure(bandwidth_mbps=8)
+    try:
+        store.upload_file("slow.enc", str(src), {}, progress=progress)
+    finally:
+        b2_bucket.server.configure(bandwidth_mbps=0)
+    assert stored_midway == [False]
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == size, seen[:20]
+
+
+def test_large_file_progress_adds_up_its_parts(store, tmp_path):
+    size = 2 * PART + 1  # two parts uploaded side by side
+    src = tmp_path / "large.bin"
+    src.write_bytes(os.urandom(size))
+    seen: list[int] = []
+    store.upload_file("large.enc", str(src), {}, progress=seen.append)
+    assert len(seen) > 2 and seen == sorted(seen) and seen[-1] == size, seen[:20]
+
+
 def test_small_file_carries_its_sha1(b2_bucket, store):
     data = b"small object"
     store.upload_bytes("s.enc", data, {})

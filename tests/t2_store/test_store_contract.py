@@ -172,6 +172,16 @@ def test_upload_file_and_download(store, tmp_path):
     assert out.read_bytes() == data
 
 
+def test_upload_file_reports_its_progress(store, tmp_path):
+    src = tmp_path / "src.bin"
+    data = os.urandom(3 * (1 << 20) + 5)
+    src.write_bytes(data)
+    seen: list[int] = []
+    obj = store.upload_file("up/p.enc", str(src), {}, progress=seen.append)
+    assert obj.size == len(data)
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == len(data), seen[:20]
+
+
 def test_overwrite_makes_a_new_version(store):
     a = put(store, "o.enc", b"first")
     b = put(store, "o.enc", b"second!")

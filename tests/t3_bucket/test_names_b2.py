@@ -19,7 +19,8 @@ from b2cryptfs.keys.loader import load_identities, load_recipients
 pytestmark = needs_openssl
 NAME_KEY_OBJECT = ".b2cryptfs-names.age"
 SEGMENTS = ["Reports", "Q3 summary.PDF", "Budget-2025.xlsx", "Archive"]
-_ENCRYPTED = re.compile(r"[a-z2-7]+(\.enc|\.key\.enc)?")
+# Directory objects (put -r keeps directory metadata) carry an encrypted segment too.
+_ENCRYPTED = re.compile(r"[a-z2-7]+(\.enc|\.key\.enc|\.b2cryptfs-dir)?")
 
 
 def cli(env, *args, check=True):

@@ -31,6 +31,8 @@ def w(tmp_path_factory) -> SimpleNamespace:
     dangling.mkdir()
     (dangling / "broken").symlink_to(d / "nowhere")
     os.mkfifo(d / "fifo")
+    # Stored as a FIFO (metadata only), never opened: that would block.
+    ok(["put", "-q", "--public-key", recipient, d / "fifo", f"{store}/docs/"], env)
     mnt = d / "mnt"
     mnt.mkdir()
     (d / "wrong-pw").write_text("not the passphrase\n")
@@ -44,16 +46,16 @@ def w(tmp_path_factory) -> SimpleNamespace:
 # (name, argv from the fixture, exit status, words the one line must contain)
 CASES = [
     (
-        "put dangling symlink",
-        lambda w: ["put", "-r", "--public-key", w.recipient, w.d / "dangling", w.store],
+        "put -L dangling symlink",
+        lambda w: ["put", "-r", "-L", "--public-key", w.recipient, w.d / "dangling", w.store],
         1,
         ["dangling symlink"],
     ),
     (
-        "put a FIFO",
-        lambda w: ["put", "--public-key", w.recipient, w.d / "fifo", w.store],
+        "cat a FIFO",
+        lambda w: ["cat", "--private-key", w.ident, f"{w.store}/docs/fifo"],
         2,
-        ["FIFO", "not a regular file"],
+        ["FIFO", "no content"],
     ),
     (
         "put missing file",

@@ -20,7 +20,8 @@ NAME_KEY_OBJECT = ".b2cryptfs-names.age"
 # Plaintext segments used below; each holds a character outside lowercase base32, so none
 # can occur inside an encrypted name by chance.
 SEGMENTS = ["Photos", "Trip 2024", "beach.JPG", "notes.txt", "Deep", "Er", "Tiefer", "a.bin"]
-_ENCRYPTED = re.compile(r"[a-z2-7]+(\.enc|\.key\.enc)?")
+# Directory objects (put -r keeps directory metadata) carry an encrypted segment too.
+_ENCRYPTED = re.compile(r"[a-z2-7]+(\.enc|\.key\.enc|\.b2cryptfs-dir)?")
 
 
 def cli(env, *args, check=True):
