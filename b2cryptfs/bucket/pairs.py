@@ -743,6 +743,13 @@ class PairStore:
         if key is None:
             raise NotFound(f"{old}: key object {key_name(old)} is missing")
         self.check_collision(new)
+        return self.move_pair(content, key, new)
+
+    def move_pair(self, content: ObjectInfo, key: ObjectInfo, new: str) -> FileEntry:
+        """:meth:`rename` of the pair (``content``, ``key``) as listed, without the look-ups:
+        for a directory move, whose listing has just named both and whose target holds no
+        name that could collide. The same order: both copies, then content and key removed."""
+        new = new.strip("/")
         new_key = self.store.copy(key, self.key_object_name(new))
         new_content = self.store.copy(content, self.content_object_name(new))
         long_info = self._long_info(new)

@@ -12,6 +12,7 @@ import time
 
 import trio
 
+from b2cryptfs.bucket.moves import move_files
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.vfs.content import Content
@@ -244,8 +245,8 @@ class Tree:
                     self.ctx.pairs.mkdir(target)
                 except AlreadyExists:
                     pass
-            for leaf in sorted(listing.files):
-                self.ctx.pairs.rename(join(d, leaf), join(target, leaf))
+            moves = [(listing.files[leaf], join(target, leaf)) for leaf in sorted(listing.files)]
+            move_files(self.ctx.pairs, moves)
             stack.extend(join(d, leaf) for leaf in sorted(listing.dirs))
         for d in reversed(levels):
             try:
