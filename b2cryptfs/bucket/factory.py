@@ -8,7 +8,7 @@ from typing import Protocol
 from b2cryptfs.bucket.namekey import open_pair_store
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.keys.types import Identity, Recipient
-from b2cryptfs.store.base import Store
+from b2cryptfs.store.base import ObjectInfo, Store
 
 
 class PairSettings(Protocol):
@@ -23,8 +23,12 @@ class PairSettings(Protocol):
     read_only: bool
 
 
-def make_pairs(config: PairSettings, store: Store) -> PairStore:
-    """The pair layer of a mount; honours a name key at the store root (encrypted names)."""
+def make_pairs(
+    config: PairSettings, store: Store, found: tuple[str, ObjectInfo] | None | bool = True
+) -> PairStore:
+    """The pair layer of a mount; honours a name key at the store root (encrypted names).
+
+    ``found``: the store root's name key when already looked up (see open_pair_store)."""
     return open_pair_store(
         store,
         recipients=config.recipients,
@@ -34,4 +38,5 @@ def make_pairs(config: PairSettings, store: Store) -> PairStore:
         hard_delete=config.hard_delete,
         # A read-only mount must not write a name key into the store.
         encrypt_names=config.encrypt_names and not config.read_only,
+        found=found,
     )

@@ -148,6 +148,7 @@ def open_pair_store(
     hard_delete: bool = False,
     encrypt_names: bool = False,
     path: str = "",
+    found: tuple[str, ObjectInfo] | None | bool = True,
 ) -> PairStore:
     """A PairStore for ``store`` that honours (or with ``encrypt_names`` creates) a name key.
 
@@ -158,11 +159,15 @@ def open_pair_store(
 
     Raises NoPrivateKey when the names are encrypted and ``identities`` is empty (write-only),
     NoMatchingIdentity when no identity opens the name key.
+
+    ``found`` is :func:`find_name_root`'s answer when the caller already has it (the mount
+    asks while the keys load); the default ``True`` means "not asked yet".
     """
-    found = find_name_root(store, path)
+    if found is True:
+        found = find_name_root(store, path)
     names: NameCipher | None = None
     root = ""
-    if found is not None:
+    if isinstance(found, tuple):
         root, obj = found
         names = load_name_key(store, obj, identities, root)
     elif encrypt_names:

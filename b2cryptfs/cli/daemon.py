@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import logging.handlers
 import os
 import socket
 import stat
@@ -79,6 +78,8 @@ def syslog_available() -> bool:
 
 
 def log_to_syslog(debug: bool) -> None:
+    import logging.handlers  # only a daemon without a log file needs it (start-up time)
+
     handler = logging.handlers.SysLogHandler(
         address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
     )

@@ -44,7 +44,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only`` (a command name) just that command's, which spares a
+    mount the import of every other command's module."""
     import importlib
 
     parser = Parser(
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     registered: set[str] = set()
-    for name in COMMANDS:
+    for name in (only,) if only in _MODULES else COMMANDS:
         module = _MODULES[name]
         if module in registered:
             continue
@@ -128,7 +130,9 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
-    parser = build_parser()
+    # Completion needs every command; otherwise a command given is the only one parsed.
+    only = argv[0] if argv and "_ARGCOMPLETE" not in os.environ else None
+    parser = build_parser(only)
     _complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(

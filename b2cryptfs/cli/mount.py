@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from b2cryptfs.cache.cachedir import ROOT_CACHE_ROOT, default_cache_root
 from b2cryptfs.cli import daemon
@@ -30,9 +30,13 @@ from b2cryptfs.cli.mountprep import (
     open_store,
     prepare_cache_dir,
 )
+from b2cryptfs.cli.storeopen import StoreOpening
 from b2cryptfs.errors import B2CryptfsError, UsageError
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
+
+if TYPE_CHECKING:
+    from b2cryptfs.bucket.pairs import PairStore
 
 log = logging.getLogger(__name__)
 
@@ -231,23 +235,27 @@ class Prepared:
     log_fd: int | None
     pid_file: str | None
     store_cache: str  # this store's directory inside the cache root
+    pairs: PairStore | None = None  # the pair layer prepare() built (the daemon reuses it)
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
     mountpoint = check_mountpoint(args.mountpoint)
     check_fuse_device()
 
-    # Keys first: a wrong passphrase is the most common mistake and needs no network.
+    # The store opens (round trips) while the keys load (CPU); a key error is still reported
+    # first: a wrong passphrase is the most common mistake and needs no network.
+    opening = StoreOpening(lambda: open_store(args))
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
     from b2cryptfs.keys.passphrase import forget_environment_passphrase
 
     forget_environment_passphrase()  # the daemon is forked from here and lives long
+    with contextlib.suppress(ImportError):  # reported by _serve, after the store's errors
+        import b2cryptfs.fs.mount  # noqa: F401 - imported while the store's requests are out
 
-    store = open_store(args)
-    # One listing call proves credentials, bucket and the right to list it, before forking.
-    store.list_dir("")
+    # Credentials, bucket, the right to list it and the root's name key, before forking.
+    store, name_root = opening.result()
 
     cache_root = os.path.abspath(args.cache_dir or default_cache_root())
     store_cache = prepare_cache_dir(cache_root, store.url)
@@ -286,10 +294,15 @@ def prepare(args: argparse.Namespace) -> Prepared:
     # write-only mount of a store with encrypted names) is refused here, in the foreground.
     from b2cryptfs.bucket.factory import make_pairs
 
-    make_pairs(config, store)
+    pairs = make_pairs(config, store, found=name_root)
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None
     return Prepared(
-        config=config, store=store, log_fd=log_fd, pid_file=pid_file, store_cache=store_cache
+        config=config,
+        store=store,
+        log_fd=log_fd,
+        pid_file=pid_file,
+        store_cache=store_cache,
+        pairs=pairs,
     )
 
 
@@ -316,7 +329,7 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
         log.info("%s", describe(prepared.config))
         # Under systemd (Type=notify), STATUS= lines tell how the uploads fare.
         notify = daemon.sd_notify if os.environ.get("NOTIFY_SOCKET") else None
-        run_mount(prepared.config, prepared.store, ready, notify)
+        run_mount(prepared.config, prepared.store, ready, notify, pairs=prepared.pairs)
         log.info("unmounted %s", prepared.config.mountpoint)
 
     return serve

@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from b2cryptfs.bucket.factory import make_pairs
+from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
 from b2cryptfs.fs import memdebug
@@ -73,11 +74,13 @@ def run_mount(
     store: Store,
     ready: Callable[[], None],
     notify: Callable[[str], None] | None = None,
+    pairs: PairStore | None = None,
 ) -> None:
     """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return.
 
     ``notify`` gets systemd ``STATUS=…`` lines (sd_notify). Raises :class:`UploadsLeft` if a
-    signal stopped the final drain with uploads still pending."""
+    signal stopped the final drain with uploads still pending. ``pairs``: the pair layer
+    if the caller built it already (the mount command does, to check the name key)."""
     _limit_malloc_arenas()
     memdebug.start_from_env()
     mountpoint = config.mountpoint
@@ -85,7 +88,7 @@ def run_mount(
         raise UsageError(f"mountpoint is not a directory: {mountpoint}")
     cache = CacheDir(config.cache_dir, store.url)
     try:
-        vfs = Vfs(make_pairs(config, store), config, cache)
+        vfs = Vfs(pairs if pairs is not None else make_pairs(config, store), config, cache)
         ops = Operations(vfs)
         try:
             pyfuse3.init(ops, mountpoint, fuse_options(config))

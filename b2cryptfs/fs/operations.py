@@ -25,6 +25,10 @@ log = logging.getLogger("b2cryptfs.fs")
 NAME_MAX = 255  # bytes in one name, as Linux filesystems allow
 
 
+# Every extended attribute of the mount (vfs/core.py, vfs/uploadinfo.py) is user.b2cryptfs.*
+OWN_XATTR_PREFIX = b"user.b2cryptfs."
+
+
 def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino = attr.ino
@@ -254,6 +258,10 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(OWN_XATTR_PREFIX):
+            # ls -l asks every file for security.selinux and system.posix_acl_access: answered
+            # here, without the vfs, since every attribute we have is under our own prefix.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         try:
             key = name.decode("utf-8")
         except UnicodeDecodeError:

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from b2cryptfs.bucket.meta import PATH_MAX, Meta
+from b2cryptfs.bucket.moves import move_files
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.vfs.content import Content
@@ -362,8 +363,8 @@ class Tree:
             target = new + d[len(old) :]
             # Marker and directory object (the metadata) are copied before anything goes.
             self.ctx.pairs.move_dir_objects(d, target)
-            for leaf in sorted(listing.files):
-                self.ctx.pairs.rename(join(d, leaf), join(target, leaf))
+            moves = [(listing.files[leaf], join(target, leaf)) for leaf in sorted(listing.files)]
+            move_files(self.ctx.pairs, moves)
             stack.extend(join(d, leaf) for leaf in sorted(listing.dirs))
         for d in reversed(levels):
             try:

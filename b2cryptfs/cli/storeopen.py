@@ -1,0 +1,63 @@
+"""Opening a mount's store in a thread while the keys load.
+
+Opening a B2 store is mostly waiting: b2sdk's import, then authorization, the bucket's id, a
+listing of the root and the look-up of a name key, each a round trip. Loading the keys needs no
+network (a passphrase's key derivation is CPU work), so the two overlap. The mount still checks
+everything before it forks, and a key error is still reported before a store error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from b2cryptfs.bucket.namekey import find_name_root
+from b2cryptfs.store.base import ObjectInfo, Store
+
+NameRoot = tuple[str, ObjectInfo] | None
+
+
+class _Job:
+    """A function run in a daemon thread; ``result()`` returns its value or raises its error.
+
+    A daemon thread: when the mount gives up (a wrong passphrase), nothing waits for the
+    network."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _open_and_check(open_store: Callable[[], Store]) -> tuple[Store, NameRoot]:
+    store = open_store()
+    # The name key's look-up and the root listing are independent requests: both go out.
+    name_root = _Job(lambda: find_name_root(store), "store-open-namekey")
+    # One listing call proves credentials, bucket and the right to list it.
+    store.list_dir("")
+    return store, name_root.result()
+
+
+class StoreOpening:
+    """``open_store()`` and the checks a mount makes of the store, started at once."""
+
+    def __init__(self, open_store: Callable[[], Store]) -> None:
+        self._job = _Job(lambda: _open_and_check(open_store), "store-open")
+
+    def result(self) -> tuple[Store, NameRoot]:
+        """The store and its root's name key (None: plain names); raises what opening raised."""
+        return self._job.result()  # type: ignore[no-any-return]

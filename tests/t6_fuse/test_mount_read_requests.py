@@ -1,0 +1,45 @@
+"""What reading small files back on a fresh mount costs at the loopback server: two downloads
+per file (the key object and the content's first chunk, requested together), no more."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
+
+pytestmark = requires_fuse
+
+FILES = 12
+DOWNLOADS = ("b2_download_file_by_id", "b2_download_file_by_name")
+
+
+def wait_outbox_empty(cache: Path) -> None:
+    deadline = time.monotonic() + 120
+    while list(cache.glob("*/outbox/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_reading_a_small_file_costs_two_downloads(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    # Two 64 KiB chunks and a bit: the first read is served from the opening's range.
+    texts = {f"f{i:02d}.txt": bytes([65 + i]) * (1000 + 70000 * (i % 3)) for i in range(FILES)}
+    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
+        (mnt / "d").mkdir()
+        for name, data in texts.items():
+            (mnt / "d" / name).write_bytes(data)
+        wait_outbox_empty(tmp_path / "cache1")
+    with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
+        b2_server.reset_stats()
+        for name in texts:
+            with open(mnt / "d" / name, "rb") as f:
+                assert f.read(4096) == texts[name][:4096], name
+        stats = b2_server.stats()
+        for name, data in texts.items():
+            assert (mnt / "d" / name).read_bytes() == data, name
+    assert sum(stats.get(k, 0) for k in DOWNLOADS) == 2 * FILES, stats
