@@ -498,14 +498,8 @@ class Handler(BaseHTTPRequestHandler):
         if limit is not None:
             n = min(n, limit)
         chunks, got, started = [], 0, time.monotonic()
-        step = 1 << 20
-        if self.ctl.bandwidth_mbps > 0:
-            # A slow link as the client sees it: small reads and a small receive buffer, so
-            # that its bytes wait in its own socket, not in megabytes of loopback buffers.
-            step = 1 << 16
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, step)
         while got < n:
-            chunk = self.rfile.read(min(step, n - got))
+            chunk = self.rfile.read(min(1 << 20, n - got))
             if not chunk:
                 raise ConnectionError("client closed the connection mid-body")
             chunks.append(chunk)
