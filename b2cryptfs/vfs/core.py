@@ -87,6 +87,7 @@ class Vfs:
         )
         self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
+        self._uploading = False  # the upload workers run (after the rename recovery)
 
     @property
     def config(self) -> MountConfig:
@@ -132,7 +133,9 @@ class Vfs:
             task_status.started()
             await self.moves.recover_forever()
         else:
+            self._uploading = True  # before start() returns: shutdown may follow at once
             task_status.started()
+        self._uploading = True
         await self.outbox.run()
 
     async def shutdown(self) -> int:
@@ -147,6 +150,11 @@ class Vfs:
                 except Exception as exc:  # noqa: BLE001 - one file must not stop the rest
                     log.error("%s: could not be saved at unmount: %s", node.path, exc)
         if self.ctx.config.read_only:
+            return len(self.outbox)
+        if not self._uploading:
+            # Interrupted renames are still unfinished (the store is unreachable): no upload
+            # may start before them, so nothing can drain; all of it waits on disk.
+            log.warning("%d upload(s) wait for the next mount", len(self.outbox))
             return len(self.outbox)
         return await self.outbox.drain()
 
