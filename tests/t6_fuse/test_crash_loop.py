@@ -269,8 +269,9 @@ def verify(mnt: Path, ok: dict[str, set[str]], model: Model, fig: Figures) -> No
         model.state[path] = got
 
 
-def fsck(spec: StoreSpec, keys: Keys, fig: Figures) -> None:
-    res = cli(spec, "fsck", *keys.args(), spec.url, check=False)
+def fsck(spec: StoreSpec, keys: Keys, cache: Path, fig: Figures) -> None:
+    # With the mount's cache: an upload still waiting there (stuck or not) is reported too.
+    res = cli(spec, "fsck", *keys.args(), "--cache-dir", str(cache), spec.url, check=False)
     for line in res.stdout.splitlines():
         kind = line.split(" ", 1)[0]
         if kind in ("clean",) or line.endswith("remain"):
@@ -324,7 +325,7 @@ def test_journaled_crash_loop(
                 done = len(journal.records())
                 wait_drained(mnt)
                 verify(mnt, ok, model, fig)
-                fsck(spec, rsa_keys, fig)
+                fsck(spec, rsa_keys, cache, fig)
                 writers = [Writer(w, mnt, journal, ids, over_existing) for w in range(WRITERS)]
                 for t in writers:
                     t.start()
@@ -348,7 +349,7 @@ def test_journaled_crash_loop(
             wait_drained(mnt)
             verify(mnt, ok, model, fig)
         assert not outbox_entries(cache)
-        fsck(spec, rsa_keys, fig)
+        fsck(spec, rsa_keys, cache, fig)
         fresh = {p: {s} for p, s in model.state.items()}
         with mounted(
             spec, mnt, tmp_path / "fresh-cache", rsa_keys.args(), extra_args=["--read-only"]
