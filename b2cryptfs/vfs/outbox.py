@@ -393,7 +393,8 @@ class Outbox:
                 break
             waits = [e for e in active if e.state == UPLOADING] or active
             await waits[0].attempted.wait()
-        await self.tidier.tidy_due(force=True)
+        if not len(self):  # (with uploads left the store is likely out of reach: next mount)
+            await self.tidier.tidy_due(force=True)
         left = len(self)
         if left:
             log.warning(

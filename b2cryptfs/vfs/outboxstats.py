@@ -70,11 +70,14 @@ class OutboxStats:
         """A failure that is not retried in this mount: the entry is stuck."""
         self._failing.pop(entry.seq, None)
         self._record_error(entry, message)
-        self._stuck(entry, message, "it is not retried by this mount")
+        self._stuck(entry, message, "it is not retried by this mount", logging.ERROR)
 
-    def _stuck(self, entry: OutboxEntry, message: str, how: str) -> None:
+    def _stuck(
+        self, entry: OutboxEntry, message: str, how: str, level: int = logging.WARNING
+    ) -> None:
         """Report an upload that may never succeed, once per entry and mount: a WARNING
-        naming it, the status (``stuck``), and its manifest (what fsck reads)."""
+        (an ERROR when it failed for good) naming it, the status (``stuck``), and its
+        manifest (what fsck reads)."""
         if entry.seq in self._stuck_seqs:
             return
         self._stuck_seqs.add(entry.seq)
@@ -83,7 +86,8 @@ class OutboxStats:
             rewrite_manifest(entry)
         except OSError:
             pass  # the log line and the status still say it
-        log.warning(
+        log.log(
+            level,
             "upload of %s is stuck: %s; %s. It is kept in the outbox (%s) and tried again at "
             "each mount; remove or rename the file, or fix the store",
             entry.path,

@@ -27,6 +27,9 @@ _SEQUENTIAL_SLACK_CHUNKS = 4
 _FIRST_WINDOW_CHUNKS = 8
 # How often an open follows a file that another mount keeps replacing.
 _REPINS = 3
+# A file overwritten again and again may lose the pending version an open looked at before
+# it is opened: the open looks again this many times (each look finds a newer one).
+_PIN_TRIES = 8
 
 
 def readahead_window(previous: int, sequential: bool, chunk_size: int) -> int:
@@ -59,14 +62,17 @@ class Reader:
         if view.exact and view.size == 0:
             handle.empty = True
             return view.version
-        if view.pending is not None:
+        for _ in range(_PIN_TRIES):
+            if view.pending is None:
+                break
             local = await self.versions.local(view.pending)
             if local is not None:
                 handle.local = local
                 return local.version
-            view = await self.overlay.view(handle.node.path) or view  # uploaded meanwhile
-            if view.pending is not None or view.remote is None:
-                raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
+            # Uploaded meanwhile, or replaced by a newer pending version: look again.
+            view = await self.overlay.view(handle.node.path) or view
+        if view.pending is not None or view.remote is None:
+            raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
         assert view.remote is not None
         for _ in range(_REPINS):
             try:

@@ -20,6 +20,7 @@ from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.bucket.tidylog import TidyLog
 from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.outboxfiles import OutboxEntry
+from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 
@@ -79,7 +80,7 @@ class Tidier:
             self.busy.add(path)
             try:
                 done = await trio.to_thread.run_sync(
-                    self.pairs.tidy_key, path, limiter=self.limiter
+                    self.pairs.tidy_key, path, limiter=self.limiter, **ABANDON_ON_CANCEL
                 )
             except B2CryptfsError as exc:
                 self._retry_at[path] = trio.current_time() + _RETRY

@@ -43,6 +43,10 @@ FILES_PER_WRITER = 6
 # newest content was still in the outbox (it is dropped before the rename is done). Until
 # that lands the reduced form renames only onto free names; the heavy form always over.
 RENAME_OVER_EXISTING = HEAVY
+# Likewise kill -9 during an unlink of a file whose newest content is still in the outbox
+# while an older version is stored can bring the older version back: the pending upload is
+# dropped before the stored one is deleted. The reduced form unlinks no such file.
+UNLINK_WHILE_PENDING = HEAVY
 
 
 def sha(data: bytes) -> str:
@@ -109,12 +113,14 @@ class Model:
 
     ``state[path]``: the content hash (or ABSENT) after the last operation that returned.
     An operation begun but not returned at the kill adds the state it would have made.
-    ``closed[path]``: every hash a close ever left there (to tell a rollback from garbage).
+    ``closed[path]``: every hash a close ever left there, ``ever`` every hash of any path
+    (to tell a rollback to older content from garbage).
     """
 
     def __init__(self) -> None:
         self.state: dict[str, str] = {}
         self.closed: dict[str, set[str]] = {}
+        self.ever: set[str] = set()  # every hash any close wrote (renames move them about)
 
     def _apply(self, rec: dict, state: dict[str, str]) -> None:
         op = rec["op"]
@@ -134,6 +140,7 @@ class Model:
                 begun[rec["id"]] = rec
                 if rec["op"] == "write":
                     self.closed.setdefault(rec["path"], set()).add(rec["sha"])
+                    self.ever.add(rec["sha"])
             else:
                 self._apply(begun.pop(rec["id"]), self.state)
         ok = {p: {s} for p, s in self.state.items()}
@@ -210,8 +217,25 @@ class Writer(threading.Thread):
                 lambda: os.rename(self.mnt / src, self.mnt / dst),
             )
         else:
+            if not UNLINK_WHILE_PENDING:
+                existing = [n for n in existing if not self._pending_over_stored(n)]
+                if not existing:
+                    return
             path = self.rng.choice(existing)
             self._do({"op": "unlink", "path": path}, lambda: os.unlink(self.mnt / path))
+
+    def _pending_over_stored(self, name: str) -> bool:
+        """A version of the file is stored and a newer one waits in the outbox (xattrs)."""
+        p = self.mnt / name
+        if os.getxattr(p, "user.b2cryptfs.upload") == b"stored":
+            return False
+        try:
+            os.getxattr(p, "user.b2cryptfs.version")
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                return False  # never stored: dropping its upload is the whole unlink
+            raise
+        return True
 
     def run(self) -> None:
         try:
@@ -259,7 +283,7 @@ def verify(mnt: Path, ok: dict[str, set[str]], model: Model, fig: Figures) -> No
             elif ABSENT in allowed and len(allowed) == 1:
                 fig.resurrected += 1
                 kind = "back after its rename or unlink"
-            elif got in model.closed.get(path, set()):
+            elif got in model.closed.get(path, set()) or got in model.ever:
                 fig.rolled_back += 1
                 kind = "rolled back to an older close"
             else:
@@ -269,8 +293,9 @@ def verify(mnt: Path, ok: dict[str, set[str]], model: Model, fig: Figures) -> No
         model.state[path] = got
 
 
-def fsck(spec: StoreSpec, keys: Keys, fig: Figures) -> None:
-    res = cli(spec, "fsck", *keys.args(), spec.url, check=False)
+def fsck(spec: StoreSpec, keys: Keys, cache: Path, fig: Figures) -> None:
+    # With the mount's cache: an upload still waiting there (stuck or not) is reported too.
+    res = cli(spec, "fsck", *keys.args(), "--cache-dir", str(cache), spec.url, check=False)
     for line in res.stdout.splitlines():
         kind = line.split(" ", 1)[0]
         if kind in ("clean",) or line.endswith("remain"):
@@ -324,7 +349,7 @@ def test_journaled_crash_loop(
                 done = len(journal.records())
                 wait_drained(mnt)
                 verify(mnt, ok, model, fig)
-                fsck(spec, rsa_keys, fig)
+                fsck(spec, rsa_keys, cache, fig)
                 writers = [Writer(w, mnt, journal, ids, over_existing) for w in range(WRITERS)]
                 for t in writers:
                     t.start()
@@ -348,7 +373,7 @@ def test_journaled_crash_loop(
             wait_drained(mnt)
             verify(mnt, ok, model, fig)
         assert not outbox_entries(cache)
-        fsck(spec, rsa_keys, fig)
+        fsck(spec, rsa_keys, cache, fig)
         fresh = {p: {s} for p, s in model.state.items()}
         with mounted(
             spec, mnt, tmp_path / "fresh-cache", rsa_keys.args(), extra_args=["--read-only"]
