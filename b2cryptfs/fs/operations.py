@@ -184,7 +184,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        fh, keep = await self.vfs.open(inode, flags, caller_of(ctx))
+        # Only "is it root" matters here: no /proc read on this hot path.
+        who = None if ctx is None else Caller(ctx.uid, ctx.gid)
+        fh, keep = await self.vfs.open(inode, flags, who)
         # direct_io only where the page cache would show another version (mmap needs it).
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=self.vfs.direct_io(fh))
 

@@ -82,10 +82,17 @@ class Vfs:
             ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
         )
         self.moves = MoveJournal(ctx, self.outbox)
-        self.tree = Tree(
-            ctx, self.table, self.listings, self.outbox, self.overlay, self.content, self.moves
-        )
         self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self.tree = Tree(
+            ctx,
+            self.table,
+            self.listings,
+            self.outbox,
+            self.overlay,
+            self.content,
+            self.moves,
+            self.attrs,
+        )
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
         self._uploading = False  # the upload workers run (after the rename recovery)
 

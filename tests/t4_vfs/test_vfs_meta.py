@@ -78,9 +78,12 @@ async def create_as(vfs: Vfs, path: str, mode: int, who: Caller | None, data: by
     return a.ino
 
 
-def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(tmp_path: Path, ident) -> None:
+@pytest.mark.parametrize("encrypt_names", [False, True])
+def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(
+    tmp_path: Path, ident, encrypt_names: bool
+) -> None:
     async def main() -> None:
-        async with open_vfs(tmp_path, identity=ident) as vfs:
+        async with open_vfs(tmp_path, identity=ident, encrypt_names=encrypt_names) as vfs:
             d = await vfs.mkdir(ROOT_INO, "d", 0o750, ALICE)
             assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
             await create_as(vfs, "d/f", 0o4751, ALICE, b"x")  # her write clears setuid
@@ -91,7 +94,7 @@ def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(tmp_path: Pat
             assert stat.S_ISFIFO(fifo.mode) and fifo.uid == 1001
             dev = await vfs.mknod(d.ino, "c", stat.S_IFCHR | 0o600, os.makedev(1, 3), ROOT)
             assert dev.rdev == os.makedev(1, 3)
-        async with open_vfs(tmp_path, identity=ident) as vfs:  # a remount
+        async with open_vfs(tmp_path, identity=ident, encrypt_names=encrypt_names) as vfs:
             d = await attr(vfs, "d")
             assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
             f = await attr(vfs, "d/f")
@@ -247,5 +250,29 @@ def test_open_unlinked_file_stays_usable_and_gone(tmp_path: Path, ident) -> None
             with pytest.raises(OpError) as ei:
                 await ino_of(vfs, "f")
             assert errno_of(ei) == errno.ENOENT
+
+    run(main)
+
+
+def test_a_directory_mtime_follows_its_names(tmp_path: Path, ident) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            plain = await vfs.mkdir(ROOT_INO, "plain", 0o755)
+            d = await vfs.mkdir(ROOT_INO, "d", 0o755)
+            await vfs.setattr(d.ino, mtime_ns=1_500_000_000_123_456_789)
+            before = (await vfs.getattr(plain.ino)).mtime_ns
+            store.calls.clear()
+            await create_as(vfs, "plain/x", 0o644, None)
+            # Without a stored mtime the new one is kept in memory: no extra request.
+            assert not [c for c in store.calls if "b2cryptfs-dir" in c]
+            assert (await vfs.getattr(plain.ino)).mtime_ns >= before
+            await create_as(vfs, "d/x", 0o644, None)
+            shown = (await vfs.getattr(d.ino)).mtime_ns
+            assert shown > 1_500_000_000_123_456_789
+            assert store.calls["upload d.b2cryptfs-dir"] == 1
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            assert (await attr(vfs, "d")).mtime_ns == shown
 
     run(main)
