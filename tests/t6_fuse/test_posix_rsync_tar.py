@@ -24,6 +24,7 @@ from mountutil import (  # noqa: F401
     StoreSpec,
     dir_store,
     mount_store,
+    mounted,
     requires_fuse,
     rsa_keys,
 )
@@ -347,3 +348,29 @@ def test_openssl_store_links_are_our_own(rsa_keys: Keys, tmp_path: Path) -> None
     assert spec.root is not None
     assert _sample_decrypt(spec.root, "link", rsa_keys) == b"../some/target"
     assert _sample_decrypt(spec.root, "fifo", rsa_keys) == b""
+
+
+def test_write_only_mount_keeps_metadata(rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
+    """Public key only: metadata, links and FIFOs need no private key; a link's target does."""
+    spec = dir_store(tmp_path)
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    with mounted(spec, mnt, cache, rsa_keys.args()):
+        (mnt / "f").write_text("content\n")
+        os.symlink("f", mnt / "old-link")
+    with mounted(spec, mnt, tmp_path / "cache-wo", rsa_keys.args(write_only=True)):
+        os.chmod(mnt / "f", 0o4750)
+        os.chown(mnt / "f", 1234, 5678)  # drops setuid, as chown does
+        os.utime(mnt / "f", ns=(1_000_000_000_000_000_001, 1_100_000_000_000_000_002))
+        os.symlink("f", mnt / "new-link")
+        os.mkfifo(mnt / "fifo", 0o600)
+        assert os.lstat(mnt / "old-link").st_size == 1
+        with pytest.raises(PermissionError):
+            os.readlink(mnt / "old-link")
+    with mounted(spec, mnt, cache, rsa_keys.args()):
+        st = os.stat(mnt / "f")
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 1234, 5678)
+        assert (st.st_atime_ns, st.st_mtime_ns) == (10**18 + 1, 11 * 10**17 + 2)
+        assert (
+            os.readlink(mnt / "new-link") == "f" and (mnt / "new-link").read_text() == "content\n"
+        )
+        assert stat.S_ISFIFO(os.lstat(mnt / "fifo").st_mode)
