@@ -295,13 +295,16 @@ def test_rsync_into_the_mount_root(src: Path, rsa_keys: Keys, tmp_path: Path) ->
         mnt.close(check=False)
 
 
-def test_hard_link_refused(mnt: Remountable) -> None:
+def test_hard_links_and_xattrs_refused(mnt: Remountable) -> None:
     (mnt.mnt / "a").write_text("one name\n")
     with pytest.raises(OSError) as ei:
         os.link(mnt.mnt / "a", mnt.mnt / "b")
     assert ei.value.errno == errno.EPERM
     assert sorted(os.listdir(mnt.mnt)) == ["a"] and os.stat(mnt.mnt / "a").st_nlink == 1
     assert "hard links are not supported" in mnt.mount.log()
+    with pytest.raises(OSError) as ei:  # no xattrs or ACLs: the mode bits are all there is
+        os.setxattr(mnt.mnt / "a", "user.comment", b"x")
+    assert ei.value.errno == errno.ENOTSUP
 
 
 @pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
