@@ -34,27 +34,26 @@ ALL_FEATURES = frozenset(
     {
         "modes",  # create/mkdir modes, chmod; all 12 mode bits compared (issue 7 item 1)
         "owners",  # chown to other uids/gids; uid/gid compared (issue 7 item 1)
-        "symlinks",  # symlink; readlink and lstat compared (issue 7 item 2: ENOTSUP today)
-        "fifos",  # mkfifo (issue 7 item 3: EPERM today)
+        "symlinks",  # symlink; readlink and lstat compared (issue 7 item 2)
+        "fifos",  # mkfifo (issue 7 item 3)
         "atime",  # utimensat of atime alone; explicit atimes compared (issue 7 item 1)
         "mtime_ns",  # explicit mtimes compared to the nanosecond, not the millisecond
         "dir_mtime",  # directory mtimes compared (explicit exactly, implicit within TIME_SLACK)
-        # truncate/ftruncate to the current size: ext4 sets mtime (and ctime) to now, the mount
-        # keeps the old mtime; without it the generator always changes the size
+        # truncate/ftruncate to the current size: ext4 sets mtime (and ctime) to now; without
+        # it the generator always changes the size
         "same_size_truncate",
         "open_unlink",  # unlink/rename of a path while a descriptor on it is open (item 5)
         # touch x; rm x and friends; without it the generator never unlinks or renames a
-        # file still empty since its creation until a sleep/remount (item 5: comes back today)
+        # file still empty since its creation until a sleep/remount (item 5)
         "quick_rm",
     }
 )
 
 # What CI expects the mount to get right: the core operations (create, write at offsets,
 # truncate, rename incl. over files and of directories, unlink, mkdir/rmdir, explicit mtimes,
-# fsync, descriptors, remounts) and every feature below but dir_mtime (a create does not
-# update an explicitly set directory mtime: test_differential.PINNED). Switch a feature on
-# here when its pinned case starts to XPASS.
-FEATURES: frozenset[str] = ALL_FEATURES - {"dir_mtime"}
+# fsync, descriptors, remounts) and every feature below. Take one out here (and pin its
+# shrunk case in test_differential.PINNED) if it regresses for a known reason.
+FEATURES: frozenset[str] = ALL_FEATURES
 
 TIME_SLACK_NS = 5_000_000_000  # implicit times (set by the clock on each side) may differ
 

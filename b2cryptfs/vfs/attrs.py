@@ -9,11 +9,13 @@ new directory object (``PairStore.set_dir_meta``). The root keeps its own only i
 from __future__ import annotations
 
 import errno
+import logging
 import stat
 import time
 from collections.abc import Callable
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
+from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
@@ -32,6 +34,8 @@ from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.views import Attr
 
 Change = Callable[[Meta], Meta]
+
+log = logging.getLogger(__name__)
 
 
 class Attrs:
@@ -156,6 +160,19 @@ class Attrs:
         updated = await self.ctx.store(self.ctx.pairs.set_meta, remote, meta)
         parent, leaf = split(node.path)
         self.listings.set_file(parent, leaf, updated)
+
+    async def dir_changed(self, node: Node) -> None:
+        """A name in directory ``node`` came or went: its mtime becomes now, as on ext4.
+        Only a directory whose mtime is stored (set explicitly) is stored again (one small
+        upload); the others keep the new time in memory."""
+        now = time.time_ns()
+        node.dir_mtime_ns = now
+        if self.overlay.dir_meta(node).mtime_ns is None:
+            return
+        try:
+            await self._dir(node, lambda m: m.updated(mtime_ns=now))
+        except B2CryptfsError as exc:
+            log.warning("%s: its new mtime could not be stored (%s)", node.path or "/", exc)
 
     async def _dir(self, node: Node, change: Change) -> None:
         meta = change(self.overlay.dir_meta(node))

@@ -79,8 +79,10 @@ class Vfs:
         self.content = Content(
             ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
         )
-        self.tree = Tree(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
         self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
+        self.tree = Tree(
+            ctx, self.table, self.listings, self.outbox, self.overlay, self.content, self.attrs
+        )
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
 
     @property

@@ -17,6 +17,7 @@ import trio
 from b2cryptfs.bucket.meta import PATH_MAX, Meta
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
+from b2cryptfs.vfs.attrs import Attrs
 from b2cryptfs.vfs.content import Content
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
@@ -44,6 +45,7 @@ class Tree:
         outbox: Outbox,
         overlay: Overlay,
         content: Content,
+        attrs: Attrs,
     ) -> None:
         self.ctx = ctx
         self.table = table
@@ -51,6 +53,7 @@ class Tree:
         self.outbox = outbox
         self.overlay = overlay
         self.content = content
+        self.attrs = attrs  # directory mtimes follow their names
         self._meta = trio.Lock()
         self._targets: dict[str, str] = {}  # link targets by content version (immutable)
 
@@ -89,6 +92,7 @@ class Tree:
             node = self.table.node_for(path, True)
             node.meta = meta
             node.dir_mtime_ns = time.time_ns()
+            await self.attrs.dir_changed(parent)
         node.lookups += 1
         return self.overlay.dir_attr(node)
 
@@ -109,6 +113,7 @@ class Tree:
             self.listings.set_dir(parent.path, name, False)  # (and its metadata)
             self.listings.forget(path)
             self.table.detach(path)
+            await self.attrs.dir_changed(parent)
             await self.overlay.keep_dir(parent.path)
 
     async def create(
@@ -124,6 +129,7 @@ class Tree:
                 raise OpError(errno.EISDIR, f"{path}: is a directory")
             if name not in files:
                 self.overlay.check_collision(path, files)
+                await self.attrs.dir_changed(parent)
             node = self.table.node_for(path, False)
             await self.content.truncate_to_empty(node)
             node.meta = meta
@@ -187,6 +193,7 @@ class Tree:
             fn, *args = call(path, meta)
             entry = await self.ctx.store(fn, *args)
             self.listings.set_file(parent.path, name, entry)
+            await self.attrs.dir_changed(parent)
             node = self.table.node_for(path, False)
             node.lookups += 1
             return await self.overlay.attr_of(node)
@@ -231,6 +238,7 @@ class Tree:
                 except NotFound:
                     pass
                 self.listings.set_file(parent.path, name, None)
+            await self.attrs.dir_changed(parent)
             await self.overlay.keep_dir(parent.path)
 
     async def rename(
@@ -273,6 +281,9 @@ class Tree:
                     self.listings.forget(new)
                     self.table.detach(new)
                 await self._rename_dir(old, new)
+            await self.attrs.dir_changed(old_parent)
+            if new_parent is not old_parent:
+                await self.attrs.dir_changed(new_parent)
             await self.overlay.keep_dir(old_parent.path)
 
     async def _rename_file(self, old: str, new: str) -> None:
@@ -282,6 +293,9 @@ class Tree:
         if node is not None and node.dirty:
             # Newest content first into the outbox, so that it moves like any pending upload.
             await self.content.seal(node)
+        replaced = self.table.by_path.get(new)
+        if replaced is not None and replaced.open_count and replaced.staging is None:
+            await self.content.keep_content(replaced)  # as unlink: its descriptors keep it
         await self.outbox.cancel_path(new)
         entry = await self.outbox.settle_path(old)
         remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)

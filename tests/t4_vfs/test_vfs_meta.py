@@ -249,3 +249,27 @@ def test_open_unlinked_file_stays_usable_and_gone(tmp_path: Path, ident) -> None
             assert errno_of(ei) == errno.ENOENT
 
     run(main)
+
+
+def test_a_directory_mtime_follows_its_names(tmp_path: Path, ident) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            plain = await vfs.mkdir(ROOT_INO, "plain", 0o755)
+            d = await vfs.mkdir(ROOT_INO, "d", 0o755)
+            await vfs.setattr(d.ino, mtime_ns=1_500_000_000_123_456_789)
+            before = (await vfs.getattr(plain.ino)).mtime_ns
+            store.calls.clear()
+            await create_as(vfs, "plain/x", 0o644, None)
+            # Without a stored mtime the new one is kept in memory: no extra request.
+            assert not [c for c in store.calls if "b2cryptfs-dir" in c]
+            assert (await vfs.getattr(plain.ino)).mtime_ns >= before
+            await create_as(vfs, "d/x", 0o644, None)
+            shown = (await vfs.getattr(d.ino)).mtime_ns
+            assert shown > 1_500_000_000_123_456_789
+            assert store.calls["upload d.b2cryptfs-dir"] == 1
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            assert (await attr(vfs, "d")).mtime_ns == shown
+
+    run(main)
