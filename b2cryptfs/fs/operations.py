@@ -180,7 +180,9 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        fh, keep = await self.vfs.open(inode, flags, caller_of(ctx))
+        # Only "is it root" matters here: no /proc read on this hot path.
+        who = None if ctx is None else Caller(ctx.uid, ctx.gid)
+        fh, keep = await self.vfs.open(inode, flags, who)
         # Never direct_io: the page cache is what makes mmap work.
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 

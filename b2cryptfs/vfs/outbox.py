@@ -132,11 +132,12 @@ class Outbox:
         self._add(entry)
 
     def writing(self, path: str, open_for_write: bool) -> None:
-        """Whether ``path`` is still open for writing; at the last close it need not wait."""
+        """Whether ``path`` is still open for writing; at the last close it need not wait
+        (an empty file still does: touch; chmod; rm must leave nothing in the bucket)."""
         if not self._settle.writing(path, open_for_write, trio.current_time()):
             return
         for entry in self.entries_for(path):
-            if entry.state == QUEUED and entry.not_before > 0.0:
+            if entry.state == QUEUED and entry.not_before > 0.0 and entry.plaintext_size:
                 entry.not_before = 0.0
                 self._wake()
 

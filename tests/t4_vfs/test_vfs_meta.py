@@ -78,9 +78,12 @@ async def create_as(vfs: Vfs, path: str, mode: int, who: Caller | None, data: by
     return a.ino
 
 
-def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(tmp_path: Path, ident) -> None:
+@pytest.mark.parametrize("encrypt_names", [False, True])
+def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(
+    tmp_path: Path, ident, encrypt_names: bool
+) -> None:
     async def main() -> None:
-        async with open_vfs(tmp_path, identity=ident) as vfs:
+        async with open_vfs(tmp_path, identity=ident, encrypt_names=encrypt_names) as vfs:
             d = await vfs.mkdir(ROOT_INO, "d", 0o750, ALICE)
             assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
             await create_as(vfs, "d/f", 0o4751, ALICE, b"x")  # her write clears setuid
@@ -91,7 +94,7 @@ def test_new_entries_take_the_callers_owner_and_mode_and_keep_them(tmp_path: Pat
             assert stat.S_ISFIFO(fifo.mode) and fifo.uid == 1001
             dev = await vfs.mknod(d.ino, "c", stat.S_IFCHR | 0o600, os.makedev(1, 3), ROOT)
             assert dev.rdev == os.makedev(1, 3)
-        async with open_vfs(tmp_path, identity=ident) as vfs:  # a remount
+        async with open_vfs(tmp_path, identity=ident, encrypt_names=encrypt_names) as vfs:
             d = await attr(vfs, "d")
             assert (d.mode, d.uid, d.gid) == (stat.S_IFDIR | 0o750, 1000, 1000)
             f = await attr(vfs, "d/f")
