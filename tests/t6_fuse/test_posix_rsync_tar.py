@@ -253,6 +253,10 @@ def _rsync_round_trip(src: Path, mnt: Remountable) -> None:
     assert_same_tar(src, dst)
     assert (dst / "rel").read_text() == "s" * 5000  # the link resolves inside the mount
     _special_files_work(dst)
+    # And back out (a restore): the copy of the copy is the source again.
+    back = mnt.cache.parent / "back"
+    rsync("-a", f"{dst}/", f"{back}/")
+    assert_same_tar(src, back)
 
 
 def _special_files_work(dst: Path) -> None:
