@@ -158,11 +158,11 @@ def _check_kept(m: Path) -> None:
     )
     assert _owner(m / "sgid" / "pipe") == (NOBODY, GROUP, 0o640)
     assert stat.S_ISFIFO(os.lstat(m / "sgid" / "pipe").st_mode)
-    assert _owner(m / "tmp" / "his") == (NOBODY, NOBODY, 0o640)
+    assert _owner(m / "tmp" / "his") == (NOBODY, NOBODY, 0o2640)
     assert (m / "tmp" / "his").read_text() == "his own\n"
     # Under a setgid directory: the directory's group, and a subdirectory inherits the bit.
     assert _owner(m / "sgid") == (0, GROUP, 0o2777)
-    assert _owner(m / "sgid" / "f") == (NOBODY, GROUP, 0o644)
+    assert _owner(m / "sgid" / "f") == (NOBODY, GROUP, 0o755)  # chmod 2755 dropped setgid
     assert _owner(m / "sgid" / "sub") == (NOBODY, GROUP, 0o2755)
     assert _owner(m / "sgid" / "moved") == (0, 0, 0o644)
     assert _owner(m / "suid") == (0, 0, 0o777)
@@ -216,6 +216,8 @@ def test_second_user_is_held_to_owners_and_modes(
             ("create", str(m / "tmp" / "his2"), 0o644, "over?"),
             ("rename", str(m / "tmp" / "his2"), str(m / "tmp" / "roots")),  # sticky target
             ("unlink", str(m / "tmp" / "his2")),
+            ("chmod", str(m / "sgid" / "f"), 0o2755),  # his file, but not his group (4242)
+            ("chmod", str(m / "tmp" / "his"), 0o2640),  # his group: setgid stays
         )
         assert got == [
             "EACCES",  # read of root's 0600 file
@@ -244,6 +246,8 @@ def test_second_user_is_held_to_owners_and_modes(
             "EACCES",
             "ok",
             "EPERM",  # not over root's file in a sticky directory
+            "ok",
+            "ok",
             "ok",
         ]
         assert (m / "tmp" / "roots").read_text() == "more\n"  # "mine\n", overwritten at 0
