@@ -85,6 +85,7 @@ from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import (
     MAX_SEGMENT_BYTES,
     MTIME_KEY,
+    Listing,
     ObjectInfo,
     Store,
     validate_name,
@@ -363,7 +364,17 @@ class PairStore:
         """One directory level in one listing (B2 delimiter)."""
         dirpath = dirpath.strip("/")
         prefix = dir_prefix(self.object_path(dirpath, is_dir=True))
-        listing = self.store.list_dir(prefix)
+        return self.parse_listing(dirpath, prefix, self.store.list_dir(prefix))
+
+    def root_listing(self, listing: Listing) -> DirListing | None:
+        """The root's listing from the store's listing of its own root (the mount's check
+        made it), or None when the root is not there (names encrypted below a prefix)."""
+        if dir_prefix(self.object_path("", is_dir=True)) != "":
+            return None
+        return self.parse_listing("", "", listing)
+
+    def parse_listing(self, dirpath: str, prefix: str, listing: Listing) -> DirListing:
+        """:meth:`list_dir` of the store's ``listing`` of ``prefix``."""
         rel = self._rel(dirpath)
         if rel is not None:
             return self._list_encrypted(dirpath, rel, prefix, listing.objects, listing.prefixes)

@@ -36,7 +36,7 @@ from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
 
 if TYPE_CHECKING:
-    from b2cryptfs.bucket.pairs import PairStore
+    from b2cryptfs.bucket.pairs import DirListing, PairStore
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,8 @@ class Prepared:
     pid_file: str | None
     store_cache: str  # this store's directory inside the cache root
     pairs: PairStore | None = None  # the pair layer prepare() built (the daemon reuses it)
+    # The root's listing from the checks, and when it was made (time.monotonic()).
+    root: tuple[DirListing, float] | None = None
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -255,7 +257,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
         import b2cryptfs.fs.mount  # noqa: F401 - imported while the store's requests are out
 
     # Credentials, bucket, the right to list it and the root's name key, before forking.
-    store, name_root = opening.result()
+    opened = opening.result()
+    store = opened.store
 
     cache_root = os.path.abspath(args.cache_dir or default_cache_root())
     store_cache = prepare_cache_dir(cache_root, store.url)
@@ -294,7 +297,11 @@ def prepare(args: argparse.Namespace) -> Prepared:
     # write-only mount of a store with encrypted names) is refused here, in the foreground.
     from b2cryptfs.bucket.factory import make_pairs
 
-    pairs = make_pairs(config, store, found=name_root)
+    pairs = make_pairs(config, store, found=opened.name_root)
+    try:
+        root = pairs.root_listing(opened.root)
+    except B2CryptfsError:
+        root = None  # the mount lists it again, and reports what is wrong there
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None
     return Prepared(
         config=config,
@@ -303,6 +310,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         pid_file=pid_file,
         store_cache=store_cache,
         pairs=pairs,
+        root=None if root is None else (root, opened.root_listed_at),
     )
 
 
@@ -329,7 +337,9 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
         log.info("%s", describe(prepared.config))
         # Under systemd (Type=notify), STATUS= lines tell how the uploads fare.
         notify = daemon.sd_notify if os.environ.get("NOTIFY_SOCKET") else None
-        run_mount(prepared.config, prepared.store, ready, notify, pairs=prepared.pairs)
+        run_mount(
+            prepared.config, prepared.store, ready, notify, pairs=prepared.pairs, root=prepared.root
+        )
         log.info("unmounted %s", prepared.config.mountpoint)
 
     return serve

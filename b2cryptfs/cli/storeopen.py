@@ -9,11 +9,13 @@ everything before it forks, and a key error is still reported before a store err
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from b2cryptfs.bucket.namekey import find_name_root
-from b2cryptfs.store.base import ObjectInfo, Store
+from b2cryptfs.store.base import Listing, ObjectInfo, Store
 
 NameRoot = tuple[str, ObjectInfo] | None
 
@@ -43,13 +45,22 @@ class _Job:
         return self._value
 
 
-def _open_and_check(open_store: Callable[[], Store]) -> tuple[Store, NameRoot]:
+@dataclass
+class Opened:
+    store: Store
+    name_root: NameRoot  # the root's name key (None: plain names)
+    root: Listing  # the store's root listing, and when it was made (time.monotonic())
+    root_listed_at: float
+
+
+def _open_and_check(open_store: Callable[[], Store]) -> Opened:
     store = open_store()
     # The name key's look-up and the root listing are independent requests: both go out.
     name_root = _Job(lambda: find_name_root(store), "store-open-namekey")
     # One listing call proves credentials, bucket and the right to list it.
-    store.list_dir("")
-    return store, name_root.result()
+    started = time.monotonic()
+    root = store.list_dir("")
+    return Opened(store, name_root.result(), root, started)
 
 
 class StoreOpening:
@@ -58,6 +69,6 @@ class StoreOpening:
     def __init__(self, open_store: Callable[[], Store]) -> None:
         self._job = _Job(lambda: _open_and_check(open_store), "store-open")
 
-    def result(self) -> tuple[Store, NameRoot]:
-        """The store and its root's name key (None: plain names); raises what opening raised."""
+    def result(self) -> Opened:
+        """The store and what the checks found; raises what opening raised."""
         return self._job.result()  # type: ignore[no-any-return]

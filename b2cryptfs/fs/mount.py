@@ -25,7 +25,7 @@ import pyfuse3
 import trio
 
 from b2cryptfs.bucket.factory import make_pairs
-from b2cryptfs.bucket.pairs import PairStore
+from b2cryptfs.bucket.pairs import DirListing, PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
 from b2cryptfs.fs import memdebug
@@ -33,6 +33,7 @@ from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.core import Vfs
+from b2cryptfs.vfs.namespace import DirState
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,14 @@ def run_mount(
     ready: Callable[[], None],
     notify: Callable[[str], None] | None = None,
     pairs: PairStore | None = None,
+    root: tuple[DirListing, float] | None = None,
 ) -> None:
     """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return.
 
     ``notify`` gets systemd ``STATUS=…`` lines (sd_notify). Raises :class:`UploadsLeft` if a
     signal stopped the final drain with uploads still pending. ``pairs``: the pair layer
-    if the caller built it already (the mount command does, to check the name key)."""
+    if the caller built it already (the mount command does, to check the name key); ``root``:
+    the root's listing it made then, and when (time.monotonic()), taken as the first one."""
     _limit_malloc_arenas()
     memdebug.start_from_env()
     mountpoint = config.mountpoint
@@ -95,7 +98,7 @@ def run_mount(
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         try:
-            trio.run(_serve, vfs, ready, notify)
+            trio.run(_serve, vfs, ready, notify, root)
         finally:
             _close_session()
     finally:
@@ -205,12 +208,20 @@ async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
 
 
 async def _serve(
-    vfs: Vfs, ready: Callable[[], None], notify: Callable[[str], None] | None = None
+    vfs: Vfs,
+    ready: Callable[[], None],
+    notify: Callable[[str], None] | None = None,
+    root: tuple[DirListing, float] | None = None,
 ) -> None:
     global _session_open
     _session_open = True
     stopping = _Stopping()
     async with trio.open_nursery() as nursery:
+        if root is not None:
+            # The mount's check listed the root: that listing counts as made when it was.
+            listing, listed_at = root
+            age = time.monotonic() - listed_at
+            vfs.listings.put("", DirState.from_listing(listing, trio.current_time() - age))
         await vfs.start(nursery)
         nursery.start_soon(_watch_signals, stopping)
         nursery.start_soon(_stop_when_draining, vfs, stopping)

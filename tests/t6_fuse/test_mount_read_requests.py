@@ -43,3 +43,26 @@ def test_reading_a_small_file_costs_two_downloads(
         for name, data in texts.items():
             assert (mnt / "d" / name).read_bytes() == data, name
     assert sum(stats.get(k, 0) for k in DOWNLOADS) == 2 * FILES, stats
+
+
+def test_the_root_listing_of_the_mount_check_is_the_first_one(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    """The mount lists its root before it starts (the credentials check): listing the root
+    right after costs no list call."""
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
+        (mnt / "top.txt").write_bytes(b"top\n")
+        (mnt / "sub").mkdir()
+        wait_outbox_empty(tmp_path / "cache1")
+    b2_server.reset_stats()
+    with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
+        at_mount = b2_server.stats()
+        assert sorted(p.name for p in mnt.iterdir()) == ["sub", "top.txt"]
+        assert (mnt / "top.txt").read_bytes() == b"top\n"
+        after = b2_server.stats()
+    lists = sum(after.get(k, 0) for k in ("b2_list_file_names", "b2_list_file_versions"))
+    assert lists == sum(at_mount.get(k, 0) for k in ("b2_list_file_names",)), (at_mount, after)
