@@ -200,10 +200,8 @@ class Outbox:
         return sum(1 for e in self._entries.values() if e.pending)
 
     async def settle_path(self, path: str) -> OutboxEntry | None:
-        """Wait until no entry of ``path`` is uploading; return the queued one, if any.
-
-        The caller may then edit it (no await in between) or cancel it.
-        """
+        """Wait until no entry of ``path`` is uploading; return the queued one, if any, for
+        the caller to edit (with no await in between) or cancel."""
         while True:
             entries = self.entries_for(path)
             uploading = [e for e in entries if e.state == UPLOADING]
@@ -261,11 +259,9 @@ class Outbox:
     async def wait(
         self, entry: OutboxEntry, *, max_attempts: int | None = None
     ) -> FileEntry | None:
-        """Upload ``entry`` now and wait for the result (None if it was superseded).
-
-        Raises the failure; with ``max_attempts``, also gives up (raising the last transient
-        error) after that many failed attempts, leaving the entry queued.
-        """
+        """Upload ``entry`` now and wait for the result (None if it was superseded). Raises
+        the failure; with ``max_attempts``, also gives up (raising the last transient error)
+        after that many failed attempts, leaving the entry queued."""
         if entry.state == QUEUED and entry.not_before > trio.current_time():
             entry.not_before = 0.0
             self._wake()
@@ -327,13 +323,11 @@ class Outbox:
             entry.attempts += 1
             entry.error = exc
             entry.state = QUEUED
-            delay = self.retry_base * 2.0 ** min(entry.attempts - 1, 6) * random.uniform(0.5, 1.0)
-            delay = min(_MAX_BACKOFF, delay)
-            if self.draining:
-                delay = min(delay, 5.0)
-            entry.not_before = trio.current_time() + delay
-            if self.draining:
-                entry.drain_failures += 1
+            # Exponential backoff with jitter; short pauses while draining at unmount.
+            cap = 5.0 if self.draining else _MAX_BACKOFF
+            base = self.retry_base * 2.0 ** min(entry.attempts - 1, 6)
+            entry.not_before = trio.current_time() + min(cap, base * random.uniform(0.5, 1.0))
+            entry.drain_failures += int(self.draining)
             self.stats.failed(entry, exc, len(self))  # logs when uploads start failing
         except B2CryptfsError as exc:
             self._failed(entry, exc, str(exc))
@@ -369,9 +363,8 @@ class Outbox:
         entry.done.set()
 
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
-        key_object = entry.read_key_object()
         # No collision stat (a billed list call): the vfs checked its listing at create.
-        e = entry
+        e, key_object = entry, entry.read_key_object()
         return self.pairs.upload_pair(
             e.path, key_object, e.content_file, e.info, e.mtime_ms, e.meta, check=False
         )
