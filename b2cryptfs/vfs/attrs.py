@@ -31,6 +31,7 @@ from b2cryptfs.vfs.metadata import (
 from b2cryptfs.vfs.namespace import InodeTable, Node, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.pathuploads import settle_path
 from b2cryptfs.vfs.views import Attr
 
 Change = Callable[[Meta], Meta]
@@ -143,7 +144,7 @@ class Attrs:
                 node.content_mtime_ns = mtime_ns
             if node.dirty:
                 return  # sealed with its content
-        entry = await self.outbox.settle_path(node.path)
+        entry = await settle_path(self.outbox, node.path)
         if entry is not None:
             try:
                 self.outbox.set_meta(entry, change(entry.meta or UNKNOWN))

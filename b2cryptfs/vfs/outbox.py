@@ -10,6 +10,7 @@ on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -83,6 +84,7 @@ class Outbox:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
+        self._held: set[str] = set()  # paths whose uploads must not start now (hold)
 
     def put(
         self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
@@ -178,6 +180,17 @@ class Outbox:
         entry.done.set()
         entry.attempted.set()
 
+    @contextlib.contextmanager
+    def hold(self, path: str) -> Iterator[None]:
+        """No upload of ``path`` starts inside (one already running goes on: settle first),
+        so that the store can be changed under it across awaits (unlink)."""
+        self._held.add(path)
+        try:
+            yield
+        finally:
+            self._held.discard(path)
+            self._wake()
+
     def _wake(self) -> None:
         self._wakeup.set()
         self._wakeup = trio.Event()
@@ -198,25 +211,6 @@ class Outbox:
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.pending)
-
-    async def settle_path(self, path: str) -> OutboxEntry | None:
-        """Wait until no entry of ``path`` is uploading; return the queued one, if any, for
-        the caller to edit (with no await in between) or cancel."""
-        while True:
-            entries = self.entries_for(path)
-            uploading = [e for e in entries if e.state == UPLOADING]
-            if uploading:
-                await uploading[0].done.wait()
-                continue
-            return max(entries, key=lambda e: e.seq) if entries else None
-
-    async def cancel_path(self, path: str) -> None:
-        """Forget every pending upload of ``path`` (waits for one in progress)."""
-        while True:
-            entry = await self.settle_path(path)
-            if entry is None:
-                return
-            self.discard(entry)
 
     def retarget(self, entry: OutboxEntry, new_path: str) -> None:
         """Upload a queued entry under another path (rename before upload)."""
@@ -281,7 +275,8 @@ class Outbox:
 
     def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload, and when to look again if none is ready."""
-        busy = {e.path for e in self._entries.values() if e.state == UPLOADING} | self.tidier.busy
+        busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
+        busy |= self.tidier.busy | self._held
         later = float("inf")
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:

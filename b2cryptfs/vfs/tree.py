@@ -28,6 +28,7 @@ from b2cryptfs.vfs.moves import MoveJournal
 from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.pathuploads import cancel_path, settle_path
 from b2cryptfs.vfs.views import Attr
 
 log = logging.getLogger("b2cryptfs.vfs.core")
@@ -251,14 +252,18 @@ class Tree:
                     await self.content.keep_content(node)
                 node.dirty = False  # content written to a deleted name is never uploaded
                 self.table.detach(path)
-            await self.outbox.cancel_path(path)
-            ds = await self.listings.get(parent.path)
-            if name in ds.files:
-                try:
-                    await self.ctx.store(self.ctx.pairs.delete, path)
-                except NotFound:
-                    pass
-                self.listings.set_file(parent.path, name, None)
+            # The stored version goes first, its newer pending uploads after (none may start
+            # meanwhile): a crash in between leaves the newest close, never an older one.
+            await settle_path(self.outbox, path)
+            with self.outbox.hold(path):
+                ds = await self.listings.get(parent.path)
+                if name in ds.files:
+                    try:
+                        await self.ctx.store(self.ctx.pairs.delete, path)
+                    except NotFound:
+                        pass
+                    self.listings.set_file(parent.path, name, None)
+                await cancel_path(self.outbox, path)
             await self.attrs.dir_changed(parent)
             await self.overlay.keep_dir(parent.path)
 
