@@ -9,8 +9,8 @@ after its key object went up) is *due*: :meth:`PairStore.tidy_key` removes the o
 there is one, and the note goes. The mount's outbox does that for its own notes
 (vfs/outbox.py), never while an upload of the same path is pending.
 
-Blocking, thread-safe; one file per path, named by a hash of it, in the outbox directory's
-``outbox-tidy`` folder beside it.
+Blocking, thread-safe; one file per path, named by a hash of it, in the directory given (a
+mount uses ``outbox-tidy`` beside its outbox directory).
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ random moment; the next mount with the same cache directory drains its outbox, a
 - ``b2cryptfs fsck`` (with the private key: every pair opened) reports nothing: no orphan
   key object, no stale key, no broken pair, after interrupted uploads, unlinks and renames.
 
+After the last kill everything is read once more through a fresh cache (the store alone).
 The figures are printed (``pytest -s``). CI runs a handful of kills per store; the heavy
-form (B2CRYPTFS_HEAVY=1) at least 20.
+form (B2CRYPTFS_HEAVY=1) 24, with the two operations the reduced form leaves out until their
+fixes land (RENAME_OVER_EXISTING, UNLINK_WHILE_PENDING below). B2CRYPTFS_CRASH_KILLS=N sets
+the number of kills.
 """
 
 from __future__ import annotations
