@@ -51,9 +51,10 @@ ALL_FEATURES = frozenset(
 
 # What CI expects the mount to get right: the core operations (create, write at offsets,
 # truncate, rename incl. over files and of directories, unlink, mkdir/rmdir, explicit mtimes,
-# fsync, descriptors, remounts) and every feature below. Take one out here (and pin its
-# shrunk case in test_differential.PINNED) if it regresses for a known reason.
-FEATURES: frozenset[str] = ALL_FEATURES
+# fsync, descriptors, remounts) and every feature above but dir_mtime: an implicit directory
+# mtime is not stored, so after a remount it differs (test_differential.PINNED). Switch it on
+# here when its pinned case starts to XPASS.
+FEATURES: frozenset[str] = ALL_FEATURES - {"dir_mtime"}
 
 TIME_SLACK_NS = 5_000_000_000  # implicit times (set by the clock on each side) may differ
 

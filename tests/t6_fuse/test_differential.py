@@ -213,7 +213,15 @@ FIXED = {
         ],
     ),  # fmt: skip
 }
-PINNED: dict[str, tuple[frozenset[str], list[difftree.Op]]] = {}
+PINNED: dict[str, tuple[frozenset[str], list[difftree.Op]]] = {
+    # An implicit directory mtime (a name came or went, no explicit utime) is kept in memory
+    # only: after a remount the directory shows the mount time. Storing it would cost a
+    # directory-object upload for every create/unlink/rename (seed 301, 200 ops, both stores).
+    "implicit_dir_mtime_lost_at_remount": (
+        frozenset({"dir_mtime"}),
+        [("mkdir", "d", 0o755), ("sleep",), ("sleep",), ("sleep",), ("sleep",), ("remount",)],
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=["dir", "b2"])
