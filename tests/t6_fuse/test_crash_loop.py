@@ -14,9 +14,7 @@ random moment; the next mount with the same cache directory drains its outbox, a
 
 After the last kill everything is read once more through a fresh cache (the store alone).
 The figures are printed (``pytest -s``). CI runs a handful of kills per store; the heavy
-form (B2CRYPTFS_HEAVY=1) 24, with the two operations the reduced form leaves out until their
-fixes land (RENAME_OVER_EXISTING, UNLINK_WHILE_PENDING below). B2CRYPTFS_CRASH_KILLS=N sets
-the number of kills.
+form (B2CRYPTFS_HEAVY=1) 24. B2CRYPTFS_CRASH_KILLS=N sets the number of kills.
 """
 
 from __future__ import annotations
@@ -41,15 +39,12 @@ pytestmark = requires_fuse
 KILLS = int(os.environ.get("B2CRYPTFS_CRASH_KILLS", 24 if HEAVY else 4))
 WRITERS = 4 if HEAVY else 3
 FILES_PER_WRITER = 6
-# kill -9 during a rename over an existing file can lose the target (issue 10 item 1, being
-# fixed separately): on a directory store (no versions), and on both stores when the target's
-# newest content was still in the outbox (it is dropped before the rename is done). Until
-# that lands the reduced form renames only onto free names; the heavy form always over.
-RENAME_OVER_EXISTING = HEAVY
-# Likewise kill -9 during an unlink of a file whose newest content is still in the outbox
-# while an older version is stored can bring the older version back: the pending upload is
-# dropped before the stored one is deleted. The reduced form unlinks no such file.
-UNLINK_WHILE_PENDING = HEAVY
+# Both forms rename over existing files and unlink files whose newest content is still in
+# the outbox over a stored older version: the two cases that once lost or rolled back files
+# (issue 10 item 1; unlink dropping the pending upload before the stored delete). Set to
+# False by hand to tell other failures apart from these.
+RENAME_OVER_EXISTING = True
+UNLINK_WHILE_PENDING = True
 
 
 def sha(data: bytes) -> str:
