@@ -51,8 +51,9 @@ def store_id(store_url: str) -> str:
 
 
 def outbox_manifests(root: str | None, store_url: str) -> list[tuple[str, dict]]:
-    """The upload manifests a mount of ``store_url`` left in the cache root (file, parsed
-    JSON), for tools that look without mounting (fsck); unreadable ones are skipped."""
+    """The upload manifests and rename intents a mount of ``store_url`` left in the cache
+    root (file, parsed JSON), for tools that look without mounting (fsck); unreadable ones
+    are skipped."""
     root = os.path.abspath(os.path.expanduser(root or default_cache_root()))
     directory = os.path.join(root, store_id(store_url), "outbox")
     found = []
@@ -62,7 +63,10 @@ def outbox_manifests(root: str | None, store_url: str) -> list[tuple[str, dict]]
                 manifest = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(manifest, dict) and isinstance(manifest.get("path"), str):
+        if not isinstance(manifest, dict):
+            continue
+        # An upload's manifest names its path; a rename intent (vfs/moves.py) old and new.
+        if isinstance(manifest.get("path"), str) or isinstance(manifest.get("old"), str):
             found.append((name, manifest))
     return found
 

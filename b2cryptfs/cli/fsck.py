@@ -44,7 +44,12 @@ def _local_outbox(cache_root: str | None, store_url: str) -> int:
 
     stuck = 0
     for name, manifest in outbox_manifests(cache_root, store_url):
-        if manifest.get("stuck"):
+        if "path" not in manifest:  # a rename cut short: the store may show it half done
+            print(
+                f"{'rename':12} {manifest['old']} -> {manifest.get('new')}: cut short; the next "
+                f"mount finishes it ({name})"
+            )
+        elif manifest.get("stuck"):
             stuck += 1
             print(f"{'stuck-upload':12} {manifest['path']}: {manifest['stuck']} (in {name})")
         else:
