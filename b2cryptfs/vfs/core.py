@@ -17,6 +17,7 @@ import os
 
 import trio
 
+from b2cryptfs.bucket.layout import NAME_MAX
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.cache.chunks import ChunkCache
@@ -361,7 +362,7 @@ class Vfs:
             "f_files": 1 << 32,
             "f_ffree": (1 << 32) - 1,
             "f_favail": (1 << 32) - 1,
-            "f_namemax": 242,
+            "f_namemax": NAME_MAX,  # bytes per name, long names included (bucket/layout.py)
         }
 
     def root_attr(self) -> Attr:

@@ -557,7 +557,7 @@ def test_statfs_is_large_and_plausible(tmp_path: Path, ident) -> None:
             st = vfs.statfs()
             assert st["f_blocks"] * st["f_frsize"] >= 1 << 40
             assert 0 < st["f_bavail"] <= st["f_blocks"]
-            assert st["f_namemax"] == 242
+            assert st["f_namemax"] == 255  # NAME_MAX, as ext4 (long names have stand-ins)
 
     run(main)
 
