@@ -37,7 +37,6 @@ def test_255_byte_names_survive_a_remount(rsa_keys: Keys, tmp_path: Path, names:
             assert os.readlink(mnt / n / ("l" + n[1:])) == n
 
 
-@pytest.mark.xfail(strict=False, reason="vfs/core.py statfs still reports f_namemax 242")
 def test_statfs_reports_name_max_255(rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
     spec = dir_store(tmp_path)
     with mounted(spec, tmp_path / "mnt", tmp_path / "cache", rsa_keys.args()):
