@@ -294,8 +294,12 @@ class Tree:
             # Newest content first into the outbox, so that it moves like any pending upload.
             await self.content.seal(node)
         replaced = self.table.by_path.get(new)
-        if replaced is not None and replaced.open_count and replaced.staging is None:
-            await self.content.keep_content(replaced)  # as unlink: its descriptors keep it
+        if replaced is not None and not replaced.is_dir:
+            if replaced.open_count and replaced.staging is None:
+                await self.content.keep_content(replaced)  # as unlink: descriptors keep it
+            async with replaced.lock:  # a seal in progress registers its entry first
+                replaced.dirty = False  # never uploaded under the name it lost
+                self.table.detach(new)
         await self.outbox.cancel_path(new)
         entry = await self.outbox.settle_path(old)
         remote_old = (await self.listings.get(old_dir)).files.get(old_leaf)
