@@ -80,6 +80,11 @@ def outbox_entries(cache: Path) -> list[Path]:
     return sorted(cache.glob("*/outbox/*.json"))
 
 
+def wait_outbox_empty(cache: Path, timeout: float = 120) -> None:
+    """Wait until every upload of the mount using ``cache`` is stored."""
+    wait_until("an empty outbox", lambda: not outbox_entries(cache), timeout=timeout)
+
+
 def cli(
     spec: StoreSpec, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.content import Content
-from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import (
     Caller,
     after_chown,
@@ -28,9 +26,9 @@ from b2cryptfs.vfs.metadata import (
     chmod_mode,
     killed_privs,
 )
-from b2cryptfs.vfs.namespace import InodeTable, Node, split
-from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.namespace import Node, split
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.pathuploads import settle_path
 from b2cryptfs.vfs.views import Attr
 
@@ -39,22 +37,11 @@ Change = Callable[[Meta], Meta]
 log = logging.getLogger(__name__)
 
 
-class Attrs:
+class Attrs(Part):
     """What a setattr changes, and where that change is kept."""
 
-    def __init__(
-        self,
-        ctx: VfsContext,
-        table: InodeTable,
-        listings: ListingCache,
-        outbox: Outbox,
-        overlay: Overlay,
-        content: Content,
-    ) -> None:
-        self.ctx = ctx
-        self.table = table
-        self.listings = listings
-        self.outbox = outbox
+    def __init__(self, shared: Shared, overlay: Overlay, content: Content) -> None:
+        super().__init__(shared)
         self.overlay = overlay
         self.content = content
 

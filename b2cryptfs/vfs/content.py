@@ -17,13 +17,12 @@ import trio
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import B2CryptfsError
-from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import killed_privs
-from b2cryptfs.vfs.namespace import InodeTable, Node
-from b2cryptfs.vfs.outbox import Outbox, OutboxEntry, WrittenContent
+from b2cryptfs.vfs.namespace import Node
+from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.reader import Reader
 from b2cryptfs.vfs.staging import Staging
 from b2cryptfs.vfs.views import Handle
@@ -31,23 +30,12 @@ from b2cryptfs.vfs.views import Handle
 log = logging.getLogger(__name__)
 
 
-class Content:
+class Content(Part):
     """Open files: their handles, reads (through the reader), writes into staging files,
     and sealing what was written into the outbox (``Outbox.put``) for upload."""
 
-    def __init__(
-        self,
-        ctx: VfsContext,
-        table: InodeTable,
-        listings: ListingCache,
-        outbox: Outbox,
-        overlay: Overlay,
-        reader: Reader,
-    ) -> None:
-        self.ctx = ctx
-        self.table = table
-        self.listings = listings
-        self.outbox = outbox
+    def __init__(self, shared: Shared, overlay: Overlay, reader: Reader) -> None:
+        super().__init__(shared)
         self.overlay = overlay
         self.reader = reader
         self.handles: dict[int, Handle] = {}

@@ -35,6 +35,7 @@ from b2cryptfs.vfs.namespace import ROOT_INO, InodeTable, Node, join, split
 from b2cryptfs.vfs.openfile import ChunkFetcher
 from b2cryptfs.vfs.outbox import Outbox
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.parts import Shared
 from b2cryptfs.vfs.reader import Reader
 from b2cryptfs.vfs.tree import RENAME_EXCHANGE, RENAME_NOREPLACE, Tree
 from b2cryptfs.vfs.versions import Versions
@@ -77,23 +78,13 @@ class Vfs:
         self.versions = Versions(
             pairs, ctx.store_read, ctx.cpu_limiter, ctx.warn_once, ctx.no_read_key
         )
-        self.overlay = Overlay(ctx, self.table, self.listings, self.outbox, self.versions)
+        shared = Shared(ctx, self.table, self.listings, self.outbox)
+        self.overlay = Overlay(shared, self.versions)
         self.reader = Reader(ctx, self.overlay, self.versions)
-        self.content = Content(
-            ctx, self.table, self.listings, self.outbox, self.overlay, self.reader
-        )
+        self.content = Content(shared, self.overlay, self.reader)
         self.moves = MoveJournal(ctx, self.outbox)
-        self.attrs = Attrs(ctx, self.table, self.listings, self.outbox, self.overlay, self.content)
-        self.tree = Tree(
-            ctx,
-            self.table,
-            self.listings,
-            self.outbox,
-            self.overlay,
-            self.content,
-            self.moves,
-            self.attrs,
-        )
+        self.attrs = Attrs(shared, self.overlay, self.content)
+        self.tree = Tree(shared, self.overlay, self.content, self.moves, self.attrs)
         self._dir_handles: dict[int, tuple[Node, list[tuple[str, Attr]] | None]] = {}
         self._uploading = False  # the upload workers run (after the rename recovery)
 

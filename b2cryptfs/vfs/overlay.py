@@ -15,33 +15,22 @@ from stat import S_IFDIR, S_IFREG
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, InvalidName, NameTooLong
-from b2cryptfs.vfs.context import BLKSIZE, VfsContext
+from b2cryptfs.vfs.context import BLKSIZE
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import shown
-from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
-from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.namespace import DirState, Node, is_under, join, split
+from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.versions import Versions
 from b2cryptfs.vfs.views import Attr, FileView
 
 log = logging.getLogger("b2cryptfs.vfs.state")
 
 
-class Overlay:
+class Overlay(Part):
     """Views and attributes of paths and nodes, and the checks on new names."""
 
-    def __init__(
-        self,
-        ctx: VfsContext,
-        table: InodeTable,
-        listings: ListingCache,
-        outbox: Outbox,
-        versions: Versions,
-    ) -> None:
-        self.ctx = ctx
-        self.table = table
-        self.listings = listings
-        self.outbox = outbox
+    def __init__(self, shared: Shared, versions: Versions) -> None:
+        super().__init__(shared)
         self.versions = versions
 
     def local_names(self, dirpath: str) -> tuple[set[str], set[str]]:

@@ -20,14 +20,12 @@ from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import AlreadyExists, B2CryptfsError, NotFound
 from b2cryptfs.vfs.attrs import Attrs
 from b2cryptfs.vfs.content import Content
-from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.listings import ListingCache
 from b2cryptfs.vfs.metadata import Caller, is_default_dir, new_meta
 from b2cryptfs.vfs.moves import MoveJournal
-from b2cryptfs.vfs.namespace import DirState, InodeTable, Node, is_under, join, split
-from b2cryptfs.vfs.outbox import Outbox
+from b2cryptfs.vfs.namespace import DirState, Node, is_under, join, split
 from b2cryptfs.vfs.overlay import Overlay
+from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.pathuploads import cancel_path, settle_path
 from b2cryptfs.vfs.views import Attr
 
@@ -37,24 +35,13 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 
-class Tree:
+class Tree(Part):
     """mkdir, rmdir, create, mknod, unlink and rename, over the parts they change."""
 
     def __init__(
-        self,
-        ctx: VfsContext,
-        table: InodeTable,
-        listings: ListingCache,
-        outbox: Outbox,
-        overlay: Overlay,
-        content: Content,
-        moves: MoveJournal,
-        attrs: Attrs,
+        self, shared: Shared, overlay: Overlay, content: Content, moves: MoveJournal, attrs: Attrs
     ) -> None:
-        self.ctx = ctx
-        self.table = table
-        self.listings = listings
-        self.outbox = outbox
+        super().__init__(shared)
         self.overlay = overlay
         self.content = content
         self.moves = moves

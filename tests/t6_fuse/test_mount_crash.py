@@ -17,13 +17,9 @@ from mountutil import (  # noqa: F401
     requires_fuse,
     rsa_keys,
 )
+from reliability_util import outbox_entries
 
 pytestmark = requires_fuse
-
-
-def outbox_entries(cache: Path) -> list[Path]:
-    # CacheDir layout: ROOT/<store id>/outbox/<seq>.json is a complete, queued entry.
-    return sorted(cache.glob("*/outbox/*.json"))
 
 
 @pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)

@@ -3,21 +3,15 @@ per file (the key object and the content's first chunk, requested together), no 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
+from reliability_util import wait_outbox_empty
 
 pytestmark = requires_fuse
 
 FILES = 12
 DOWNLOADS = ("b2_download_file_by_id", "b2_download_file_by_name")
-
-
-def wait_outbox_empty(cache: Path) -> None:
-    deadline = time.monotonic() + 120
-    while list(cache.glob("*/outbox/*.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def test_reading_a_small_file_costs_two_downloads(

@@ -4,21 +4,15 @@ readable under the new name afterwards."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
+from reliability_util import wait_outbox_empty
 
 pytestmark = requires_fuse
 
 FILES = 24
 LISTS = ("b2_list_file_names", "b2_list_file_versions")
-
-
-def wait_outbox_empty(cache: Path) -> None:
-    deadline = time.monotonic() + 120
-    while list(cache.glob("*/outbox/*.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def test_directory_move_costs_two_copies_and_two_hides_per_file(

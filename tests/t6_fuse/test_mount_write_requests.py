@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
+from reliability_util import wait_outbox_empty
 
 pytestmark = requires_fuse
 
@@ -27,12 +28,6 @@ def wait_uploads(server, count: int) -> dict:
         stats = server.stats()
         if stats.get("b2_upload_file", 0) >= count or time.monotonic() > deadline:
             return stats
-        time.sleep(0.1)
-
-
-def wait_outbox_empty(cache: Path) -> None:
-    deadline = time.monotonic() + 120
-    while list(cache.glob("*/outbox/*.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
