@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from typing import Any
 
 import trio
 
@@ -231,28 +232,9 @@ class Vfs:
     async def release(self, fh: int) -> None:
         await self.content.release(fh)
 
-    async def setattr(
-        self,
-        ino: int,
-        *,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-        atime_ns: int | None = None,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        caller: Caller | None = None,
-    ) -> Attr:
-        return await self.attrs.setattr(
-            ino,
-            size=size,
-            mtime_ns=mtime_ns,
-            atime_ns=atime_ns,
-            mode=mode,
-            uid=uid,
-            gid=gid,
-            caller=caller,
-        )
+    async def setattr(self, ino: int, **changes: Any) -> Attr:
+        """Change size, times, mode or owner (keyword arguments of :meth:`Attrs.setattr`)."""
+        return await self.attrs.setattr(ino, **changes)
 
     # --- namespace (vfs/tree.py) ----------------------------------------------------
 
