@@ -19,7 +19,8 @@ from b2cryptfs.store.base import ObjectInfo
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # orphan-key | missing-key | broken-pair | stale-key | unreadable | stray
+    # orphan-key | missing-key | broken-pair | stale-key | unreadable | stray | bad-meta
+    kind: str
     name: str  # the object (or file path) concerned, in plaintext where names are encrypted
     detail: str
     repairable: bool
@@ -33,8 +34,8 @@ def classify(names: set[str]) -> tuple[dict[str, str], set[str], set[str]]:
     strays: set[str] = set()
     for name in names:
         kind, path = classify_name(name, names.__contains__)
-        if kind == "dir-meta":
-            continue  # a directory's metadata object, not part of any pair
+        if kind in ("dir-meta", "root-meta"):
+            continue  # a directory's (or the root's) metadata object, not part of any pair
         if kind == "stray":
             strays.add(name)
         elif kind == "key":
@@ -57,7 +58,7 @@ def _layout_encrypted(
     strays: dict[str, str] = {}
     for name in names:
         kind, base = classify_name(name, names.__contains__, encrypted=True)
-        if kind in ("marker", "name-key", "dir-meta"):
+        if kind in ("marker", "name-key", "dir-meta", "root-meta"):
             continue
         if kind == "stray":
             strays[name] = _STRAY
@@ -85,6 +86,18 @@ def _layout(
     return files, {k[: -len(KEY_SUFFIX)]: k for k in keys}, dict.fromkeys(strays, _STRAY)
 
 
+def _bad_metas(pairs: PairStore, objects: dict[str, ObjectInfo]) -> Iterator[Problem]:
+    """Directory objects and root objects whose metadata does not decode (tampered with, or
+    plaintext in a store whose metadata is sealed): the mount shows defaults for them."""
+    for name in sorted(objects):
+        kind, _ = classify_name(name, objects.__contains__, encrypted=pairs.encrypts_names)
+        if kind not in ("dir-meta", "root-meta"):
+            continue
+        _, error = pairs.decode_meta(objects[name].info)
+        if error is not None:
+            yield Problem("bad-meta", name, f"{error} (shown with default metadata)", False)
+
+
 def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[Problem]:
     """Yield every problem under ``prefix`` (a plaintext directory path ending in ``/``, or
     ""); ``verify`` opens each pair (needs a private key)."""
@@ -93,6 +106,7 @@ def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[
     files, keys, strays = _layout(pairs, set(objects))
     for name in sorted(strays):
         yield Problem("stray", name, strays[name], False)
+    yield from _bad_metas(pairs, objects)
     for path in sorted(keys):
         if path not in files:
             name = keys[path]

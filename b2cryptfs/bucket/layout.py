@@ -1,8 +1,10 @@
 """How a plaintext tree is laid out as object names: suffixes, markers, one classify, one check.
 
 A file ``P`` is the objects ``P.enc`` (content) and ``P.key.enc`` (its wrapped key); an empty
-directory ``D`` holds the marker ``D/.bzEmpty``; a name-encrypted tree has its name key at
-its root. Every other module asks this one what an object name means.
+directory ``D`` holds the marker ``D/.bzEmpty`` and its metadata is in ``D.b2cryptfs-dir``
+beside it; the store root (under a prefix: the prefix) keeps its own metadata in
+``.b2cryptfs-root`` inside it, having no parent level; a name-encrypted tree has its name key
+at its root. Every other module asks this one what an object name means.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ NAME_KEY_OBJECT = ".b2cryptfs-names.age"
 # A directory's own metadata: an empty object beside it at the parent level, ``D.b2cryptfs-dir``
 # (never a pair object: it does not end in ``.enc``), so the parent's listing brings it along.
 DIR_SUFFIX = ".b2cryptfs-dir"
+# The store root's own metadata (mode, owner, times of the mount's root): an empty object in
+# the root, as the root has no parent level to hold a dir object. Under a prefix the prefix is
+# the root. Its name is plain (like the name key object's); its metadata is sealed as any
+# dir object's is.
+ROOT_META_OBJECT = ".b2cryptfs-root"
 
 # The longest name (one path segment) in bytes, as Linux filesystems allow.
 NAME_MAX = 255
@@ -38,7 +45,7 @@ MAX_FILE_PATH_BYTES = MAX_NAME_BYTES - len(KEY_SUFFIX)
 # Encrypted leaves leave room for the suffixes appended here.
 assert max(len(KEY_SUFFIX), len(CONTENT_SUFFIX)) <= SUFFIX_RESERVE
 
-Kind = Literal["content", "key", "marker", "name-key", "dir-meta", "stray"]
+Kind = Literal["content", "key", "marker", "name-key", "dir-meta", "root-meta", "stray"]
 
 
 def content_name(path: str) -> str:
@@ -68,8 +75,10 @@ def marker_name(dirpath: str) -> str:
 
 
 def dir_object_name(dirpath: str) -> str:
-    """The object holding directory ``dirpath``'s metadata (an object-side path)."""
-    return dirpath.strip("/") + DIR_SUFFIX
+    """The object holding directory ``dirpath``'s metadata (an object-side path); the store
+    root's is :data:`ROOT_META_OBJECT`."""
+    dirpath = dirpath.strip("/")
+    return dirpath + DIR_SUFFIX if dirpath else ROOT_META_OBJECT
 
 
 def classify(
@@ -88,6 +97,8 @@ def classify(
         return "marker", dirpart
     if leaf == NAME_KEY_OBJECT:
         return "name-key", dirpart
+    if leaf == ROOT_META_OBJECT:
+        return "root-meta", dirpart
     if leaf.endswith(DIR_SUFFIX) and len(leaf) > len(DIR_SUFFIX):
         return "dir-meta", name[: -len(DIR_SUFFIX)]
     if encrypted:

@@ -141,6 +141,9 @@ class DirListing:
     has_marker: bool
     # Metadata of subdirectories that have a dir object (the others: UNKNOWN, defaults).
     dir_metas: dict[str, Meta] = field(default_factory=dict)
+    # The listed directory's own metadata: only the store root's, from its root object
+    # (ROOT_META_OBJECT); None without one (or for any other directory).
+    own_meta: Meta | None = None
 
 
 class PairStore:
@@ -389,6 +392,7 @@ class PairStore:
             )
         files: dict[str, FileEntry] = {}
         dir_objects: dict[str, ObjectInfo] = {}
+        own: ObjectInfo | None = None
         for leaf, obj in by_leaf.items():
             kind, name = classify(leaf, by_leaf.__contains__)
             if kind == "content":
@@ -397,13 +401,23 @@ class PairStore:
                 files[name] = self.make_entry(join(dirpath, name), obj, key)
             elif kind == "dir-meta":
                 dir_objects[name] = obj
+            elif kind == "root-meta":
+                own = obj
         long_dirs = self._long_dirs(dir_objects, dirpath)
         dirs = {p[len(prefix) :].rstrip("/") for p in listing.prefixes}
         dirs.discard("")
         dirs = {long_dirs.get(d, (d, None))[0] for d in dirs}
         named = {long_dirs.get(b, (b, o))[0]: o for b, o in dir_objects.items()}
         metas = self._dir_metas(dirpath, dirs, named)
-        return DirListing(files, dirs, EMPTY_MARKER in by_leaf, metas)
+        own_meta = self._own_meta(dirpath, own)
+        return DirListing(files, dirs, EMPTY_MARKER in by_leaf, metas, own_meta)
+
+    def _own_meta(self, dirpath: str, obj: ObjectInfo | None) -> Meta | None:
+        """The store root's metadata from its root object (None: none, or not the root)."""
+        if obj is None or dirpath:
+            return None
+        meta, error = self.decode_meta(obj.info)
+        return meta if error is None and meta.known else None
 
     def _long_dirs(
         self, dir_objects: dict[str, ObjectInfo], parent_rel: str
@@ -440,10 +454,13 @@ class PairStore:
         keys: dict[str, ObjectInfo] = {}
         dir_objects: dict[str, ObjectInfo] = {}
         has_marker = False
+        own: ObjectInfo | None = None
         for obj in objects:
             kind, base = classify(obj.name[len(prefix) :], _never, encrypted=True)
             if kind == "marker":
                 has_marker = True
+            elif kind == "root-meta":
+                own = obj
             elif kind == "dir-meta":
                 dir_objects[base] = obj
             elif kind == "content":
@@ -468,7 +485,11 @@ class PairStore:
             if name is not None:
                 plain_dir_objects[name] = obj
         return DirListing(
-            files, dirs, has_marker, self._dir_metas(dirpath, dirs, plain_dir_objects)
+            files,
+            dirs,
+            has_marker,
+            self._dir_metas(dirpath, dirs, plain_dir_objects),
+            self._own_meta(dirpath, own),
         )
 
     def stat_file(self, path: str) -> FileEntry | None:
@@ -860,8 +881,11 @@ class PairStore:
 
     def dir_object(self, dirpath: str) -> str:
         """The object name holding ``dirpath``'s metadata (at the parent level); a segment
-        with no room for the suffix uses its long-name stand-in."""
+        with no room for the suffix uses its long-name stand-in. The store root's is its root
+        object, inside it (ROOT_META_OBJECT)."""
         dirpath = dirpath.strip("/")
+        if not dirpath:
+            return dir_object_name("")
         parent, _, seg = self.object_path(dirpath, is_dir=True).rpartition("/")
         if len((seg + DIR_SUFFIX).encode("utf-8")) > self.max_segment_bytes:
             plain_parent, _, leaf = dirpath.rpartition("/")
@@ -884,10 +908,9 @@ class PairStore:
 
     def set_dir_meta(self, dirpath: str, meta: Meta | None) -> ObjectInfo:
         """Store a directory's metadata in its dir object (a new small empty object; older
-        versions are removed with hard delete). Nothing inside the directory changes."""
+        versions are removed with hard delete). Nothing inside the directory changes. The
+        store root ("") gets its root object."""
         dirpath = dirpath.strip("/")
-        if not dirpath:
-            raise UsageError("the store root keeps no metadata of its own")
         name = self.dir_object(dirpath)
         info = self.info_with_meta({}, meta)
         info.setdefault(MTIME_KEY, str(int(time.time() * 1000)))
@@ -900,7 +923,8 @@ class PairStore:
         return uploaded
 
     def dir_meta(self, dirpath: str) -> Meta:
-        """One directory's metadata by name (one stat; listings bring it along for free)."""
+        """One directory's metadata by name (one stat; listings bring it along for free:
+        the subdirectories' in ``dir_metas``, the store root's in ``own_meta``)."""
         obj = self.store.stat(self.dir_object(dirpath))
         return UNKNOWN if obj is None else self.decode_meta(obj.info)[0]
 

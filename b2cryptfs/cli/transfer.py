@@ -226,9 +226,7 @@ def _put_job(pairs: PairStore, target: str, job: _Job, report: Reporter) -> int 
     if job.kind == "special":
         pairs.put_special(target, meta)
         return 0
-    if not target:
-        return None  # the store root keeps no metadata of its own
-    if job.empty:
+    if job.empty and target:
         from b2cryptfs.errors import AlreadyExists
 
         try:
@@ -367,7 +365,7 @@ def _tree(pairs: PairStore, prefix: str):
     """("dir", relative path, Meta) and ("file", relative path, entry) below ``prefix``,
     depth first, sorted, each directory before what it holds."""
     top = prefix.strip("/")
-    stack = [(top, pairs.dir_meta(top) if top else None)]
+    stack = [(top, pairs.dir_meta(top))]  # the store root's from its root object
     while stack:
         d, meta = stack.pop()
         rel = d[len(top) :].strip("/")

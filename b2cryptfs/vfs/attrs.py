@@ -3,7 +3,7 @@
 A metadata change never moves content: a closed, uploaded file gets a new version of its
 content object's file info (``PairStore.set_meta``, server-side); a pending upload carries
 the new metadata (its outbox entry); a file being written seals with it; a directory gets a
-new directory object (``PairStore.set_dir_meta``). The root keeps its own only in memory.
+new directory object (``PairStore.set_dir_meta``), the root a new root object.
 """
 
 from __future__ import annotations
@@ -164,8 +164,10 @@ class Attrs(Part):
 
     async def _dir(self, node: Node, change: Change) -> None:
         meta = change(self.overlay.dir_meta(node))
+        await self.ctx.store(self.ctx.pairs.set_dir_meta, node.path, meta)
         if node.path:
-            await self.ctx.store(self.ctx.pairs.set_dir_meta, node.path, meta)
             parent, leaf = split(node.path)
             self.listings.set_dir_meta(parent, leaf, meta)
+        else:
+            self.listings.set_own_meta("", meta)
         node.meta = meta

@@ -97,6 +97,14 @@ class ListingCache:
 
         self.edit(dirpath, change)
 
+    def set_own_meta(self, dirpath: str, meta: Meta | None) -> None:
+        """The root's own metadata (its root object) was stored anew."""
+
+        def change(ds: DirState) -> None:
+            ds.own_meta = meta
+
+        self.edit(dirpath, change)
+
     def set_marker(self, dirpath: str) -> None:
         def change(ds: DirState) -> None:
             ds.has_marker = True

@@ -48,7 +48,7 @@ class Node:
     is_dir: bool
     lookups: int = 0
     # A file: the metadata its staging content is sealed with (set while staged). A
-    # directory: its stored metadata as last listed (the root's lives only here).
+    # directory: its stored metadata as last listed (the root's: from the root listing).
     meta: Meta | None = None
     dir_mtime_ns: int | None = None
     # Writing: the staging file holds the newest content while the file is open.
@@ -167,6 +167,7 @@ class DirState:
     has_marker: bool
     fetched: float
     dir_metas: dict[str, Meta] = field(default_factory=dict)  # subdirectories' metadata
+    own_meta: Meta | None = None  # the root's own (its root object); None elsewhere
 
     @classmethod
     def from_listing(cls, listing: DirListing, now: float) -> DirState:
@@ -176,6 +177,7 @@ class DirState:
             listing.has_marker,
             now,
             dict(listing.dir_metas),
+            listing.own_meta,
         )
 
 

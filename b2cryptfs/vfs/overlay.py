@@ -115,12 +115,17 @@ class Overlay(Part):
         return files, dirs
 
     def dir_meta(self, node: Node) -> Meta:
-        """A directory's metadata from its parent's listing (kept on the node meanwhile)."""
+        """A directory's metadata from its parent's listing (kept on the node meanwhile);
+        the root's from its own listing (its root object)."""
         if node.path:
             parent, leaf = split(node.path)
             ds = self.listings.cached(parent)
             if ds is not None:
                 node.meta = ds.dir_metas.get(leaf)
+        elif not node.unlinked:
+            ds = self.listings.cached("")
+            if ds is not None:
+                node.meta = ds.own_meta
         return node.meta or UNKNOWN
 
     def dir_attr(self, node: Node) -> Attr:
@@ -200,6 +205,8 @@ class Overlay(Part):
 
     async def attr_of(self, node: Node) -> Attr:
         if node.is_dir:
+            if not node.path and self.listings.cached("") is None:
+                await self._list_root()
             return self.dir_attr(node)
         if node.unlinked:
             return self.stale_attr(node)
@@ -207,6 +214,14 @@ class Overlay(Part):
         if view is None:
             raise OpError(errno.ENOENT, f"{node.path}: no longer exists")
         return self.file_attr(node, await self.exact(view))
+
+    async def _list_root(self) -> None:
+        """The root's metadata comes with its listing: list it before showing the root
+        (the mount's start usually made that listing already)."""
+        try:
+            await self.listings.get("")
+        except B2CryptfsError as exc:
+            self.ctx.warn_once("root-meta", "cannot list the root (%s): showing defaults", exc)
 
     def dir_node(self, ino: int) -> Node:
         node = self.table.get(ino)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from b2cryptfs.bucket.check import check
-from b2cryptfs.bucket.layout import DIR_SUFFIX
+from b2cryptfs.bucket.layout import DIR_SUFFIX, ROOT_META_OBJECT
 from b2cryptfs.bucket.meta import META_KEY, UNKNOWN, Meta, MetaCipher, decode_meta, encode_meta
 from b2cryptfs.bucket.namekey import open_pair_store
 from b2cryptfs.bucket.pairs import PairStore
@@ -216,6 +216,62 @@ def test_dir_meta_listing_rename_and_rmdir(store, ident, tmp_path, encrypted):
     pairs.rmdir("top/b")
     names = [o.name for o in store.iter_all()]
     assert sum(n.endswith(DIR_SUFFIX) for n in names) == 1, names  # only c's is left
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encnames"])
+def test_the_store_root_keeps_its_metadata_in_its_root_object(store, ident, tmp_path, encrypted):
+    pairs = pair_store(store, ident, encrypted)
+    assert pairs.list_dir("").own_meta is None and pairs.dir_meta("") is UNKNOWN  # defaults
+    pairs.put_file("f", local(tmp_path, b"x"), meta=FILE_META)
+    rmeta = Meta(stat.S_IFDIR | 0o2750, 4321, 8765, T, T - 5, None)
+    pairs.set_dir_meta("", rmeta)
+    assert [o.name for o in store.iter_all() if o.name == ROOT_META_OBJECT] == [ROOT_META_OBJECT]
+    again = pair_store(store, ident, encrypted)
+    listing = again.list_dir("")
+    assert listing.own_meta == rmeta and again.dir_meta("") == rmeta
+    assert set(listing.files) == {"f"} and listing.dirs == set()  # not shown as an entry
+    # The mount's start lists the store's root itself and parses that listing.
+    root = again.root_listing(store.list_dir(""))
+    assert root is not None and root.own_meta == rmeta
+    assert list(check(again, verify=True)) == []  # neither a stray nor an orphan
+    info = store.stat(ROOT_META_OBJECT).info
+    assert info[MTIME_KEY] == str(T // 1_000_000)
+    assert info[META_KEY].startswith("e1.") == encrypted  # sealed like any dir object
+    if encrypted:
+        assert "4321" not in info[META_KEY] and "2750" not in info[META_KEY]
+    # Only the root reads its root object: below it, a directory's is its dir object.
+    pairs.mkdir("d")
+    store.upload_bytes(pairs.object_path("d", is_dir=True) + "/" + ROOT_META_OBJECT, b"", info)
+    assert pairs.list_dir("d").own_meta is None and pairs.dir_meta("d") is UNKNOWN
+
+
+def test_a_prefix_is_the_root_of_its_store(b2_bucket, ident):
+    """Under a prefix, the root object is the prefix's own: the bucket's root keeps none."""
+    rmeta = Meta(stat.S_IFDIR | 0o700, 7, 8, T, T, None)
+    pair_store(b2_bucket.store(prefix="some/where/"), ident, False).set_dir_meta("", rmeta)
+    whole = pair_store(b2_bucket.store(), ident, False)
+    assert [o.name for o in whole.store.iter_all()] == [f"some/where/{ROOT_META_OBJECT}"]
+    assert whole.list_dir("").own_meta is None and whole.list_dir("some/where").own_meta is None
+    inside = pair_store(b2_bucket.store(prefix="some/where/"), ident, False)
+    assert inside.list_dir("").own_meta == rmeta
+
+
+def test_fsck_reports_metadata_that_does_not_decode(tmp_path, ident):
+    root = tmp_path / "store"
+    root.mkdir()
+    store = DirStore(str(root))
+    pairs = pair_store(store, ident, True)
+    pairs.set_dir_meta("", Meta(stat.S_IFDIR | 0o700, 1, 2, T, T, None))
+    pairs.mkdir("d", Meta(stat.S_IFDIR | 0o750, 1, 2, T, T, None))
+    assert list(check(pairs)) == []
+    forged = {META_KEY: encode_meta(Meta(stat.S_IFDIR | 0o777, 0, 0, T, T, None))}
+    store.upload_bytes(ROOT_META_OBJECT, b"", forged)  # plaintext in a sealed store
+    store.upload_bytes(pairs.dir_object("d"), b"", forged)
+    problems = list(check(pairs))
+    assert sorted(p.name for p in problems) == sorted([ROOT_META_OBJECT, pairs.dir_object("d")])
+    assert {(p.kind, p.repairable) for p in problems} == {("bad-meta", False)}
+    # Shown with defaults rather than trusted.
+    assert pairs.list_dir("").own_meta is None and "d" not in pairs.list_dir("").dir_metas
 
 
 def test_dir_metas_cost_one_listing(b2_bucket, ident):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_identity
 
+from b2cryptfs.bucket.layout import ROOT_META_OBJECT
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.core import Vfs
 from b2cryptfs.vfs.fserror import OpError
@@ -274,5 +275,38 @@ def test_a_directory_mtime_follows_its_names(tmp_path: Path, ident) -> None:
             assert store.calls["upload d.b2cryptfs-dir"] == 1
         async with open_vfs(tmp_path, identity=ident) as vfs:
             assert (await attr(vfs, "d")).mtime_ns == shown
+
+    run(main)
+
+
+@pytest.mark.parametrize("encrypt_names", [False, True], ids=["plain", "encnames"])
+def test_the_root_keeps_its_metadata_across_a_remount(
+    tmp_path: Path, ident, encrypt_names: bool
+) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        async with open_vfs(
+            tmp_path, identity=ident, store=store, encrypt_names=encrypt_names
+        ) as vfs:
+            root = await vfs.getattr(ROOT_INO)
+            assert stat.S_IMODE(root.mode) == 0o755 and root.uid == os.getuid()  # defaults
+            store.calls.clear()  # (the name key, made at the start)
+            await vfs.setattr(ROOT_INO, mode=0o2750, caller=ROOT)
+            await vfs.setattr(ROOT_INO, uid=1234, gid=5678, caller=ROOT)
+            await vfs.setattr(ROOT_INO, mtime_ns=1_300_000_000_000_000_007, caller=ROOT)
+            # Each change is one upload of the root object, nothing else.
+            assert store.calls == Counter({f"upload {ROOT_META_OBJECT}": 3})
+            await vfs.mkdir(ROOT_INO, "d", 0o755, ALICE)
+            d = await attr(vfs, "d")
+            assert d.gid == 5678 and d.mode & stat.S_ISGID  # setgid passes down from the root
+        store.calls.clear()
+        async with open_vfs(
+            tmp_path, identity=ident, store=store, encrypt_names=encrypt_names
+        ) as vfs:
+            root = await vfs.getattr(ROOT_INO)  # read from the root's listing
+            assert (root.mode, root.uid, root.gid) == (stat.S_IFDIR | 0o2750, 1234, 5678)
+            assert not [c for c in store.calls if ROOT_META_OBJECT in c]  # no request of its own
+            await ino_of(vfs, "d")
 
     run(main)

@@ -287,14 +287,22 @@ def test_cp_a_keeps_everything(src: Path, mnt: Remountable) -> None:
     assert rsync("-ai", f"{src}/", f"{dst}/") == ""
 
 
-@pytest.mark.xfail(
-    strict=False, reason="the mount's root directory keeps no metadata (no directory object)"
+@pytest.mark.parametrize(
+    "mount_store,variant", [("dir", "plain"), ("b2", "names")], indirect=["mount_store"]
 )
-def test_rsync_into_the_mount_root(src: Path, rsa_keys: Keys, tmp_path: Path) -> None:  # noqa: F811
-    """``rsync -a SRC/ MNT/`` sets the root's own mode, owner and mtime; ext4 keeps them."""
+def test_rsync_into_the_mount_root(
+    src: Path,
+    mount_store: StoreSpec,  # noqa: F811
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    variant: str,
+) -> None:
+    """``rsync -a SRC/ MNT/`` sets the root's own mode, owner and mtime; ext4 keeps them (in
+    the root object, b2cryptfs-format(5))."""
     os.chown(src, 1234, 5678)
     os.chmod(src, 0o750)  # neither the mount's default nor the mounting user
-    mnt = Remountable(dir_store(tmp_path), rsa_keys, tmp_path)
+    mount_store.extra_args = VARIANTS[variant]
+    mnt = Remountable(mount_store, rsa_keys, tmp_path)
     try:
         rsync("-a", f"{src}/", f"{mnt.mnt}/")
         assert rsync("-ai", f"{src}/", f"{mnt.mnt}/") == ""
