@@ -153,7 +153,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        await self.vfs.fsyncdir(fh)
 
     @handler
     async def mkdir(

@@ -3,7 +3,9 @@
 A metadata change never moves content: a closed, uploaded file gets a new version of its
 content object's file info (``PairStore.set_meta``, server-side); a pending upload carries
 the new metadata (its outbox entry); a file being written seals with it; a directory gets a
-new directory object (``PairStore.set_dir_meta``), the root a new root object.
+new directory object (``PairStore.set_dir_meta``), the root a new root object. A directory's
+implicit mtime (a name came or went) is stored later, once the directory is quiet
+(vfs/dirtimes.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import stat
 import time
 from collections.abc import Callable
 
+import trio
+
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.content import Content
+from b2cryptfs.vfs.dirtimes import DirTimes
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.metadata import (
     Caller,
@@ -44,6 +49,9 @@ class Attrs(Part):
         super().__init__(shared)
         self.overlay = overlay
         self.content = content
+        # The namespace lock (vfs/tree.py takes it too): no directory moves while its
+        # pending mtime is written.
+        self.dir_times = DirTimes(self._store_pending_mtime, trio.Lock())
 
     async def setattr(
         self,
@@ -149,21 +157,27 @@ class Attrs(Part):
         parent, leaf = split(node.path)
         self.listings.set_file(parent, leaf, updated)
 
-    async def dir_changed(self, node: Node) -> None:
-        """A name in directory ``node`` came or went: its mtime becomes now, as on ext4.
-        Only a directory whose mtime is stored (set explicitly) is stored again (one small
-        upload); the others keep the new time in memory."""
-        now = time.time_ns()
-        node.dir_mtime_ns = now
-        if self.overlay.dir_meta(node).mtime_ns is None:
-            return
+    async def dir_changed(self, node: Node, now: int | None = None) -> None:
+        """A name in directory ``node`` came or went (or ``node`` was made): its mtime becomes
+        now, as on ext4. Shown from memory at once; stored once the directory is quiet, one
+        small upload however many names changed (vfs/dirtimes.py)."""
+        node.dir_mtime_ns = time.time_ns() if now is None else now
+        self.dir_times.changed(node)
+
+    async def _store_pending_mtime(self, node: Node) -> None:
+        """Store the pending mtime of ``node`` (with the metadata it has: its listing first)."""
         try:
-            await self._dir(node, lambda m: m.updated(mtime_ns=now))
-        except B2CryptfsError as exc:
-            log.warning("%s: its new mtime could not be stored (%s)", node.path or "/", exc)
+            await self.listings.get(split(node.path)[0] if node.path else "")
+        except B2CryptfsError:
+            pass  # the last listing (or none) serves; the write below reports the store
+        await self._dir(node, lambda m: m)
 
     async def _dir(self, node: Node, change: Change) -> None:
-        meta = change(self.overlay.dir_meta(node))
+        pending = node.dir_mtime_ns
+        meta = self.overlay.dir_meta(node)
+        if pending is not None:
+            meta = meta.updated(mtime_ns=pending)  # written with any change of its own
+        meta = change(meta)
         await self.ctx.store(self.ctx.pairs.set_dir_meta, node.path, meta)
         if node.path:
             parent, leaf = split(node.path)
@@ -171,3 +185,6 @@ class Attrs(Part):
         else:
             self.listings.set_own_meta("", meta)
         node.meta = meta
+        if node.dir_mtime_ns == pending:  # (else a newer change waits for its own write)
+            node.dir_mtime_ns = None
+            self.dir_times.stored(node)

@@ -112,6 +112,8 @@ class Vfs:
     async def start(self, nursery: trio.Nursery) -> None:
         found = await trio.to_thread.run_sync(self.outbox.scan)
         self.reader.start(nursery)
+        if not self.ctx.config.read_only:
+            nursery.start_soon(self.attrs.dir_times.run)
         if self.ctx.config.read_only:
             # A read-only mount writes nothing to the store, not even earlier leftovers.
             if found:
@@ -156,6 +158,9 @@ class Vfs:
             # may start before them, so nothing can drain; all of it waits on disk.
             log.warning("%d upload(s) wait for the next mount", len(self.outbox))
             return len(self.outbox)
+        # Directory mtimes not stored yet: a clean unmount keeps them all.
+        if await self.attrs.dir_times.flush():
+            log.warning("some directory mtimes could not be stored (see above)")
         return await self.outbox.drain()
 
     async def lookup(self, parent_ino: int, name: str) -> Attr:
@@ -207,6 +212,12 @@ class Vfs:
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
+
+    async def fsyncdir(self, fh: int) -> None:
+        """Store the directory's pending mtime now (vfs/dirtimes.py); EIO if that fails."""
+        node, _ = self._dir_handles[fh]
+        if await self.attrs.dir_times.flush([node]):
+            raise OpError(errno.EIO, f"{node.path or '/'}: its mtime could not be stored")
 
     # --- file content (vfs/content.py) ------------------------------------------------
 

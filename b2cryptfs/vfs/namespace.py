@@ -50,6 +50,7 @@ class Node:
     # A file: the metadata its staging content is sealed with (set while staged). A
     # directory: its stored metadata as last listed (the root's: from the root listing).
     meta: Meta | None = None
+    # A directory's implicit mtime not stored yet (vfs/dirtimes.py); None: none pending.
     dir_mtime_ns: int | None = None
     # Writing: the staging file holds the newest content while the file is open.
     staging: Staging | None = None

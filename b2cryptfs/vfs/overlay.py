@@ -130,7 +130,8 @@ class Overlay(Part):
 
     def dir_attr(self, node: Node) -> Attr:
         meta = self.dir_meta(node)
-        mtime = meta.mtime_ns or node.dir_mtime_ns or self.ctx.mount_time_ns
+        # A pending implicit mtime (not stored yet, vfs/dirtimes.py) is the newest.
+        mtime = node.dir_mtime_ns or meta.mtime_ns or self.ctx.mount_time_ns
         mode, uid, gid = shown(meta, self.ctx.dir_perm, self.ctx.uid, self.ctx.gid, S_IFDIR)
         return Attr(
             ino=node.ino,

@@ -46,7 +46,7 @@ class Tree(Part):
         self.content = content
         self.moves = moves
         self.attrs = attrs  # directory mtimes follow their names
-        self._meta = trio.Lock()
+        self._meta = attrs.dir_times.lock  # one namespace lock (pending mtimes take it)
         self._targets: dict[str, str] = {}  # link targets by content version (immutable)
 
     def _new_meta(
@@ -69,8 +69,11 @@ class Tree(Part):
         path = self.overlay.check_name(parent.path, name, is_dir=True)
         meta: Meta | None = self._new_meta(caller, parent, stat.S_IFDIR | stat.S_IMODE(mode))
         assert meta is not None
+        now = time.time_ns()
         if is_default_dir(meta, self.ctx.dir_perm, self.ctx.uid, self.ctx.gid):
-            meta = None  # shown as it would be without: no directory object to write
+            meta = None  # no directory object to write now: its mtime is stored later
+        else:
+            meta = meta.updated(mtime_ns=now)
         async with self._meta:
             if await self.overlay.kind(path) is not None:
                 raise OpError(errno.EEXIST, f"{path}: exists")
@@ -86,8 +89,9 @@ class Tree(Part):
             self.listings.put(path, DirState({}, set(), True, trio.current_time()))
             node = self.table.node_for(path, True)
             node.meta = meta
-            node.dir_mtime_ns = time.time_ns()
-            await self.attrs.dir_changed(parent)
+            if meta is None:
+                await self.attrs.dir_changed(node, now)
+            await self.attrs.dir_changed(parent, now)
         node.lookups += 1
         return self.overlay.dir_attr(node)
 

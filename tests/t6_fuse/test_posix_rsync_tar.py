@@ -416,11 +416,7 @@ def test_directory_mtime_follows_its_entries(mnt: Remountable) -> None:
     assert after == before
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a directory's mtime is stored only once it was set explicitly: after a remount "
-    "one never set shows the mount's start time (ext4 keeps it)",
-)
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
 def test_directory_mtime_kept_without_an_explicit_time(mnt: Remountable) -> None:
     before, after = _dir_mtime_after_remount(mnt, explicit=False)
     assert after == before
