@@ -51,10 +51,9 @@ ALL_FEATURES = frozenset(
 
 # What CI expects the mount to get right: the core operations (create, write at offsets,
 # truncate, rename incl. over files and of directories, unlink, mkdir/rmdir, explicit mtimes,
-# fsync, descriptors, remounts) and every feature above but dir_mtime: an implicit directory
-# mtime is not stored, so after a remount it differs (test_differential.PINNED). Switch it on
-# here when its pinned case starts to XPASS.
-FEATURES: frozenset[str] = ALL_FEATURES - {"dir_mtime"}
+# fsync, descriptors, remounts) and every feature above. A feature whose divergence is pinned
+# in test_differential.PINNED stays off here until its pinned case starts to XPASS.
+FEATURES: frozenset[str] = ALL_FEATURES
 
 TIME_SLACK_NS = 5_000_000_000  # implicit times (set by the clock on each side) may differ
 
