@@ -1,7 +1,8 @@
 """POSIX metadata of one entry, kept in ONE file-info entry of its content object.
 
-The value is a compact versioned text: ``1 MODE UID GID MTIME_NS ATIME_NS RDEV`` (mode in
-octal with its file-type bits, ``-`` for a field that is unknown). In an encrypted-names
+The value is a compact versioned text: ``1 MODE UID GID MTIME_NS ATIME_NS RDEV [CTIME_NS]``
+(mode in octal with its file-type bits, ``-`` for a field that is unknown; the change time
+only where known: readers of the seven fields ignore it). In an encrypted-names
 store the same text is sealed with ChaCha20-Poly1305 under a key derived from the name key
 (HKDF-SHA256, its own label) and stored as ``e1.`` + base64url(nonce || ciphertext), so that
 owners and modes stay out of plaintext. Objects without the entry (seed buckets, older files)
@@ -44,13 +45,28 @@ class Meta:
     mtime_ns: int | None = None
     atime_ns: int | None = None
     rdev: int | None = None
+    # The last change of the entry's metadata or name (chmod, chown, utime, rename); the
+    # change time shown is the later of it and the mtime (content and names change that).
+    ctime_ns: int | None = None
 
     @property
     def known(self) -> bool:
         return any(
             v is not None
-            for v in (self.mode, self.uid, self.gid, self.mtime_ns, self.atime_ns, self.rdev)
+            for v in (
+                self.mode,
+                self.uid,
+                self.gid,
+                self.mtime_ns,
+                self.atime_ns,
+                self.rdev,
+                self.ctime_ns,
+            )
         )
+
+    def shown_ctime(self, mtime_ns: int) -> int:
+        """The change time to show for an entry whose mtime shows as ``mtime_ns``."""
+        return mtime_ns if self.ctime_ns is None else max(self.ctime_ns, mtime_ns)
 
     @property
     def file_type(self) -> int | None:
@@ -78,17 +94,18 @@ def _field(v: int | None, fmt: str = "d") -> str:
 
 
 def _text(meta: Meta) -> str:
-    return " ".join(
-        [
-            _PLAIN_VERSION,
-            _field(meta.mode, "o"),
-            _field(meta.uid),
-            _field(meta.gid),
-            _field(meta.mtime_ns),
-            _field(meta.atime_ns),
-            _field(meta.rdev),
-        ]
-    )
+    fields = [
+        _PLAIN_VERSION,
+        _field(meta.mode, "o"),
+        _field(meta.uid),
+        _field(meta.gid),
+        _field(meta.mtime_ns),
+        _field(meta.atime_ns),
+        _field(meta.rdev),
+    ]
+    if meta.ctime_ns is not None:
+        fields.append(_field(meta.ctime_ns))
+    return " ".join(fields)
 
 
 def _parse(text: str) -> Meta:
@@ -111,8 +128,15 @@ def _parse(text: str) -> Meta:
             raise IntegrityError(f"negative field in {META_KEY} value {text[:40]!r}")
         return value
 
+    ctime = num(parts[7]) if len(parts) > 7 else None
     return Meta(
-        num(parts[1], 8), num(parts[2]), num(parts[3]), num(parts[4]), num(parts[5]), num(parts[6])
+        num(parts[1], 8),
+        num(parts[2]),
+        num(parts[3]),
+        num(parts[4]),
+        num(parts[5]),
+        num(parts[6]),
+        ctime,
     )
 
 

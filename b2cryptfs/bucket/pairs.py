@@ -828,13 +828,14 @@ class PairStore:
             return "restored the matching key object version"
         return None
 
-    def rename(self, old: str, new: str) -> FileEntry:
+    def rename(self, old: str, new: str, ctime_ns: int | None = None) -> FileEntry:
         """:meth:`_rename`, noted in the tidy log: cut short, it may leave an orphan key
-        object at ``old`` (old content removed) or at ``new`` (key copied, content not)."""
+        object at ``old`` (old content removed) or at ``new`` (key copied, content not).
+        ``ctime_ns``: the renamed file's new change time (carried by the copy itself)."""
         with self._may_orphan(old.strip("/"), new.strip("/")):
-            return self._rename(old, new)
+            return self._rename(old, new, ctime_ns)
 
-    def _rename(self, old: str, new: str) -> FileEntry:
+    def _rename(self, old: str, new: str, ctime_ns: int | None = None) -> FileEntry:
         """Copy both objects, then remove the old ones: one name resolves at every moment."""
         old, new = old.strip("/"), new.strip("/")
         content = self.store.stat(self.content_object_name(old))
@@ -844,7 +845,7 @@ class PairStore:
         if key is None:
             raise NotFound(f"{old}: key object {key_name(old)} is missing")
         self.check_collision(new)
-        return self.move_pair(content, key, new)
+        return self.move_pair(content, key, new, ctime_ns)
 
     def move_entry(self, entry: FileEntry, new: str) -> FileEntry:
         """:meth:`move_pair` of a listed entry, noted in the tidy log as :meth:`rename` is."""
@@ -852,13 +853,21 @@ class PairStore:
         with self._may_orphan(entry.path.strip("/"), new.strip("/")):
             return self.move_pair(entry.content, entry.key, new)
 
-    def move_pair(self, content: ObjectInfo, key: ObjectInfo, new: str) -> FileEntry:
+    def move_pair(
+        self, content: ObjectInfo, key: ObjectInfo, new: str, ctime_ns: int | None = None
+    ) -> FileEntry:
         """:meth:`rename` of the pair (``content``, ``key``) as listed, without the look-ups:
         for a directory move, whose listing has just named both and whose target holds no
-        name that could collide. The same order: both copies, then content and key removed."""
+        name that could collide. The same order: both copies, then content and key removed.
+        ``ctime_ns``: set as the change time in the content object's copy (no request more)."""
         new = new.strip("/")
         new_key = self.store.copy(key, self.key_object_name(new))
-        new_content = self.store.copy(content, self.content_object_name(new))
+        extra: dict[str, dict[str, str]] = {}
+        if ctime_ns is not None:
+            meta, error = self.decode_meta(content.info)
+            if error is None:  # (a value that does not decode is carried as it is)
+                extra["info"] = self.info_with_meta(content.info, meta.updated(ctime_ns=ctime_ns))
+        new_content = self.store.copy(content, self.content_object_name(new), **extra)
         long_info = self._long_info(new)
         if long_info or LONG_NAME_INFO in new_content.info:
             # The full name travels in the info: set it for the new name (metadata stays).

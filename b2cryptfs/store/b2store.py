@@ -793,9 +793,14 @@ class B2Store:
         sha1 = hashlib.sha1(data).hexdigest()
         return self._upload(full, UploadSourceBytes(data, content_sha1=sha1), len(data), sha1, info)
 
-    def copy(self, src: ObjectInfo, dst_name: str) -> ObjectInfo:
+    def copy(
+        self, src: ObjectInfo, dst_name: str, info: dict[str, str] | None = None
+    ) -> ObjectInfo:
         full = self._full(dst_name)
         _, minimum = self._effective_sizes()
+        if info is not None:
+            validate_info(info)
+        new_info = dict(src.info if info is None else info)
 
         def once() -> ObjectInfo:
             # Info given explicitly: b2sdk's multi-part copy would not carry it over.
@@ -803,7 +808,7 @@ class B2Store:
                 src.version_id,
                 full,
                 content_type=CONTENT_TYPE,
-                file_info=dict(src.info),
+                file_info=new_info,
                 length=src.size,
                 source_file_info=dict(src.info),
                 source_content_type=CONTENT_TYPE,

@@ -100,8 +100,11 @@ class Store(Protocol):
         """Create a new version of ``name`` from bytes, atomically."""
         ...
 
-    def copy(self, src: ObjectInfo, dst_name: str) -> ObjectInfo:
-        """Server-side copy of one version (content and info) to a new name."""
+    def copy(
+        self, src: ObjectInfo, dst_name: str, info: dict[str, str] | None = None
+    ) -> ObjectInfo:
+        """Server-side copy of one version (content and info) to a new name; ``info``: the
+        copy's file info instead of the source's (B2: the same one request)."""
         ...
 
     def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:

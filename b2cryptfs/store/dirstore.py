@@ -329,11 +329,15 @@ class DirStore:
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
         return self._write(name, lambda dst: dst.write(data), info)
 
-    def copy(self, src: ObjectInfo, dst_name: str) -> ObjectInfo:
+    def copy(
+        self, src: ObjectInfo, dst_name: str, info: dict[str, str] | None = None
+    ) -> ObjectInfo:
         self._path(dst_name)  # validate before opening anything
+        if info is not None:
+            validate_info(info)
         with self._open_version(src) as f:
             current = self._info_of(src.name, os.fstat(f.fileno()), f.fileno())
-            info = dict(current.info)
+            info = dict(current.info if info is None else info)
             out = self._write(dst_name, lambda dst: shutil.copyfileobj(f, dst, _COPY_CHUNK), info)
         if MTIME_KEY not in info:
             # Keep the source's mtime, as a B2 copy keeps its src_last_modified_millis.

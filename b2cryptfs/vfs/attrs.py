@@ -118,6 +118,7 @@ class Attrs(Part):
         return cur
 
     async def apply(self, node: Node, change: Change, mtime_ns: int | None) -> None:
+        change = _stamped(change, time.time_ns())
         if node.is_dir:
             await self._dir(node, change)
         elif node.unlinked:
@@ -173,10 +174,13 @@ class Attrs(Part):
         await self._dir(node, lambda m: m)
 
     async def _dir(self, node: Node, change: Change) -> None:
-        pending = node.dir_mtime_ns
+        pending, pending_c = node.dir_mtime_ns, node.dir_ctime_ns
         meta = self.overlay.dir_meta(node)
+        # Pending times are written with any change of its own.
         if pending is not None:
-            meta = meta.updated(mtime_ns=pending)  # written with any change of its own
+            meta = meta.updated(mtime_ns=pending)
+        if pending_c is not None:
+            meta = meta.updated(ctime_ns=max(pending_c, meta.ctime_ns or 0))
         meta = change(meta)
         await self.ctx.store(self.ctx.pairs.set_dir_meta, node.path, meta)
         if node.path:
@@ -185,6 +189,26 @@ class Attrs(Part):
         else:
             self.listings.set_own_meta("", meta)
         node.meta = meta
-        if node.dir_mtime_ns == pending:  # (else a newer change waits for its own write)
+        # (A newer change made meanwhile waits for its own write.)
+        if node.dir_mtime_ns == pending:
             node.dir_mtime_ns = None
+        if node.dir_ctime_ns == pending_c:
+            node.dir_ctime_ns = None
+        if node.dir_mtime_ns is None and node.dir_ctime_ns is None:
             self.dir_times.stored(node)
+
+    def renamed_dir(self, node: Node) -> None:
+        """Directory ``node`` was renamed: its change time becomes now (stored later)."""
+        node.dir_ctime_ns = time.time_ns()
+        self.dir_times.changed(node)
+
+
+def _stamped(change: Change, now: int) -> Change:
+    """``change`` that also sets the change time to ``now`` when it changes anything (a
+    chmod to the mode already there stays free: no request)."""
+
+    def stamped(meta: Meta) -> Meta:
+        new = change(meta)
+        return new if new == meta else new.updated(ctime_ns=now)
+
+    return stamped

@@ -30,8 +30,8 @@ RETRY = 10.0  # after a failed write (store unreachable), the next try
 class DirTimes:
     """The dirty directories and the task that stores their mtimes.
 
-    ``write(node)`` stores one directory's pending mtime (``node.dir_mtime_ns``) and clears
-    it; it runs under ``lock``, the namespace lock, so that no rename or rmdir moves the
+    ``write(node)`` stores one directory's pending times (``node.dir_mtime_ns``, and the
+    change time of a renamed one, ``node.dir_ctime_ns``) and clears them; it runs under ``lock``, the namespace lock, so that no rename or rmdir moves the
     directory while its object is written.
     """
 
@@ -95,7 +95,7 @@ class DirTimes:
         async with self.lock:
             if self._dirty.pop(node, None) is None:
                 return True  # stored meanwhile (an explicit change, another flush)
-            if node.unlinked or node.dir_mtime_ns is None:
+            if node.unlinked or (node.dir_mtime_ns is None and node.dir_ctime_ns is None):
                 return True  # removed, or nothing pending any more
             try:
                 await self._write(node)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 
 import trio
@@ -164,7 +165,8 @@ class MoveJournal:
         move = self._record(old, new, None)
         self._supersede(move)
         try:
-            moved = await self.ctx.store(self.ctx.pairs.rename, old, new)
+            # The renamed file's change time goes with the copy (ext4 sets it on rename).
+            moved = await self.ctx.store(self.ctx.pairs.rename, old, new, time.time_ns())
         except NotFound:
             self._drop(move)
             raise

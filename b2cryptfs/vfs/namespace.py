@@ -52,6 +52,8 @@ class Node:
     meta: Meta | None = None
     # A directory's implicit mtime not stored yet (vfs/dirtimes.py); None: none pending.
     dir_mtime_ns: int | None = None
+    # A directory's change time not stored yet (a rename of it), likewise.
+    dir_ctime_ns: int | None = None
     # Writing: the staging file holds the newest content while the file is open.
     staging: Staging | None = None
     dirty: bool = False

@@ -298,6 +298,9 @@ class Tree(Part):
                     self.listings.forget(new)
                     self.table.detach(new)
                 await self._rename_dir(old, new)
+                moved = self.table.by_path.get(new)
+                if moved is not None:
+                    self.attrs.renamed_dir(moved)
             await self.attrs.dir_changed(old_parent)
             if new_parent is not old_parent:
                 await self.attrs.dir_changed(new_parent)

@@ -16,6 +16,7 @@ import pytest
 from mountutil import Keys, StoreSpec, mounted, rsa_keys  # noqa: F401
 from reliability_util import b2_spec, fuse_test, outbox_entries, versions, wait_until  # noqa: F401
 
+from b2cryptfs.bucket.layout import ROOT_META_OBJECT
 from b2cryptfs.errors import TransientError
 from b2cryptfs.store.b2store import B2SDK_INTERNALS, check_b2sdk_internals
 
@@ -130,7 +131,7 @@ def test_mount_reads_and_uploads_through_dropped_connections(
         wait_until("the upload", lambda: not outbox_entries(tmp_path / "cache-1"), timeout=120)
     assert server.fault_counts().get("b2_upload_file", 0) >= count
     live = {v["fileName"] for v in versions(b2_spec) if v["action"] == "upload"}
-    assert live == {"f.bin.enc", "f.bin.key.enc"}
+    assert live == {"f.bin.enc", "f.bin.key.enc", ROOT_META_OBJECT}  # (the root's new mtime)
     # A fresh cache: every byte is downloaded, through `count` cut connections.
     with mounted(b2_spec, mnt, tmp_path / "cache-2", rsa_keys.args()) as m:
         assert os.listdir(mnt) == ["f.bin"]

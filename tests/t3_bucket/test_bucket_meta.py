@@ -84,6 +84,15 @@ def test_codec_round_trip_unknown_fields_and_tampering():
         decode_meta({META_KEY: "1 zz - - - - -"})
     # A newer writer's version: defaults, not an error.
     assert decode_meta({META_KEY: "2 whatever"}) is UNKNOWN
+    # The change time is an eighth field, written only when known (seven-field readers
+    # ignore it); a value without it has none (shown as the mtime).
+    with_c = FILE_META.updated(ctime_ns=T + 5)
+    assert encode_meta(with_c) == encode_meta(FILE_META) + f" {T + 5}"
+    assert decode_meta({META_KEY: encode_meta(with_c)}) == with_c
+    assert decode_meta({META_KEY: encode_meta(with_c, cipher)}, cipher) == with_c
+    assert FILE_META.ctime_ns is None and FILE_META.shown_ctime(T) == T
+    assert with_c.shown_ctime(T) == T + 5 and with_c.shown_ctime(T + 9) == T + 9
+    assert Meta(ctime_ns=1).known
 
 
 # --- files, links, special files ---------------------------------------------------------
@@ -272,6 +281,20 @@ def test_fsck_reports_metadata_that_does_not_decode(tmp_path, ident):
     assert {(p.kind, p.repairable) for p in problems} == {("bad-meta", False)}
     # Shown with defaults rather than trusted.
     assert pairs.list_dir("").own_meta is None and "d" not in pairs.list_dir("").dir_metas
+
+
+def test_a_rename_sets_the_change_time_in_its_copy(b2_bucket, ident, tmp_path):
+    pairs = pair_store(b2_bucket.store(), ident, False)
+    pairs.put_file("a", local(tmp_path, b"x"), meta=FILE_META)
+    pairs.put_file("seed", local(tmp_path, b"y"))  # no metadata at all
+    b2_bucket.server.reset_stats()
+    moved = pairs.rename("a", "b", T + 7)
+    stats = b2_bucket.server.stats()
+    assert stats.get("b2_copy_file") == 2 and "b2_upload_file" not in stats  # key, content
+    assert moved.meta == FILE_META.updated(ctime_ns=T + 7)
+    assert pairs.list_dir("").files["b"].meta == FILE_META.updated(ctime_ns=T + 7)
+    assert pairs.rename("seed", "seed2", T + 8).meta == Meta(ctime_ns=T + 8)
+    assert pairs.rename("b", "c").meta.ctime_ns == T + 7  # without one: kept as it was
 
 
 def test_dir_metas_cost_one_listing(b2_bucket, ident):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_identity
 
 from b2cryptfs.bucket.layout import ROOT_META_OBJECT
+from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.core import Vfs
 from b2cryptfs.vfs.fserror import OpError
@@ -47,9 +49,9 @@ class MetaCountingStore(DirStore):
         self.calls["upload " + name] += 1
         return super().upload_bytes(name, data, info)
 
-    def copy(self, src, dst_name):  # type: ignore[no-untyped-def]
+    def copy(self, src, dst_name, info=None):  # type: ignore[no-untyped-def]
         self.calls["copy " + dst_name] += 1
-        return super().copy(src, dst_name)
+        return super().copy(src, dst_name, info)
 
     def update_info(self, obj, info):  # type: ignore[no-untyped-def]
         self.calls["update_info " + obj.name] += 1
@@ -315,5 +317,53 @@ def test_the_root_keeps_its_metadata_across_a_remount(
             assert (root.mode, root.uid, root.gid) == (stat.S_IFDIR | 0o2750, 1234, 5678)
             assert not [c for c in store.calls if ROOT_META_OBJECT in c]  # no request of its own
             await ino_of(vfs, "d")
+
+    run(main)
+
+
+def test_ctime_follows_metadata_and_name_changes_and_survives_a_remount(
+    tmp_path: Path, ident
+) -> None:
+    store = MetaCountingStore(str(tmp_path / "store"))
+    past = 1_300_000_000_000_000_000
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            ino = await create_as(vfs, "f", 0o644, ALICE, b"data")
+            await vfs.outbox.drain()
+            d = await vfs.mkdir(ROOT_INO, "d", 0o700, ALICE)
+            start = time.time_ns()
+            await vfs.setattr(ino, mtime_ns=past, caller=ALICE)  # rsync's utime: to the past
+            f = await vfs.getattr(ino)
+            assert f.mtime_ns == past and f.ctime_ns >= start  # not shown as the mtime
+            store.calls.clear()
+            await vfs.setattr(ino, mode=0o644, caller=ALICE)  # the mode it has: no change
+            assert (await vfs.getattr(ino)).ctime_ns == f.ctime_ns and not store.calls
+            await vfs.setattr(d.ino, mtime_ns=past, caller=ALICE)
+            assert (await vfs.getattr(d.ino)).ctime_ns >= start
+            before_rename = time.time_ns()
+            await vfs.rename(ROOT_INO, "f", ROOT_INO, "g", 0)
+            await vfs.rename(ROOT_INO, "d", ROOT_INO, "e", 0)
+            g = await attr(vfs, "g")
+            e = await attr(vfs, "e")
+            assert g.mtime_ns == past and g.ctime_ns >= before_rename
+            assert e.mtime_ns == past and e.ctime_ns >= before_rename
+        async with open_vfs(tmp_path, identity=ident, store=store) as vfs:
+            assert (await attr(vfs, "g")).ctime_ns == g.ctime_ns
+            assert (await attr(vfs, "e")).ctime_ns == e.ctime_ns
+            assert (await attr(vfs, "e")).mtime_ns == past
+
+    run(main)
+
+
+def test_entries_stored_without_a_ctime_show_their_mtime(tmp_path: Path, ident) -> None:
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            vfs.pairs.put_bytes("old", b"seed", Meta(mode=stat.S_IFREG | 0o600, mtime_ns=10**18))
+            vfs.pairs.put_bytes("plain", b"seed")  # no metadata at all
+            old = await attr(vfs, "old")
+            assert old.ctime_ns == old.mtime_ns == 10**18
+            plain = await attr(vfs, "plain")
+            assert plain.ctime_ns == plain.mtime_ns
 
     run(main)
