@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fsck",
         help="check object pairs; --repair removes orphans",
         description="List every object under the location and report orphan key objects, "
-        "content objects without keys and stray objects. With --private-key, also open every "
+        "content objects without keys, stray objects, and directory or root objects whose "
+        "metadata does not decode (bad-meta). With --private-key, also open every "
         "pair to prove it matches. Exit status: 0 clean, 1 problems remain, 2 usage error.",
     )
     p.add_argument("location", metavar="STORE[/PREFIX]")

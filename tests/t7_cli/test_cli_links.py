@@ -259,3 +259,25 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_get_r_p_of_the_store_root_restores_the_roots_metadata(tmp_path: Path, env, keys) -> None:
+    """The root's metadata is in its root object (what a mount's chmod/utime of its root
+    wrote): get -r -p of the store root gives it to the directory it makes."""
+    from b2cryptfs.bucket.layout import ROOT_META_OBJECT
+    from b2cryptfs.bucket.meta import META_KEY
+    from b2cryptfs.store.dirstore import DirStore
+
+    ident, recipient = keys
+    (tmp_path / "f").write_text("in the root\n")
+    store = tmp_path / "store"
+    ok(["put", "-q", "--public-key", recipient, tmp_path / "f", f"{store}/"], env)
+    DirStore(str(store)).upload_bytes(
+        ROOT_META_OBJECT, b"", {META_KEY: f"1 40710 - - {T2020} {T2020 - 9} -"}
+    )
+    out = tmp_path / "out"
+    ok(["get", "-r", "-p", "-q", "--private-key", ident, store, out], env)
+    st = os.stat(out)
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_atime_ns) == (0o710, T2020, T2020 - 9)
+    assert (out / "f").read_text() == "in the root\n"
+    assert ok(["ls", store], env).stdout.decode().split() == ["f"]  # not an entry
