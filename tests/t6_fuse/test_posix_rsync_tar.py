@@ -420,3 +420,23 @@ def test_directory_mtime_follows_its_entries(mnt: Remountable) -> None:
 def test_directory_mtime_kept_without_an_explicit_time(mnt: Remountable) -> None:
     before, after = _dir_mtime_after_remount(mnt, explicit=False)
     assert after == before
+
+
+@pytest.mark.parametrize("mount_store", ["dir", "b2"], indirect=True)
+def test_ctime_follows_changes_and_survives_a_remount(mnt: Remountable) -> None:
+    """st_ctime is the last change of content, metadata or name, not the mtime (ext4)."""
+    f, d = mnt.mnt / "f", mnt.mnt / "d"
+    f.write_text("x\n")
+    d.mkdir()
+    start = os.stat(f).st_ctime_ns
+    for p in (f, d):
+        os.utime(p, ns=(1_300_000_000 * NS, 1_300_000_000 * NS))  # as rsync -a and tar -x do
+        st = os.stat(p)
+        assert st.st_mtime_ns == 1_300_000_000 * NS and st.st_ctime_ns >= start
+    os.chmod(f, 0o600)
+    f.rename(mnt.mnt / "g")
+    d.rename(mnt.mnt / "e")
+    before = {n: os.stat(mnt.mnt / n).st_ctime_ns for n in ("g", "e")}
+    assert min(before.values()) >= start
+    mnt.remount()
+    assert {n: os.stat(mnt.mnt / n).st_ctime_ns for n in ("g", "e")} == before
