@@ -2,8 +2,9 @@
 
 Opening a B2 store is mostly waiting: b2sdk's import, then authorization, the bucket's id, a
 listing of the root and the look-up of a name key, each a round trip. Loading the keys needs no
-network (a passphrase's key derivation is CPU work), so the two overlap. The mount still checks
-everything before it forks, and a key error is still reported before a store error.
+network (a passphrase's key derivation is CPU work), so the two overlap. A key error is still
+reported before a store error. A daemon is forked only once the store is open; a mount in the
+foreground is made while it still opens (see ``b2cryptfs.fs.gate``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class _Job:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
             self._error = exc
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def result(self) -> Any:
         self._thread.join()
         if self._error is not None:
@@ -68,6 +72,10 @@ class StoreOpening:
 
     def __init__(self, open_store: Callable[[], Store]) -> None:
         self._job = _Job(lambda: _open_and_check(open_store), "store-open")
+
+    def done(self) -> bool:
+        """Opening has ended (``result()`` returns or raises at once)."""
+        return self._job.done()
 
     def result(self) -> Opened:
         """The store and what the checks found; raises what opening raised."""
