@@ -4,6 +4,10 @@ Everything that can fail for a reason the user can fix (mountpoint, keys and pas
 credentials and bucket, cache directory, log file) is checked here, in the foreground,
 before the daemon is forked: the user sees one clear line and a non-zero exit status. The
 daemon only mounts and serves (``b2cryptfs.fs.mount.run_mount``).
+
+With ``--foreground`` there is no fork, and the mount does not wait for a B2 store: it is
+made while the store opens (requests wait for it, ``b2cryptfs.fs.gate``); a store that
+fails to open then ends the mount with the same one-line error.
 """
 
 from __future__ import annotations
@@ -85,7 +89,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="options in mount(8) form: private_key=FILE,passphrase_file=FILE,ro,… "
         "(see mount.b2cryptfs(8))",
     )
-    g.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    g.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="do not daemonize; mounts while a B2 store still opens (requests wait for it)",
+    )
     g.add_argument("--debug", action="store_true", help="log debugging details")
     g.add_argument(
         "--log-file",
