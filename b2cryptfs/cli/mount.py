@@ -272,15 +272,18 @@ def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
 
     # The store opens (round trips) while the keys load (CPU); a key error is still reported
     # first: a wrong passphrase is the most common mistake and needs no network.
-    opening = StoreOpening(lambda: open_store(args))
+    opening = StoreOpening(lambda: open_store(args), b2=args.store.startswith("b2://"))
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
     from b2cryptfs.keys.passphrase import forget_environment_passphrase
 
     forget_environment_passphrase()  # the daemon is forked from here and lives long
+    # The FUSE layer is imported while the store's requests are out (its own imports done):
+    # imports take turns on one interpreter, round trips do not need it.
+    opening.wait_imported()
     with contextlib.suppress(ImportError):  # reported by _serve, after the store's errors
-        import b2cryptfs.fs.mount  # noqa: F401 - imported while the store's requests are out
+        import b2cryptfs.fs.mount  # noqa: F401
 
     store_url = _planned_url(args.store) if early else None
     if store_url is None:

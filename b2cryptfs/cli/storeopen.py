@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from b2cryptfs.bucket.namekey import find_name_root
 from b2cryptfs.store.base import Listing, ObjectInfo, Store
 
 NameRoot = tuple[str, ObjectInfo] | None
@@ -57,7 +56,18 @@ class Opened:
     root_listed_at: float
 
 
-def _open_and_check(open_store: Callable[[], Store]) -> Opened:
+def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) -> Opened:
+    try:
+        if not imported.is_set():
+            # b2sdk first: its import is most of what this thread does with the interpreter;
+            # the round trips that follow leave it to the caller's own imports.
+            import b2cryptfs.store.b2store  # noqa: F401
+    except ImportError:
+        pass  # open_store() reports it
+    finally:
+        imported.set()
+    from b2cryptfs.bucket.namekey import find_name_root
+
     store = open_store()
     # The name key's look-up and the root listing are independent requests: both go out.
     name_root = _Job(lambda: find_name_root(store), "store-open-namekey")
@@ -70,8 +80,16 @@ def _open_and_check(open_store: Callable[[], Store]) -> Opened:
 class StoreOpening:
     """``open_store()`` and the checks a mount makes of the store, started at once."""
 
-    def __init__(self, open_store: Callable[[], Store]) -> None:
-        self._job = _Job(lambda: _open_and_check(open_store), "store-open")
+    def __init__(self, open_store: Callable[[], Store], *, b2: bool = True) -> None:
+        self._imported = threading.Event()
+        if not b2:
+            self._imported.set()  # b2sdk is not wanted
+        self._job = _Job(lambda: _open_and_check(open_store, self._imported), "store-open")
+
+    def wait_imported(self) -> None:
+        """Until the store's modules are imported (b2sdk for B2): a caller that imports its
+        own next runs while the store's requests are out, not against b2sdk's import."""
+        self._imported.wait()
 
     def done(self) -> bool:
         """Opening has ended (``result()`` returns or raises at once)."""
