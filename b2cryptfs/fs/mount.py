@@ -13,7 +13,6 @@ fare.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -140,7 +139,7 @@ def _limit_malloc_arenas(arenas: int = 2) -> Callable[[], None]:
     ends inside a ctypes call aborts the process ("FATAL: exception not rethrown").
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
         # A fixed mmap threshold: glibc's sliding one rises to the largest buffer freed (a
         # ranged download, a staging block), after which such buffers come from the heap
@@ -163,6 +162,15 @@ def _limit_malloc_arenas(arenas: int = 2) -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop_trimming
+
+
+def _libc() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libc.so.6")  # glibc's name: no ldconfig run at every mount
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so.6")
 
 
 _MMAP_THRESHOLD = 128 * 1024
