@@ -68,6 +68,8 @@ class GatedOperations(Operations):
         self._opened.set()
 
     def fail_gate(self) -> None:
-        """The store cannot be opened: the waiting requests (and new ones) get EIO."""
-        self._failed = True
-        self._opened.set()
+        """The store cannot be opened (or the mount stops first): the waiting requests, and
+        new ones, get EIO. Nothing changes once the gate is open."""
+        if not self._opened.is_set():
+            self._failed = True
+            self._opened.set()

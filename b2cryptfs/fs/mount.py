@@ -213,11 +213,16 @@ class _Stopping:
         self.stop_event = trio.Event()
         # A SIGTERM/SIGINT that came after the unmount began but before the drain did.
         self.stop_requested = False
+        # Requests waiting for the store (an early mount's gate): released by a stop, else
+        # the FUSE loop would wait for them for as long as the store takes to open.
+        self.gate: GatedOperations | None = None
 
     def on_signal(self, name: str) -> None:
         if not self.terminated and not self.draining:
             log.info("received %s: unmounting", name)
             self.terminated = True
+            if self.gate is not None:
+                self.gate.fail_gate()
             pyfuse3.terminate()
         elif not self.draining:
             self.stop_requested = self.stop_requested or name != "SIGHUP"
@@ -303,6 +308,7 @@ async def _run(
     global _session_open
     _session_open = True
     stopping = _Stopping()
+    stopping.gate = gate
     started: list[Vfs] = []
     failed: list[Exception] = []
     async with trio.open_nursery() as nursery:

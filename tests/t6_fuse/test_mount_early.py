@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -182,3 +183,34 @@ def test_a_wrong_passphrase_is_reported_before_any_mount(
     assert proc.returncode == 3, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "wrong passphrase" in lines[0], err
+
+
+def test_a_stop_while_the_store_opens_unmounts(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    server: B2ServerHandle,
+) -> None:
+    """SIGTERM before the store is open: the requests waiting for it are let go (EIO) and
+    the mount ends, without waiting for the store."""
+    spec = b2_store(tmp_path, server)
+    server.configure(latency_ms=60_000)  # the store would take minutes to open
+    mnt = tmp_path / "mnt"
+    proc = _start(spec, spec.url, mnt, tmp_path, rsa_keys.args())
+    try:
+        assert _wait_mounted_or_exit(proc, mnt), proc.communicate()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(os.listdir, mnt)
+            time.sleep(0.5)  # let the listing reach the gate (either way it must not hang)
+            proc.send_signal(signal.SIGTERM)
+            # Raises TimeoutError (the test fails) if the listing is still held.
+            failure = waiting.exception(timeout=60)
+        assert isinstance(failure, OSError) and not isinstance(failure, TimeoutError), failure
+        out, err = proc.communicate(timeout=60)
+    finally:
+        force_unmount(mnt)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert not is_mounted(mnt)
