@@ -246,7 +246,7 @@ class Prepared:
     # The store, the pair layer and the root's listing (with when it was made, in
     # time.monotonic()); blocks until the store is open and raises what opening raised.
     opened: Callable[[], OpenedMount]
-    # False: opened() has returned already (the store is open and checked).
+    # True: the store still opens (an early mount); False: it is open and checked already.
     opening: bool = False
 
 
