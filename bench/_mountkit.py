@@ -274,7 +274,8 @@ def force_unmount(path: Path) -> None:
 
 
 class Daemon:
-    """One ``b2cryptfs mount -f`` process (the daemon is that very process)."""
+    """One ``b2cryptfs mount -f`` process (the daemon is that very process). ``root``: the
+    names its root must list once mounted (see wait_mounted)."""
 
     def __init__(
         self,
@@ -285,6 +286,7 @@ class Daemon:
         env: dict[str, str],
         log_path: Path,
         extra: list[str] | None = None,
+        root: list[str] | None = None,
     ) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
@@ -309,7 +311,7 @@ class Daemon:
             cwd=ROOT,
         )
         self.pid = self.proc.pid
-        self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self._log)
+        self.mount_seconds = wait_mounted(self.proc, mountpoint, started, self._log, root)
 
     def log(self) -> str:
         try:
@@ -418,9 +420,17 @@ def timed_random_reads(
         os.close(fd)
 
 
-def wait_mounted(proc: subprocess.Popen, mountpoint: Path, started: float, log_file: Any) -> float:
-    """Seconds from ``started`` until ``mountpoint`` is live; kills ``proc`` after 60 s. On
-    failure the daemon's log file is closed and its tail is in the error."""
+def wait_mounted(
+    proc: subprocess.Popen,
+    mountpoint: Path,
+    started: float,
+    log_file: Any,
+    root: list[str] | None = None,
+) -> float:
+    """Seconds from ``started`` until ``mountpoint`` is usable: in the mount table and its
+    root listed. ``root``: the names the listing must show (else RuntimeError), so that no
+    mount wins by being live before it can serve. Kills ``proc`` after 60 s; on failure the
+    daemon's log file is closed and its tail is in the error."""
     try:
         while not is_mounted(mountpoint):
             if proc.poll() is not None:
@@ -432,11 +442,18 @@ def wait_mounted(proc: subprocess.Popen, mountpoint: Path, started: float, log_f
                 force_unmount(mountpoint)
                 raise RuntimeError("mount not live after 60 s")
             time.sleep(0.02)
+        os.stat(mountpoint)
+        names = os.listdir(mountpoint)
+        elapsed = time.monotonic() - started
+        if root is not None and sorted(names) != sorted(root):
+            proc.kill()
+            proc.wait()
+            force_unmount(mountpoint)
+            raise RuntimeError(f"the fresh mount's root lists {sorted(names)}, not {sorted(root)}")
     except RuntimeError:
         log_file.close()
         raise
-    os.stat(mountpoint)
-    return time.monotonic() - started
+    return elapsed
 
 
 def read_all(path: Path, block: int = MIB) -> Iterator[bytes]:

@@ -4,6 +4,10 @@ Everything that can fail for a reason the user can fix (mountpoint, keys and pas
 credentials and bucket, cache directory, log file) is checked here, in the foreground,
 before the daemon is forked: the user sees one clear line and a non-zero exit status. The
 daemon only mounts and serves (``b2cryptfs.fs.mount.run_mount``).
+
+With ``--foreground`` there is no fork, and the mount does not wait for a B2 store: it is
+made while the store opens (requests wait for it, ``b2cryptfs.fs.gate``); a store that
+fails to open then ends the mount with the same one-line error.
 """
 
 from __future__ import annotations
@@ -85,7 +89,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="options in mount(8) form: private_key=FILE,passphrase_file=FILE,ro,… "
         "(see mount.b2cryptfs(8))",
     )
-    g.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    g.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="do not daemonize; mounts while a B2 store still opens (requests wait for it)",
+    )
     g.add_argument("--debug", action="store_true", help="log debugging details")
     g.add_argument(
         "--log-file",
@@ -231,37 +240,58 @@ def helper_main(argv: list[str]) -> int:
 @dataclass
 class Prepared:
     config: MountConfig
-    store: Store
     log_fd: int | None
     pid_file: str | None
     store_cache: str  # this store's directory inside the cache root
-    pairs: PairStore | None = None  # the pair layer prepare() built (the daemon reuses it)
-    # The root's listing from the checks, and when it was made (time.monotonic()).
-    root: tuple[DirListing, float] | None = None
+    # The store, the pair layer and the root's listing (with when it was made, in
+    # time.monotonic()); blocks until the store is open and raises what opening raised.
+    opened: Callable[[], OpenedMount]
+    # True: the store still opens (an early mount); False: it is open and checked already.
+    opening: bool = False
 
 
-def prepare(args: argparse.Namespace) -> Prepared:
+OpenedMount = tuple[Store, "PairStore", "tuple[DirListing, float] | None"]
+
+
+def _planned_url(spec: str) -> str | None:
+    """The URL a ``b2://`` store will have once open (B2Store's), None for other stores."""
+    if not spec.startswith("b2://"):
+        return None
+    from b2cryptfs.store import split_b2_url
+
+    bucket, prefix = split_b2_url(spec)
+    return f"b2://{bucket}/{prefix}" if prefix else f"b2://{bucket}"
+
+
+def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
+    """Check everything the user can get wrong; with ``early`` a B2 store may still be
+    opening when this returns (``Prepared.opening``): the mount is then made at once and
+    ``opened()`` run while it is live (its errors end the mount)."""
     mountpoint = check_mountpoint(args.mountpoint)
     check_fuse_device()
 
     # The store opens (round trips) while the keys load (CPU); a key error is still reported
     # first: a wrong passphrase is the most common mistake and needs no network.
-    opening = StoreOpening(lambda: open_store(args))
+    opening = StoreOpening(lambda: open_store(args), b2=args.store.startswith("b2://"))
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
     from b2cryptfs.keys.passphrase import forget_environment_passphrase
 
     forget_environment_passphrase()  # the daemon is forked from here and lives long
+    # The FUSE layer is imported while the store's requests are out (its own imports done):
+    # imports take turns on one interpreter, round trips do not need it.
+    opening.wait_imported()
     with contextlib.suppress(ImportError):  # reported by _serve, after the store's errors
-        import b2cryptfs.fs.mount  # noqa: F401 - imported while the store's requests are out
+        import b2cryptfs.fs.mount  # noqa: F401
 
-    # Credentials, bucket, the right to list it and the root's name key, before forking.
-    opened = opening.result()
-    store = opened.store
+    store_url = _planned_url(args.store) if early else None
+    if store_url is None:
+        # Credentials, bucket, the right to list it and the root's name key, before forking.
+        store_url = opening.result().store.url
 
     cache_root = os.path.abspath(args.cache_dir or default_cache_root())
-    store_cache = prepare_cache_dir(cache_root, store.url)
+    store_cache = prepare_cache_dir(cache_root, store_url)
 
     log_fd = None
     if args.log_file:
@@ -271,7 +301,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
             raise UsageError(f"cannot open log file {args.log_file}: {exc.strerror}") from None
 
     config = MountConfig(
-        store_url=store.url,
+        store_url=store_url,
         mountpoint=mountpoint,
         recipients=list(recipients),
         identities=list(identities),
@@ -293,25 +323,29 @@ def prepare(args: argparse.Namespace) -> Prepared:
     config.fuse_options = ["auto_unmount"] if args.auto_unmount else []
     config.uid, config.gid, config.umask = args.uid, args.gid, args.umask
     config.encrypt_names = bool(getattr(args, "encrypt_names", False))
-    # The pair layer as the daemon will build it: a name key the keys cannot open (or a
-    # write-only mount of a store with encrypted names) is refused here, in the foreground.
-    from b2cryptfs.bucket.factory import make_pairs
 
-    pairs = make_pairs(config, store, found=opened.name_root)
-    try:
-        root = pairs.root_listing(opened.root)
-    except B2CryptfsError:
-        root = None  # the mount lists it again, and reports what is wrong there
+    def opened() -> OpenedMount:
+        found = opening.result()
+        # The pair layer as the daemon will build it: a name key the keys cannot open (or a
+        # write-only mount of a store with encrypted names) is refused.
+        from b2cryptfs.bucket.factory import make_pairs
+
+        pairs = make_pairs(config, found.store, found=found.name_root)
+        try:
+            root = pairs.root_listing(found.root)
+        except B2CryptfsError:
+            return found.store, pairs, None  # the mount lists it again, and reports there
+        return found.store, pairs, (root, found.root_listed_at)
+
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else None
-    return Prepared(
-        config=config,
-        store=store,
-        log_fd=log_fd,
-        pid_file=pid_file,
-        store_cache=store_cache,
-        pairs=pairs,
-        root=None if root is None else (root, opened.root_listed_at),
-    )
+    prepared = Prepared(config, log_fd, pid_file, store_cache, opened)
+    if opening.done():
+        # Open already (or not a B2 store): checked now, before the mount or the fork.
+        result = opened()
+        prepared.opened = lambda: result
+    else:
+        prepared.opening = True
+    return prepared
 
 
 def describe(config: MountConfig) -> str:
@@ -334,12 +368,20 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
     from b2cryptfs.fs.mount import run_mount
 
     def serve(ready: Callable[[], None]) -> None:
-        log.info("%s", describe(prepared.config))
         # Under systemd (Type=notify), STATUS= lines tell how the uploads fare.
         notify = daemon.sd_notify if os.environ.get("NOTIFY_SOCKET") else None
-        run_mount(
-            prepared.config, prepared.store, ready, notify, pairs=prepared.pairs, root=prepared.root
-        )
+        if prepared.opening:
+            # Mounted at once; requests wait until the store is open, ready() follows then.
+            # The mount's line comes with it: a store that fails shows its error alone.
+            def described_ready() -> None:
+                log.info("%s", describe(prepared.config))
+                ready()
+
+            run_mount(prepared.config, None, described_ready, notify, opening=prepared.opened)
+        else:
+            log.info("%s", describe(prepared.config))
+            store, pairs, root = prepared.opened()
+            run_mount(prepared.config, store, ready, notify, pairs=pairs, root=root)
         log.info("unmounted %s", prepared.config.mountpoint)
 
     return serve
@@ -397,7 +439,9 @@ def handle(args: argparse.Namespace, prog: str = "b2cryptfs") -> int:
         apply_o_options(args, prog=prog if prog != "b2cryptfs" else "b2cryptfs mount")
         debug = args.debug
         daemon.log_to_stderr(debug)
-        prepared = prepare(args)
+        # In the foreground the mount is made while a B2 store still opens; a daemon is
+        # forked only once the store is open (no thread may run across the fork).
+        prepared = prepare(args, early=args.foreground)
         if args.foreground:
             if prepared.log_fd is not None:
                 daemon.log_to_file(prepared.log_fd, debug)

@@ -2,8 +2,9 @@
 
 Opening a B2 store is mostly waiting: b2sdk's import, then authorization, the bucket's id, a
 listing of the root and the look-up of a name key, each a round trip. Loading the keys needs no
-network (a passphrase's key derivation is CPU work), so the two overlap. The mount still checks
-everything before it forks, and a key error is still reported before a store error.
+network (a passphrase's key derivation is CPU work), so the two overlap. A key error is still
+reported before a store error. A daemon is forked only once the store is open; a mount in the
+foreground is made while it still opens (see ``b2cryptfs.fs.gate``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from b2cryptfs.bucket.namekey import find_name_root
 from b2cryptfs.store.base import Listing, ObjectInfo, Store
 
 NameRoot = tuple[str, ObjectInfo] | None
@@ -38,6 +38,9 @@ class _Job:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
             self._error = exc
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def result(self) -> Any:
         self._thread.join()
         if self._error is not None:
@@ -53,7 +56,18 @@ class Opened:
     root_listed_at: float
 
 
-def _open_and_check(open_store: Callable[[], Store]) -> Opened:
+def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) -> Opened:
+    try:
+        if not imported.is_set():
+            # b2sdk first: its import is most of what this thread does with the interpreter;
+            # the round trips that follow leave it to the caller's own imports.
+            import b2cryptfs.store.b2store  # noqa: F401
+    except ImportError:
+        pass  # open_store() reports it
+    finally:
+        imported.set()
+    from b2cryptfs.bucket.namekey import find_name_root
+
     store = open_store()
     # The name key's look-up and the root listing are independent requests: both go out.
     name_root = _Job(lambda: find_name_root(store), "store-open-namekey")
@@ -66,8 +80,20 @@ def _open_and_check(open_store: Callable[[], Store]) -> Opened:
 class StoreOpening:
     """``open_store()`` and the checks a mount makes of the store, started at once."""
 
-    def __init__(self, open_store: Callable[[], Store]) -> None:
-        self._job = _Job(lambda: _open_and_check(open_store), "store-open")
+    def __init__(self, open_store: Callable[[], Store], *, b2: bool = True) -> None:
+        self._imported = threading.Event()
+        if not b2:
+            self._imported.set()  # b2sdk is not wanted
+        self._job = _Job(lambda: _open_and_check(open_store, self._imported), "store-open")
+
+    def wait_imported(self) -> None:
+        """Until the store's modules are imported (b2sdk for B2): a caller that imports its
+        own next runs while the store's requests are out, not against b2sdk's import."""
+        self._imported.wait()
+
+    def done(self) -> bool:
+        """Opening has ended (``result()`` returns or raises at once)."""
+        return self._job.done()
 
     def result(self) -> Opened:
         """The store and what the checks found; raises what opening raised."""

@@ -13,13 +13,12 @@ fare.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pyfuse3
 import trio
@@ -29,6 +28,7 @@ from b2cryptfs.bucket.pairs import DirListing, PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
 from b2cryptfs.fs import memdebug
+from b2cryptfs.fs.gate import GatedOperations
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
 from b2cryptfs.vfs.config import MountConfig
@@ -70,35 +70,57 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
+# What opens the store after an early mount (a blocking call, run in a thread): the store,
+# its pair layer and the root's listing with the time it was made (time.monotonic()).
+StoreOpener = Callable[[], "tuple[Store, PairStore, tuple[DirListing, float] | None]"]
+
+
 def run_mount(
     config: MountConfig,
-    store: Store,
+    store: Store | None,
     ready: Callable[[], None],
     notify: Callable[[str], None] | None = None,
     pairs: PairStore | None = None,
     root: tuple[DirListing, float] | None = None,
+    *,
+    opening: StoreOpener | None = None,
 ) -> None:
     """Mount, serve until unmounted or SIGTERM/SIGINT/SIGHUP, drain uploads, return.
 
     ``notify`` gets systemd ``STATUS=…`` lines (sd_notify). Raises :class:`UploadsLeft` if a
     signal stopped the final drain with uploads still pending. ``pairs``: the pair layer
     if the caller built it already (the mount command does, to check the name key); ``root``:
-    the root's listing it made then, and when (time.monotonic()), taken as the first one."""
+    the root's listing it made then, and when (time.monotonic()), taken as the first one.
+
+    With ``opening`` (and no ``store``) the mount is made first and the store opened while
+    it is live: requests wait for it (:mod:`b2cryptfs.fs.gate`) and ``ready`` is called once
+    it is open. If opening raises, the mount is undone and the error raised here."""
     mountpoint = config.mountpoint
     if not mountpoint.startswith("/dev/fd/") and not os.path.isdir(mountpoint):
         raise UsageError(f"mountpoint is not a directory: {mountpoint}")
-    cache = CacheDir(config.cache_dir, store.url)
+    if store is None and opening is None:
+        raise ValueError("run_mount needs a store or an opening")
+    cache = CacheDir(config.cache_dir, store.url if store is not None else config.store_url)
     stop_trimming = _limit_malloc_arenas()
     memdebug.start_from_env()
     try:
-        vfs = Vfs(pairs if pairs is not None else make_pairs(config, store), config, cache)
-        ops = Operations(vfs)
+        if store is not None:
+            vfs: Vfs | None = Vfs(
+                pairs if pairs is not None else make_pairs(config, store), config, cache
+            )
+            ops: Operations = Operations(vfs)  # type: ignore[arg-type]
+        else:
+            vfs, ops = None, GatedOperations()
         try:
             pyfuse3.init(ops, mountpoint, fuse_options(config))
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         try:
-            trio.run(_serve, vfs, ready, notify, root)
+            if vfs is not None:
+                trio.run(_serve, vfs, ready, notify, root)
+            else:
+                assert opening is not None and isinstance(ops, GatedOperations)
+                trio.run(_serve_early, ops, opening, config, cache, ready, notify)
         finally:
             _close_session()
     finally:
@@ -117,7 +139,7 @@ def _limit_malloc_arenas(arenas: int = 2) -> Callable[[], None]:
     ends inside a ctypes call aborts the process ("FATAL: exception not rethrown").
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
         # A fixed mmap threshold: glibc's sliding one rises to the largest buffer freed (a
         # ranged download, a staging block), after which such buffers come from the heap
@@ -140,6 +162,15 @@ def _limit_malloc_arenas(arenas: int = 2) -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop_trimming
+
+
+def _libc() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libc.so.6")  # glibc's name: no ldconfig run at every mount
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so.6")
 
 
 _MMAP_THRESHOLD = 128 * 1024
@@ -182,11 +213,16 @@ class _Stopping:
         self.stop_event = trio.Event()
         # A SIGTERM/SIGINT that came after the unmount began but before the drain did.
         self.stop_requested = False
+        # Requests waiting for the store (an early mount's gate): released by a stop, else
+        # the FUSE loop would wait for them for as long as the store takes to open.
+        self.gate: GatedOperations | None = None
 
     def on_signal(self, name: str) -> None:
         if not self.terminated and not self.draining:
             log.info("received %s: unmounting", name)
             self.terminated = True
+            if self.gate is not None:
+                self.gate.fail_gate()
             pyfuse3.terminate()
         elif not self.draining:
             self.stop_requested = self.stop_requested or name != "SIGHUP"
@@ -224,26 +260,92 @@ async def _serve(
     notify: Callable[[str], None] | None = None,
     root: tuple[DirListing, float] | None = None,
 ) -> None:
+    async def start(nursery: trio.Nursery) -> Vfs:
+        _take_root_listing(vfs, root)
+        await vfs.start(nursery)
+        return vfs
+
+    await _run(start, ready, notify)
+
+
+async def _serve_early(
+    ops: GatedOperations,
+    opening: StoreOpener,
+    config: MountConfig,
+    cache: CacheDir,
+    ready: Callable[[], None],
+    notify: Callable[[str], None] | None,
+) -> None:
+    async def start(nursery: trio.Nursery) -> Vfs:
+        # The requests that came meanwhile wait in the gate; a signal abandons the thread.
+        _, pairs, root = await trio.to_thread.run_sync(opening, cancellable=True)
+        vfs = Vfs(pairs, config, cache)
+        _take_root_listing(vfs, root)
+        await vfs.start(nursery)
+        ops.open_gate(vfs)
+        return vfs
+
+    await _run(start, ready, notify, gate=ops)
+
+
+def _take_root_listing(vfs: Vfs, root: tuple[DirListing, float] | None) -> None:
+    if root is not None:
+        # The mount's check listed the root: that listing counts as made when it was.
+        listing, listed_at = root
+        age = time.monotonic() - listed_at
+        vfs.listings.put("", DirState.from_listing(listing, trio.current_time() - age))
+
+
+async def _run(
+    start: Callable[[trio.Nursery], Awaitable[Vfs]],
+    ready: Callable[[], None],
+    notify: Callable[[str], None] | None,
+    gate: GatedOperations | None = None,
+) -> None:
+    """Serve the mount; ``start`` makes the vfs ready (with a ``gate``: while requests
+    already come in and wait). A failure of ``start`` ends the mount and is raised after
+    the unmount."""
     global _session_open
     _session_open = True
     stopping = _Stopping()
+    stopping.gate = gate
+    started: list[Vfs] = []
+    failed: list[Exception] = []
     async with trio.open_nursery() as nursery:
-        if root is not None:
-            # The mount's check listed the root: that listing counts as made when it was.
-            listing, listed_at = root
-            age = time.monotonic() - listed_at
-            vfs.listings.put("", DirState.from_listing(listing, trio.current_time() - age))
-        await vfs.start(nursery)
+
+        async def start_then_ready() -> None:
+            try:
+                vfs = await start(nursery)
+            except Exception as exc:  # noqa: BLE001 - raised again after the unmount
+                failed.append(exc)
+                if gate is not None:
+                    gate.fail_gate()
+                pyfuse3.terminate()
+                return
+            started.append(vfs)
+            nursery.start_soon(_stop_when_draining, vfs, stopping)
+            if notify is not None:
+                nursery.start_soon(_report_status, vfs, notify, stopping)
+            ready()
+
         nursery.start_soon(_watch_signals, stopping)
-        nursery.start_soon(_stop_when_draining, vfs, stopping)
-        if notify is not None:
-            nursery.start_soon(_report_status, vfs, notify, stopping)
-        ready()
+        if gate is None:
+            await start_then_ready()
+        else:
+            nursery.start_soon(start_then_ready)
         try:
             await pyfuse3.main()
         finally:
             # Unmount first: nobody serves requests from here on.
             _close_session()
+        if failed:
+            raise failed[0]
+        if not started:
+            # Stopped (a signal) before the store was open: nothing was written.
+            log.info("stopped before the store was open")
+            nursery.cancel_scope.cancel()
+            return
+        vfs = started[0]
         stopping.draining = True
         if stopping.stop_requested:
             stopping.stop("a stop signal")

@@ -34,6 +34,7 @@ import random
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -57,13 +58,18 @@ from b2cryptfs.store.base import (
     validate_name,
 )
 
-# b2sdk imports pydantic only to re-export it (b2sdk itself works without it): that is a fifth
-# of b2sdk's import time, which every mount waits for. Hidden during the import only.
-_hide_pydantic = "pydantic" not in sys.modules
-if _hide_pydantic:
-    sys.modules["pydantic"] = None  # type: ignore[assignment]
+# Modules b2sdk and requests import only in case they are wanted, hidden during the import
+# (the mount waits for it): pydantic (b2sdk re-exports it; a fifth of b2sdk's import time),
+# tqdm (b2sdk's progress bars) and charset_normalizer (requests guesses the character set of
+# a reply without one with it; B2's replies are JSON, utf-8 by definition).
+_HIDDEN = [m for m in ("pydantic", "tqdm", "charset_normalizer", "chardet") if m not in sys.modules]
+for _name in _HIDDEN:
+    sys.modules[_name] = None  # type: ignore[assignment]
 try:
-    import requests
+    with warnings.catch_warnings():
+        # requests warns when it finds no character set detector: none is wanted here.
+        warnings.simplefilter("ignore")
+        import requests
     from b2sdk.v2 import (
         AbstractProgressListener,
         B2Api,
@@ -80,8 +86,8 @@ try:
     from b2sdk.v2 import exception as b2exc
     from b2sdk.version import VERSION as b2sdk_version
 finally:
-    if _hide_pydantic:
-        del sys.modules["pydantic"]
+    for _name in _HIDDEN:
+        del sys.modules[_name]
 
 log = logging.getLogger(__name__)
 
