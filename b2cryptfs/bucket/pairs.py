@@ -702,7 +702,11 @@ class PairStore:
         """The target of a symbolic link (one small content read and decrypt)."""
         if not entry.checked_meta().is_symlink:
             raise UsageError(f"{entry.path}: not a symbolic link")
-        reader = self.open(entry)
+        content = entry.content
+        # A target is small: all of its content downloads once, beside the key object (one
+        # round trip, two downloads). A big one is opened as any file, then refused.
+        whole = content.size <= PREFETCH_WHOLE and self.can_read and entry.key is not None
+        reader = self.open(entry, _WholeSource(self.store, content) if whole else None)
         if reader.plaintext_size > PATH_MAX:
             raise IntegrityError(f"{entry.path}: link target over PATH_MAX")
         return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
@@ -998,6 +1002,22 @@ class StoreSource:
         if last is not None and last[0] <= start and end <= last[1]:
             return last[2][start - last[0] : end - last[0]]
         return None
+
+
+class _WholeSource:
+    """The ContentSource of a small content object, downloaded whole in the background from
+    the start (a link target): every fetch is served from that one download."""
+
+    def __init__(self, store: Store, obj: ObjectInfo) -> None:
+        self.size = obj.size
+        self._whole: Future[bytes] | None = None
+        if obj.size > 0:
+            self._whole = prefetch_pool().submit(store.read, obj, 0, obj.size)
+
+    def fetch(self, start: int, end: int) -> bytes:
+        if end <= start or self._whole is None:
+            return b""
+        return self._whole.result()[start:end]
 
 
 # A content object up to this size is fetched whole when opened: its first read (the reader's
