@@ -743,7 +743,7 @@ class PairStore:
             if reader.plaintext_size > PATH_MAX:
                 return None
             return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
-        except B2CryptfsError as exc:
+        except (B2CryptfsError, ValueError) as exc:
             # E.g. wrapped for a recipient since removed: the objects decide.
             log.debug("%s: the link's copy in the listing does not open (%s)", entry.path, exc)
             return None
