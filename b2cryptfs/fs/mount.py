@@ -31,6 +31,7 @@ from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
 from b2cryptfs.fs import memdebug
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
+from b2cryptfs.vfs.collector import freeze_startup_heap
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.core import Vfs
 from b2cryptfs.vfs.namespace import DirState
@@ -238,6 +239,7 @@ async def _serve(
         nursery.start_soon(_stop_when_draining, vfs, stopping)
         if notify is not None:
             nursery.start_soon(_report_status, vfs, notify, stopping)
+        freeze_startup_heap()  # later collector passes walk only what serving makes
         ready()
         try:
             await pyfuse3.main()
