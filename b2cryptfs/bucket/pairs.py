@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from b2cryptfs.bucket.inlinelink import BytesSource, inline_pair, link_copies
 from b2cryptfs.bucket.layout import (
     CONTENT_SUFFIX,
     DIR_SUFFIX,
@@ -633,6 +634,7 @@ class PairStore:
         *,
         check: bool = True,
         progress: Callable[[int], None] | None = None,
+        key_info: dict[str, str] | None = None,
     ) -> FileEntry:
         """Upload key object first, then content: a crash between leaves an invisible orphan.
 
@@ -652,7 +654,9 @@ class PairStore:
         info.setdefault(INFO_FORMAT, self.format)
         info.update(self._long_info(path))
         key_obj, content_obj = self.key_object_name(path), self.content_object_name(path)
-        key = self.store.upload_bytes(key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT]})
+        key = self.store.upload_bytes(
+            key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT], **(key_info or {})}
+        )
         try:
             # Passed only when asked for: Stores written before it (test doubles) lack it.
             extra = {"progress": progress} if progress is not None else {}
@@ -689,8 +693,12 @@ class PairStore:
             seg = self.dir_object(path).rpartition("/")[2][: -len(DIR_SUFFIX)]
         return {LONG_NAME_INFO: self._long_name_value(leaf)} if leaf and is_long(seg) else {}
 
-    def put_bytes(self, path: str, data: bytes, meta: Meta | None = None) -> FileEntry:
-        """Encrypt and upload small content held in memory (link targets, empty entries)."""
+    def put_bytes(
+        self, path: str, data: bytes, meta: Meta | None = None, *, inline: bool = False
+    ) -> FileEntry:
+        """Encrypt and upload small content held in memory (link targets, empty entries);
+        ``inline``: copies of both objects go into their file info when small
+        (bucket/inlinelink.py)."""
         path = path.strip("/")
         self.check_collision(path)
         mtime_ms = meta.mtime_ns // 1_000_000 if meta and meta.mtime_ns is not None else None
@@ -700,7 +708,14 @@ class PairStore:
             out_path = os.path.join(tmp, "content")
             with open(out_path, "wb") as out:
                 sealed = self.seal(io.BytesIO(data), out)
-            return self.upload_pair(path, sealed.key_object, out_path, sealed.info, mtime_ms, meta)
+            info, key_info = sealed.info, None
+            if inline:
+                with open(out_path, "rb") as f:
+                    key_info, copy = link_copies(sealed.key_object, f.read())
+                info = {**info, **copy}
+            return self.upload_pair(
+                path, sealed.key_object, out_path, info, mtime_ms, meta, key_info=key_info
+            )
 
     def put_link(self, path: str, target: str, meta: Meta | None = None) -> FileEntry:
         """A symbolic link: a pair whose (encrypted) content is the target, its meta S_IFLNK."""
@@ -711,7 +726,7 @@ class PairStore:
             raise NameTooLong(f"{path}: link target is {len(raw)} bytes (PATH_MAX {PATH_MAX})")
         meta = meta or Meta()
         perm = stat_mod.S_IMODE(meta.mode) if meta.mode is not None else 0o777
-        return self.put_bytes(path, raw, meta.updated(mode=stat_mod.S_IFLNK | perm))
+        return self.put_bytes(path, raw, meta.updated(mode=stat_mod.S_IFLNK | perm), inline=True)
 
     def put_special(self, path: str, meta: Meta) -> FileEntry:
         """A FIFO, socket or device: a metadata-only entry (empty content, rdev kept)."""
@@ -723,10 +738,36 @@ class PairStore:
         """The target of a symbolic link (one small content read and decrypt)."""
         if not entry.checked_meta().is_symlink:
             raise UsageError(f"{entry.path}: not a symbolic link")
-        reader = self.open(entry)
+        content = entry.content
+        target = self._inline_target(entry)
+        if target is not None:
+            return target
+        # A target is small: all of its content downloads once, beside the key object (one
+        # round trip, two downloads). A big one is opened as any file, then refused.
+        whole = content.size <= PREFETCH_WHOLE and self.can_read and entry.key is not None
+        reader = self.open(entry, _WholeSource(self.store, content) if whole else None)
         if reader.plaintext_size > PATH_MAX:
             raise IntegrityError(f"{entry.path}: link target over PATH_MAX")
         return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
+
+    def _inline_target(self, entry: FileEntry) -> str | None:
+        """The target from the copies in the listing (no request), None without them."""
+        copies = inline_pair(entry.key, entry.content) if self.can_read else None
+        if copies is None:
+            return None
+        key_object, content = copies
+        try:
+            codec = self.codec_for(detect_format(key_object))
+            reader = codec.open(
+                key_object, self.identities, BytesSource(content), entry.content.info
+            )
+            if reader.plaintext_size > PATH_MAX:
+                return None
+            return reader.read(0, reader.plaintext_size).decode("utf-8", "surrogateescape")
+        except (B2CryptfsError, ValueError) as exc:
+            # E.g. wrapped for a recipient since removed: the objects decide.
+            log.debug("%s: the link's copy in the listing does not open (%s)", entry.path, exc)
+            return None
 
     def set_meta(self, entry: FileEntry, meta: Meta) -> FileEntry:
         """Change only the metadata of a file: no download, no content upload.
@@ -1031,6 +1072,22 @@ class StoreSource:
         if last is not None and last[0] <= start and end <= last[1]:
             return last[2][start - last[0] : end - last[0]]
         return None
+
+
+class _WholeSource:
+    """The ContentSource of a small content object, downloaded whole in the background from
+    the start (a link target): every fetch is served from that one download."""
+
+    def __init__(self, store: Store, obj: ObjectInfo) -> None:
+        self.size = obj.size
+        self._whole: Future[bytes] | None = None
+        if obj.size > 0:
+            self._whole = prefetch_pool().submit(store.read, obj, 0, obj.size)
+
+    def fetch(self, start: int, end: int) -> bytes:
+        if end <= start or self._whole is None:
+            return b""
+        return self._whole.result()[start:end]
 
 
 # A content object up to this size is fetched whole when opened: its first read (the reader's

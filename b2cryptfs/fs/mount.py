@@ -31,6 +31,7 @@ from b2cryptfs.fs import memdebug
 from b2cryptfs.fs.gate import GatedOperations
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
+from b2cryptfs.vfs.collector import freeze_startup_heap
 from b2cryptfs.vfs.config import MountConfig
 from b2cryptfs.vfs.core import Vfs
 from b2cryptfs.vfs.namespace import DirState
@@ -326,6 +327,7 @@ async def _run(
             nursery.start_soon(_stop_when_draining, vfs, stopping)
             if notify is not None:
                 nursery.start_soon(_report_status, vfs, notify, stopping)
+            freeze_startup_heap()  # later collector passes walk only what serving makes
             ready()
 
         nursery.start_soon(_watch_signals, stopping)

@@ -27,6 +27,9 @@ NAME_MAX = 255  # bytes in one name, as Linux filesystems allow
 
 # Every extended attribute of the mount (vfs/core.py, vfs/uploadinfo.py) is user.b2cryptfs.*
 OWN_XATTR_PREFIX = b"user.b2cryptfs."
+# The only namespace the mount has attributes in; any other (security.*, system.* for ACLs,
+# trusted.*) is not supported at all, which is a different answer from "no such attribute".
+USER_XATTR_PREFIX = b"user."
 
 
 def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
@@ -261,8 +264,13 @@ class Operations(pyfuse3.Operations):
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if not name.startswith(OWN_XATTR_PREFIX):
-            # ls -l asks every file for security.selinux and system.posix_acl_access: answered
-            # here, without the vfs, since every attribute we have is under our own prefix.
+            # Answered here, without the vfs: every attribute we have is under our own prefix.
+            if not name.startswith(USER_XATTR_PREFIX):
+                # ls -l asks every file for security.selinux and system.posix_acl_access;
+                # "not supported" (as a filesystem without that namespace answers) makes it
+                # stop asking for the rest of the device, "no data" would not. cp -a, tar
+                # and rsync -A take it as "no label, no ACL" as well.
+                raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         try:
             key = name.decode("utf-8")

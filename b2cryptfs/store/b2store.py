@@ -477,15 +477,20 @@ class B2Store:
         return full[len(self.prefix) :]
 
     def _obj(self, d: dict[str, Any]) -> ObjectInfo:
-        info = {str(k): str(v) for k, v in (d.get("fileInfo") or {}).items()}
+        # Once per listed object (4,000 for a directory of 2,000 files): kept lean. JSON gives
+        # string values already; b2sdk's own records may not.
+        info = {k: v if type(v) is str else str(v) for k, v in (d.get("fileInfo") or {}).items()}
         upload_ms = int(d.get("uploadTimestamp") or 0)
-        try:
-            mtime_ms = int(info[MTIME_KEY])
-        except (KeyError, ValueError):
-            mtime_ms = upload_ms
+        mtime_ms = upload_ms
+        mtime = info.get(MTIME_KEY)
+        if mtime is not None:
+            try:
+                mtime_ms = int(mtime)
+            except ValueError:
+                pass
         size = d.get("contentLength", d.get("size")) or 0
         return ObjectInfo(
-            name=self._rel(d["fileName"]),
+            name=d["fileName"][len(self.prefix) :],
             size=int(size),
             version_id=d["fileId"],
             mtime_ms=mtime_ms,

@@ -17,6 +17,7 @@ import trio
 from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import DirListing, FileEntry, PairStore
 from b2cryptfs.errors import TransientError
+from b2cryptfs.vfs.collector import collector_paused
 from b2cryptfs.vfs.namespace import DirState, is_under, split
 
 log = logging.getLogger("b2cryptfs.vfs.state")
@@ -137,7 +138,7 @@ class ListingCache:
             replay: list[Callable[[DirState], None]] = []
             self._replay[dirpath] = replay
             try:
-                listing = await self._run(self._pairs.list_dir, dirpath)
+                listing = await self._run(self._list, dirpath)
                 # Uploads that finished meanwhile: onto the old listing and into replay
                 # (the listing may predate them), while replay is still recorded.
                 self.catch_up()
@@ -161,6 +162,11 @@ class ListingCache:
                 change(ds)
             self._dirs[dirpath] = ds
             return ds
+
+    def _list(self, dirpath: str) -> DirListing:
+        """Blocking: one listing, built without the cycle collector's passes."""
+        with collector_paused():
+            return self._pairs.list_dir(dirpath)
 
     def listed(self, path: str) -> bool:
         """Does the cached listing hold a stored version of ``path``?"""

@@ -99,6 +99,10 @@ def test_operations_roundtrip_and_errnos(tmp_path: Path) -> None:
             with pytest.raises(pyfuse3.FUSEError) as ei:
                 await ops.getxattr(entry.st_ino, b"user.nope", None)
             assert fuse_errno(ei) == pyfuse3.ENOATTR
+            for other in (b"security.selinux", b"system.posix_acl_access", b"trusted.x"):
+                with pytest.raises(pyfuse3.FUSEError) as ei:  # no such namespace at all
+                    await ops.getxattr(entry.st_ino, other, None)
+                assert fuse_errno(ei) == errno.EOPNOTSUPP
             for call, code in [
                 (ops.setxattr(entry.st_ino, b"user.x", b"1", None), errno.ENOTSUP),
                 (ops.removexattr(entry.st_ino, b"user.x", None), errno.ENOTSUP),
