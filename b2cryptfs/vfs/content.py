@@ -21,6 +21,7 @@ from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.metadata import killed_privs
 from b2cryptfs.vfs.namespace import Node
 from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
+from b2cryptfs.vfs.outboxfiles import ContentFile
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.reader import Reader
@@ -189,12 +190,19 @@ class Content(Part):
             seen = (node.meta, node.content_mtime_ns)
             meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
+            durable = self.outbox.sync_close
+
             def write_content(content_path: str) -> WrittenContent:
-                fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
+                with ContentFile(content_path, durable=durable) as out:
                     sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
                 return WrittenContent(
-                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size, meta
+                    sealed.key_object,
+                    sealed.info,
+                    pairs.format,
+                    sealed.plaintext_size,
+                    meta,
+                    content_size=out.size,
+                    content_sha1=out.sha1,
                 )
 
             work = self.outbox.put(path, mtime_ms, write_content)

@@ -1,7 +1,9 @@
 """The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
 
 An entry's files are written by :mod:`b2cryptfs.vfs.outboxfiles`; it exists exactly when its
-manifest does, and what a killed daemon left is uploaded by the next mount. Workers upload
+manifest does, and what a killed daemon left is uploaded by the next mount. Sealing does not
+wait for the disk unless ``sync_close``: the committer (vfs/outboxcommit.py) makes entries
+durable soon after, and :meth:`Outbox.close` at a clean stop marks them all durable. Workers upload
 entries oldest first, key object first, one at a time per path; a newer entry replaces a
 queued one. Only a file that may still be written waits the settle delay (vfs/settle.py).
 Transient failures are retried with backoff; any other failure is logged and the entry stays
@@ -23,6 +25,7 @@ from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, TransientError
 from b2cryptfs.vfs.namespace import PathIndex
+from b2cryptfs.vfs.outboxcommit import Committer
 from b2cryptfs.vfs.outboxfiles import (
     CANCELLED,
     DONE,
@@ -32,8 +35,10 @@ from b2cryptfs.vfs.outboxfiles import (
     OutboxEntry,
     WrittenContent,
     discard_files,
+    mark_clean,
     rewrite_manifest,
     scan_dir,
+    take_clean_mark,
     write_entry,
 )
 from b2cryptfs.vfs.outboxstats import OutboxStats
@@ -62,8 +67,12 @@ class Outbox:
         workers: int = 4,
         settle: float = 2.0,
         retry_base: float = 1.0,
+        sync_close: bool = False,
     ) -> None:
         self.directory = directory
+        # Seal durably (three syncs per entry) instead of leaving it to the committer.
+        self.sync_close = sync_close
+        self.committer = Committer(directory)
         self.pairs = pairs
         self.limiter = limiter
         self.workers = max(1, workers)
@@ -117,8 +126,11 @@ class Outbox:
         return seq, os.path.join(self.directory, f"{seq:012d}.content")
 
     def scan(self) -> list[OutboxEntry]:
-        """Load entries left by an earlier run (blocking; call before :meth:`run`)."""
-        found, next_seq = scan_dir(self.directory)
+        """Load entries left by an earlier run (blocking; call before :meth:`run`). Unless
+        that run stopped cleanly (:meth:`close`), each entry's content is checked first and
+        torn ones are dropped."""
+        clean = take_clean_mark(self.directory)
+        found, next_seq = scan_dir(self.directory, verify=not clean)
         self._next_seq = max(self._next_seq, next_seq)
         for entry in found:
             self._add(entry)
@@ -361,8 +373,22 @@ class Outbox:
         # No collision stat (a billed list call): the vfs checked its listing at create.
         e, key_object = entry, entry.read_key_object()
         return self.pairs.upload_pair(
-            e.path, key_object, e.content_file, e.info, e.mtime_ms, e.meta, check=False
+            e.path,
+            key_object,
+            e.content_file,
+            e.info,
+            e.mtime_ms,
+            e.meta,
+            check=False,
+            # Taken at seal time: the store need not read the file to hash it again.
+            content_sha1=e.content_sha1,
         )
+
+    def close(self) -> None:
+        """Blocking, at a clean stop (nothing is sealed after it): make every entry left
+        durable and say so, so that the next scan need not check them."""
+        self.committer.close()
+        mark_clean(self.directory)
 
     async def drain(self) -> int:
         """Upload everything queued; return how many entries are left on disk."""

@@ -38,9 +38,9 @@ class MetaCountingStore(DirStore):
         self.calls["download " + obj.name] += 1
         return super().download(obj, path)
 
-    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
         self.calls["upload " + name] += 1
-        return super().upload_file(name, path, info)
+        return super().upload_file(name, path, info, **kw)
 
     def upload_bytes(self, name, data, info):  # type: ignore[no-untyped-def]
         self.calls["upload " + name] += 1
