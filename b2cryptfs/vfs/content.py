@@ -20,8 +20,7 @@ from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.metadata import killed_privs
 from b2cryptfs.vfs.namespace import Node
-from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
-from b2cryptfs.vfs.outboxfiles import ContentFile
+from b2cryptfs.vfs.outbox import ContentFile, OutboxEntry, WrittenContent
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.reader import Reader
@@ -175,8 +174,9 @@ class Content(Part):
                 node.meta = meta.updated(mode=killed_privs(meta.mode))
         return len(data)
 
-    async def seal(self, node: Node) -> OutboxEntry | None:
-        """Seal a node's dirty staging content into a new outbox entry."""
+    async def seal(self, node: Node, *, durable: bool = False) -> OutboxEntry | None:
+        """Seal a node's dirty staging content into a new outbox entry (on the local disk
+        before this returns if ``durable``: fsync)."""
         async with node.lock:
             staging = node.staging
             if not node.dirty or staging is None:
@@ -190,22 +190,13 @@ class Content(Part):
             seen = (node.meta, node.content_mtime_ns)
             meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
-            durable = self.outbox.sync_close
-
-            def write_content(content_path: str) -> WrittenContent:
-                with ContentFile(content_path, durable=durable) as out:
-                    sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+            def write_content(out: ContentFile) -> WrittenContent:
+                sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
                 return WrittenContent(
-                    sealed.key_object,
-                    sealed.info,
-                    pairs.format,
-                    sealed.plaintext_size,
-                    meta,
-                    content_size=out.size,
-                    content_sha1=out.sha1,
+                    sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size, meta
                 )
 
-            work = self.outbox.put(path, mtime_ms, write_content)
+            work = self.outbox.put(path, mtime_ms, write_content, durable=durable)
 
             async def seal() -> OutboxEntry:
                 return await trio.to_thread.run_sync(work, limiter=self.ctx.cpu_limiter)
@@ -242,7 +233,8 @@ class Content(Part):
             raise OpError(errno.EIO, str(exc)) from None
 
     async def flush(self, fh: int) -> None:
-        # close(2): once it returns, what was written is durable (sealed into the outbox).
+        # close(2): once it returns, what was written is in the outbox (a kill -9 cannot lose
+        # it; a power loss within about a second can, unless sync_close: vfs/outboxcommit.py).
         handle = self.handle(fh)
         if not handle.writable:
             return
@@ -262,7 +254,8 @@ class Content(Part):
     async def fsync(self, fh: int) -> None:
         handle = self.handle(fh)
         node = handle.node
-        entry = await self.seal(node) if handle.writable else None
+        # Durable at once: should the upload fail, the entry must outlive a power loss.
+        entry = await self.seal(node, durable=True) if handle.writable else None
         entry = entry or (None if node.unlinked else self.outbox.latest(node.path))
         if entry is not None:
             await self.wait_upload(entry)

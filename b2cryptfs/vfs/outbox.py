@@ -32,6 +32,7 @@ from b2cryptfs.vfs.outboxfiles import (
     FAILED,
     QUEUED,
     UPLOADING,
+    ContentFile,
     OutboxEntry,
     WrittenContent,
     discard_files,
@@ -41,12 +42,13 @@ from b2cryptfs.vfs.outboxfiles import (
     take_clean_mark,
     write_entry,
 )
+from b2cryptfs.vfs.outboxspares import Spares
 from b2cryptfs.vfs.outboxstats import OutboxStats
 from b2cryptfs.vfs.settle import SettlePolicy
 from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 from b2cryptfs.vfs.tidy import Tidier
 
-__all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
+__all__ = ["ContentFile", "Outbox", "OutboxEntry", "WrittenContent"]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,14 @@ class Outbox:
         settle: float = 2.0,
         retry_base: float = 1.0,
         sync_close: bool = False,
+        spares_dir: str | None = None,
     ) -> None:
         self.directory = directory
         # Seal durably (three syncs per entry) instead of leaving it to the committer.
         self.sync_close = sync_close
         self.committer = Committer(directory)
+        # Files for sealing made ahead of time (None: created on the spot).
+        self.spares = Spares(spares_dir) if spares_dir is not None else None
         self.pairs = pairs
         self.limiter = limiter
         self.workers = max(1, workers)
@@ -96,20 +101,42 @@ class Outbox:
         self._held: set[str] = set()  # paths whose uploads must not start now (hold)
 
     def put(
-        self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
+        self,
+        path: str,
+        mtime_ms: int,
+        write_content: Callable[[ContentFile], WrittenContent],
+        *,
+        durable: bool = False,
     ) -> Callable[[], OutboxEntry]:
         """The one way into the outbox: a blocking job (for a worker thread) that has
-        ``write_content`` write the sealed content to the file it is given, then makes the
-        entry durable; on any failure nothing of it is left. Register the entry it returns
-        with :meth:`register`. The job may be run again after a failure (disk full)."""
+        ``write_content`` write the sealed content to the (write-only) file it is given,
+        then writes the entry's manifest (on the disk when the job returns if ``durable``
+        or ``sync_close``, else soon after: the committer); on any failure nothing of it is
+        left. Register the entry it returns with :meth:`register`. The job may be run again
+        after a failure (disk full)."""
         seq, content_path = self._allocate()
+        durable, spares = durable or self.sync_close, self.spares
 
         def job() -> OutboxEntry:
             try:
-                return write_entry(self.directory, seq, path, mtime_ms, write_content(content_path))
+                with ContentFile(content_path, durable=durable, spares=spares) as out:
+                    written = write_content(out)
+                entry = write_entry(
+                    self.directory,
+                    seq,
+                    path,
+                    mtime_ms,
+                    written,
+                    content=out,
+                    durable=durable,
+                    spares=spares,
+                )
             except BaseException:
                 discard_files(self.directory, seq)
                 raise
+            if not durable:
+                self.committer.add(entry.content_file, entry.manifest_file)
+            return entry
 
         return job
 
@@ -346,8 +373,7 @@ class Outbox:
             entry.error = None
             entry.state = DONE
             self.stats.uploaded(entry, len(self))
-            self._remove(entry)
-            discard_files(self.directory, entry.seq)
+            self._remove(entry)  # (its files are gone: _upload_blocking)
             self._uploaded.append((entry.path, result))
             entry.done.set()
             log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)
@@ -372,7 +398,7 @@ class Outbox:
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         # No collision stat (a billed list call): the vfs checked its listing at create.
         e, key_object = entry, entry.read_key_object()
-        return self.pairs.upload_pair(
+        stored = self.pairs.upload_pair(
             e.path,
             key_object,
             e.content_file,
@@ -383,10 +409,15 @@ class Outbox:
             # Taken at seal time: the store need not read the file to hash it again.
             content_sha1=e.content_sha1,
         )
+        # Stored: the entry is done with (here, not in the trio thread: three unlinks).
+        discard_files(self.directory, e.seq)
+        return stored
 
     def close(self) -> None:
         """Blocking, at a clean stop (nothing is sealed after it): make every entry left
         durable and say so, so that the next scan need not check them."""
+        if self.spares is not None:
+            self.spares.close()
         self.committer.close()
         mark_clean(self.directory)
 

@@ -43,7 +43,8 @@ class Committer:
     def add(self, *paths: str) -> None:
         """Files just written (renamed into the outbox directory) to make durable soon."""
         with self._cond:
-            if not self._pending:
+            first = not self._pending
+            if first:
                 self._since = time.monotonic()
             self._pending.extend(paths)
             if self._thread is None and not self._closing:
@@ -51,8 +52,8 @@ class Committer:
                     target=self._run, name="b2cryptfs-outbox-commit", daemon=True
                 )
                 self._thread.start()
-            if len(self._pending) >= self.batch:
-                self._cond.notify()
+            if first or len(self._pending) >= self.batch:
+                self._cond.notify()  # (the thread sleeps without a timeout when idle)
 
     def pending(self) -> int:
         with self._cond:

@@ -35,6 +35,7 @@ import trio
 from b2cryptfs.bucket.meta import META_KEY, Meta, decode_meta, encode_meta
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import IntegrityError
+from b2cryptfs.vfs.outboxspares import Spares
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 
@@ -126,24 +127,41 @@ class OutboxEntry:
 
 @dataclass(frozen=True)
 class WrittenContent:
-    """What a content writer hands the outbox besides the content file it wrote."""
+    """What a content writer hands the outbox besides the content it wrote."""
 
     key_object: bytes
     info: dict[str, str]
     format: str
     plaintext_size: int
     meta: Meta | None = None
-    # What the content file holds, as counted by a ContentFile (None: look at the file).
-    content_size: int | None = None
-    content_sha1: str | None = None
+
+
+def _take_spare(spares: Spares | None, dest: str | None = None) -> tuple[int, str] | None:
+    """A spare file (descriptor, path), renamed to ``dest`` if given, or None."""
+    spare = spares.take() if spares is not None else None
+    if spare is None or dest is None:
+        return spare
+    fd, path = spare
+    try:
+        os.rename(path, dest)
+    except OSError:  # (not on the same filesystem after all: create it instead)
+        os.close(fd)
+        _unlink_quietly(path)
+        return None
+    return fd, dest
 
 
 class ContentFile:
-    """The content file being sealed into: counts and hashes what is written (the manifest
-    records both), and with ``durable`` syncs its data before it is closed."""
+    """The content file being sealed into (write-only): counts and hashes what is written
+    (the manifest records both), and with ``durable`` syncs its data when closed."""
 
-    def __init__(self, path: str, *, durable: bool) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def __init__(self, path: str, *, durable: bool, spares: Spares | None = None) -> None:
+        self.path = path
+        spare = _take_spare(spares, path)
+        if spare is not None:
+            self._fd = spare[0]
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._durable = durable
         self._sha1 = hashlib.sha1()
         self.size = 0
@@ -193,11 +211,14 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Atomically replace ``path`` with ``data`` (write a temporary file, rename it); with
-    ``durable``, on the disk once this returns."""
+def _write_atomically(
+    path: str, data: bytes, *, durable: bool = True, spares: Spares | None = None
+) -> None:
+    """Atomically replace ``path`` with ``data`` (write a temporary file or a spare, rename
+    it); with ``durable``, on the disk once this returns."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    spare = _take_spare(spares)
+    fd, tmp = spare if spare is not None else tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         try:
             view = memoryview(data)
@@ -243,12 +264,14 @@ def write_entry(
     mtime_ms: int,
     written: WrittenContent,
     *,
+    content: ContentFile | None = None,
     durable: bool = True,
+    spares: Spares | None = None,
 ) -> OutboxEntry:
-    """Blocking: write the entry's manifest (its content file is already written), with the
-    key object in it, atomically. With ``durable`` the content, the manifest and the
-    directory are synced first (a content file from a :class:`ContentFile` with
-    ``durable=True`` is synced already); otherwise the committer must see to it."""
+    """Blocking: write the entry's manifest, with the key object in it, atomically, once its
+    content file is written (``content``, closed; None: a file written by other means, looked
+    at here). With ``durable`` the content (unless ``content`` synced it), the manifest and
+    the directory are synced; otherwise the committer must see to it."""
     entry = OutboxEntry(
         seq=seq,
         path=path,
@@ -256,14 +279,13 @@ def write_entry(
         info=dict(written.info),
         format=written.format,
         plaintext_size=written.plaintext_size,
-        content_size=written.content_size or 0,
-        content_sha1=written.content_sha1,
+        content_size=content.size if content is not None else 0,
+        content_sha1=content.sha1 if content is not None else None,
         directory=directory,
         key_object=bytes(written.key_object),
         meta=written.meta,
     )
-    if written.content_size is None or (durable and written.content_sha1 is None):
-        # Written by someone else (not a ContentFile): look at the file, and sync it.
+    if content is None:
         fd = os.open(entry.content_file, os.O_RDONLY)
         try:
             if durable:
@@ -272,12 +294,15 @@ def write_entry(
         finally:
             os.close(fd)
     # Last, the manifest; its directory fsync also makes the content file's name durable.
-    rewrite_manifest(entry, durable=durable)
+    rewrite_manifest(entry, durable=durable, spares=spares)
     return entry
 
 
-def rewrite_manifest(entry: OutboxEntry, *, durable: bool = True) -> None:
-    _write_atomically(entry.manifest_file, json.dumps(entry.manifest()).encode(), durable=durable)
+def rewrite_manifest(
+    entry: OutboxEntry, *, durable: bool = True, spares: Spares | None = None
+) -> None:
+    data = json.dumps(entry.manifest()).encode()
+    _write_atomically(entry.manifest_file, data, durable=durable, spares=spares)
 
 
 def torn_reason(entry: OutboxEntry) -> str | None:
