@@ -5,7 +5,10 @@ manifest does, and what a killed daemon left is uploaded by the next mount. Seal
 wait for the disk unless ``sync_close``: the committer (vfs/outboxcommit.py) makes entries
 durable soon after, and :meth:`Outbox.close` at a clean stop marks them all durable. Workers upload
 entries oldest first, key object first, one at a time per path; a newer entry replaces a
-queued one. Only a file that may still be written waits the settle delay (vfs/settle.py).
+queued one. Only a file that may still be written waits the settle delay (vfs/settle.py);
+the others yield to a burst of closes (one within ``_BURST_GAP`` of the last), for at most
+the settle delay: uploads share the CPU and the interpreter with the writer, and a program
+writing many small files should not wait for them.
 Transient failures are retried with backoff; any other failure is logged and the entry stays
 on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
@@ -55,6 +58,8 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
+# Seals closer together than this (seconds) are a burst, which uploads yield to.
+_BURST_GAP = 0.05
 
 
 class Outbox:
@@ -99,6 +104,7 @@ class Outbox:
         os.chmod(directory, 0o700)
         self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
         self._held: set[str] = set()  # paths whose uploads must not start now (hold)
+        self._last_seal = float("-inf")  # trio time of the last register()
 
     def put(
         self,
@@ -165,20 +171,26 @@ class Outbox:
             log.info("outbox: %d upload(s) left by an earlier run will be retried", len(found))
         return found
 
-    def _add(self, entry: OutboxEntry) -> None:
+    def _add(self, entry: OutboxEntry, *, wake: bool = True) -> None:
         # A newer version of a path replaces an older one that has not started uploading.
         for old in self.entries_for(entry.path):
             if old.state in (QUEUED, FAILED) and old.seq < entry.seq:
                 self.discard(old)
         self._insert(entry)
-        self._wake()
+        if wake:
+            self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
         """Queue an entry made durable by a :meth:`put` job (settling: vfs/settle.py)."""
         now = trio.current_time()
         busy = self._settle.sealed(entry.path, now)
         entry.not_before = now + self.settle if settle and busy else 0.0
-        self._add(entry)
+        entry.yields_until = now + self.settle if settle else 0.0
+        # Within a burst the workers look again when it may have ended (_eligible) anyway:
+        # not woken by every seal, each to scan the whole queue.
+        in_burst = now - self._last_seal < _BURST_GAP and entry.yields_until > now
+        self._last_seal = now
+        self._add(entry, wake=not in_burst)
 
     def writing(self, path: str, open_for_write: bool) -> None:
         """Whether ``path`` is still open for writing; at the last close it need not wait
@@ -295,6 +307,7 @@ class Outbox:
         """Upload ``entry`` now and wait for the result (None if it was superseded). Raises
         the failure; with ``max_attempts``, also gives up (raising the last transient error)
         after that many failed attempts, leaving the entry queued."""
+        entry.yields_until = 0.0
         if entry.state == QUEUED and entry.not_before > trio.current_time():
             entry.not_before = 0.0
             self._wake()
@@ -317,12 +330,13 @@ class Outbox:
         busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
         busy |= self.tidier.busy | self._held
         later = float("inf")
+        burst_ends = self._last_seal + _BURST_GAP if not self.draining else now
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
                 continue
-            if e.not_before <= now:
+            if e.not_before <= now and (burst_ends <= now or e.yields_until <= now):
                 return e, now
-            later = min(later, e.not_before)
+            later = min(later, max(e.not_before, min(burst_ends, e.yields_until)))
             # Keep one path's entries in order: never overtake an older one of the same path.
             busy.add(e.path)
         return None, later

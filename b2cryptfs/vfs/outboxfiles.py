@@ -66,6 +66,8 @@ class OutboxEntry:
     # Failing for good, or for long (vfs/outboxstats.py): the reason, kept in the manifest.
     stuck: str | None = None
     not_before: float = 0.0
+    # Until then (trio time) its upload yields to a burst of closes: vfs/outbox.py.
+    yields_until: float = 0.0
     attempts: int = 0
     drain_failures: int = 0
     error: BaseException | None = None

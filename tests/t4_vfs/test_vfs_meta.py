@@ -165,9 +165,10 @@ def test_chmod_of_an_open_and_of_a_pending_file_goes_up_with_it(tmp_path: Path, 
             assert vfs.outbox.latest("pending").meta.mode == stat.S_IFREG | 0o640
             assert (await vfs.getattr(ino)).uid == 7
             await vfs.setattr(ino, mtime_ns=1_500_000_000_123_456_789, caller=ROOT)
-        # The first version of "pending" went up at once, the second waited and took the
-        # changes along: no metadata update of a stored object was needed.
-        assert store.calls["upload pending.enc"] == 2 and store.calls["upload open.enc"] == 1
+        # The first version of "pending" went up at once (or, yielding to the burst of
+        # closes, was replaced by the second before its turn), the second waited and took
+        # the changes along: no metadata update of a stored object was needed.
+        assert store.calls["upload pending.enc"] in (1, 2) and store.calls["upload open.enc"] == 1
         assert not [c for c in store.calls if c.startswith("update_info")]
         async with open_vfs(tmp_path, identity=ident) as vfs:
             o = await attr(vfs, "open")
