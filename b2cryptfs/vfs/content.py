@@ -29,6 +29,9 @@ from b2cryptfs.vfs.views import Handle
 
 log = logging.getLogger(__name__)
 
+# Content up to this size is sealed in the trio thread (without durable syncs).
+INLINE_SEAL = 64 * 1024
+
 
 class Content(Part):
     """Open files: their handles, reads (through the reader), writes into staging files,
@@ -199,6 +202,10 @@ class Content(Part):
             work = self.outbox.put(path, mtime_ms, write_content, durable=durable)
 
             async def seal() -> OutboxEntry:
+                if staging.size <= INLINE_SEAL and not (durable or self.outbox.sync_close):
+                    # Less work than handing it to a thread and back (no disk sync: the
+                    # committer's; the files were made ahead of time: vfs/outboxspares.py).
+                    return work()
                 return await trio.to_thread.run_sync(work, limiter=self.ctx.cpu_limiter)
 
             try:
