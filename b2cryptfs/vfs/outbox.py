@@ -3,13 +3,13 @@
 An entry's files are written by :mod:`b2cryptfs.vfs.outboxfiles`; it exists exactly when its
 manifest does, and what a killed daemon left is uploaded by the next mount. Sealing does not
 wait for the disk unless ``sync_close``: the committer (vfs/outboxcommit.py) makes entries
-durable soon after, and :meth:`Outbox.close` at a clean stop marks them all durable. Workers upload
-entries oldest first, key object first, one at a time per path; a newer entry replaces a
-queued one. Only a file that may still be written waits the settle delay (vfs/settle.py);
-the others yield to a burst of closes (one within ``_BURST_GAP`` of the last), for at most
-the settle delay: uploads share the CPU and the interpreter with the writer, and a program
-writing many small files should not wait for them.
-Transient failures are retried with backoff; any other failure is logged and the entry stays
+durable soon after, and :meth:`Outbox.close` at a clean stop marks them all durable.
+
+Workers upload entries oldest first, key object first, one at a time per path; a newer entry
+replaces a queued one. Only a file that may still be written waits the settle delay
+(vfs/settle.py); the others yield to a burst of closes (one within ``_BURST_GAP`` of the
+last), for at most the settle delay: uploads share the CPU and the interpreter with the
+writer, and a program writing many small files should not wait for them. Transient failures are retried with backoff; any other failure is logged and the entry stays
 on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
 
@@ -426,6 +426,11 @@ class Outbox:
         # Stored: the entry is done with (here, not in the trio thread: three unlinks).
         discard_files(self.directory, e.seq)
         return stored
+
+    def make_durable(self, entry: OutboxEntry) -> None:
+        """Blocking: the entry's files on the disk now (before a record that refers to it:
+        vfs/moves.py), not when the committer gets to them."""
+        self.committer.sync([entry.content_file, entry.manifest_file])
 
     def close(self) -> None:
         """Blocking, at a clean stop (nothing is sealed after it): make every entry left

@@ -93,6 +93,10 @@ class Committer:
                     return
             self.flush()
 
+    def sync(self, paths: list[str]) -> None:
+        """Blocking: make these files (and the directory) durable now, whoever asks."""
+        self._sync(paths)
+
     def _sync(self, paths: list[str]) -> None:
         for path in paths:
             try:
