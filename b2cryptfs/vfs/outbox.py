@@ -105,6 +105,7 @@ class Outbox:
         self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
         self._held: set[str] = set()  # paths whose uploads must not start now (hold)
         self._last_seal = float("-inf")  # trio time of the last register()
+        self._running: set[OutboxEntry] = set()  # in _upload (few: one per worker)
 
     def put(
         self,
@@ -307,7 +308,12 @@ class Outbox:
         """Upload ``entry`` now and wait for the result (None if it was superseded). Raises
         the failure; with ``max_attempts``, also gives up (raising the last transient error)
         after that many failed attempts, leaving the entry queued."""
-        entry.yields_until = 0.0
+        if entry.yields_until:
+            # It yields no more, and neither does anything else: the burst is over (the
+            # workers skip the rest of the queue during one, _eligible).
+            entry.yields_until = 0.0
+            self._last_seal = float("-inf")
+            self._wake()
         if entry.state == QUEUED and entry.not_before > trio.current_time():
             entry.not_before = 0.0
             self._wake()
@@ -327,7 +333,7 @@ class Outbox:
 
     def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload, and when to look again if none is ready."""
-        busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
+        busy = {e.path for e in self._running if e.state == UPLOADING and e.seq in self._entries}
         busy |= self.tidier.busy | self._held
         later = float("inf")
         burst_ends = self._last_seal + _BURST_GAP if not self.draining else now
@@ -337,6 +343,10 @@ class Outbox:
             if e.not_before <= now and (burst_ends <= now or e.yields_until <= now):
                 return e, now
             later = min(later, max(e.not_before, min(burst_ends, e.yields_until)))
+            if burst_ends > now and e.yields_until > now:
+                # In a burst the entries after this one (sealed later) yield longer: this
+                # worker is woken for each seal's burst end, so do not scan them every time.
+                break
             # Keep one path's entries in order: never overtake an older one of the same path.
             busy.add(e.path)
         return None, later
@@ -363,6 +373,7 @@ class Outbox:
     async def _upload(self, entry: OutboxEntry) -> None:
         entry.state = UPLOADING
         entry.touched = True
+        self._running.add(entry)
         try:
             result = await trio.to_thread.run_sync(
                 self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
@@ -392,6 +403,7 @@ class Outbox:
             entry.done.set()
             log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)
         finally:
+            self._running.discard(entry)
             entry.attempted.set()
             entry.attempted = trio.Event()
             self._wake()
