@@ -635,10 +635,12 @@ class PairStore:
         check: bool = True,
         progress: Callable[[int], None] | None = None,
         key_info: dict[str, str] | None = None,
+        content_sha1: str | None = None,
     ) -> FileEntry:
         """Upload key object first, then content: a crash between leaves an invisible orphan.
 
-        ``progress`` gets the content object's bytes sent so far (see ``Store.upload_file``).
+        ``progress`` gets the content object's bytes sent so far (see ``Store.upload_file``);
+        ``content_sha1``, the content file's SHA-1 if the caller knows it (not hashed again).
 
         ``meta`` goes into the content object's file info (its mtime, when set, wins over
         ``mtime_ms`` for src_last_modified_millis). ``check=False`` skips the collision
@@ -658,8 +660,10 @@ class PairStore:
             key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT], **(key_info or {})}
         )
         try:
-            # Passed only when asked for: Stores written before it (test doubles) lack it.
-            extra = {"progress": progress} if progress is not None else {}
+            # Passed only when given: Stores written before them (test doubles) lack them.
+            extra: dict[str, object] = {"progress": progress} if progress is not None else {}
+            if content_sha1 is not None:
+                extra["sha1"] = content_sha1
             content = self.store.upload_file(content_obj, content_file, info, **extra)
         except BaseException:
             # No orphan key object: drop the version just uploaded (an older one, if any,

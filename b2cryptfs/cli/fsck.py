@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir",
         metavar="DIR",
-        help="the cache root whose outbox is also checked for uploads that are stuck "
+        help="the cache root whose outbox is also checked for uploads that are stuck or torn "
         "(default: the mount's default)",
     )
     add_key_options(p)
@@ -40,11 +40,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _local_outbox(cache_root: str | None, store_url: str) -> int:
     """Report what this machine's outbox still has to upload to the store; returns how many
-    uploads are stuck (the store keeps refusing them: a problem no repair here can fix)."""
-    from b2cryptfs.cache.cachedir import outbox_manifests
+    uploads are stuck (the store keeps refusing them) or torn (lost in a power loss): problems
+    no repair here can fix."""
+    import os
 
-    stuck = 0
+    from b2cryptfs.cache.cachedir import default_cache_root, outbox_manifests, store_id
+    from b2cryptfs.vfs.outboxfiles import torn_entries
+
+    root = os.path.abspath(os.path.expanduser(cache_root or default_cache_root()))
+    # Checked unless the last mount stopped cleanly (a mount running now has not).
+    torn = torn_entries(os.path.join(root, store_id(store_url), "outbox"))
+    for name, path, reason in torn:
+        what = repr(path) if path is not None else "a file"
+        print(
+            f"{'torn-upload':12} {what}: closed just before a crash or power loss, its sealed "
+            f"content never reached the disk whole ({reason}); the next mount drops it ({name})"
+        )
+    torn_names = {name for name, _, _ in torn}
+    stuck = len(torn)
     for name, manifest in outbox_manifests(cache_root, store_url):
+        if name in torn_names:
+            continue
         if "path" not in manifest:  # a rename cut short: the store may show it half done
             print(
                 f"{'rename':12} {manifest['old']} -> {manifest.get('new')}: cut short; the next "

@@ -113,7 +113,13 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sync-upload",
         action="store_true",
-        help="close() waits until the file is uploaded and reports failure",
+        help="close() waits until the file is uploaded and reports failure (implies --sync-close)",
+    )
+    g.add_argument(
+        "--sync-close",
+        action="store_true",
+        help="close() waits until the sealed file is on the local disk (default: within "
+        "about a second after; fsync() always waits for the upload)",
     )
     g.add_argument(
         "--auto-unmount", action="store_true", help="unmount if the daemon dies (FUSE option)"
@@ -315,6 +321,7 @@ def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
         allow_other=args.allow_other,
         hard_delete=args.hard_delete,
         sync_upload=args.sync_upload,
+        sync_close=args.sync_close,
         debug=args.debug,
         b2_realm=args.b2_realm,
         # What /proc/mounts and df show: the store as the user named it, made absolute.

@@ -40,6 +40,7 @@ FLAG_OPTIONS = {
     "allow_other": "--allow-other",
     "hard_delete": "--hard-delete",
     "sync_upload": "--sync-upload",
+    "sync_close": "--sync-close",
     "debug": "--debug",
     "auto_unmount": "--auto-unmount",
     "encrypt_names": "--encrypt-names",

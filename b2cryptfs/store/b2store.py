@@ -790,10 +790,14 @@ class B2Store:
         path: str,
         info: dict[str, str],
         progress: Callable[[int], None] | None = None,
+        sha1: str | None = None,
     ) -> ObjectInfo:
         full = self._full(name)
         try:
-            sha1, size = _sha1_file(path)
+            if sha1 is None:
+                sha1, size = _sha1_file(path)
+            else:
+                size = os.path.getsize(path)  # hashed by the caller: one read, the upload's
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
         source = UploadSourceLocalFile(path, content_sha1=sha1)

@@ -89,11 +89,13 @@ class Store(Protocol):
         path: str,
         info: dict[str, str],
         progress: Callable[[int], None] | None = None,
+        sha1: str | None = None,
     ) -> ObjectInfo:
         """Create a new version of ``name`` from a local file, atomically.
 
         ``progress`` is called with the number of bytes sent so far as they go (from the
-        transfer's threads; after a retry the count starts again from 0)."""
+        transfer's threads; after a retry the count starts again from 0). ``sha1``: the
+        file's SHA-1 (hex) if the caller took it already (B2 checks it on arrival)."""
         ...
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:

@@ -312,6 +312,7 @@ class DirStore:
         path: str,
         info: dict[str, str],
         progress: Callable[[int], None] | None = None,
+        sha1: str | None = None,  # not needed: a local copy has nothing to check it against
     ) -> ObjectInfo:
         def fill(dst: BinaryIO) -> None:
             with open(path, "rb") as src:

@@ -23,6 +23,9 @@ class MountConfig:
     allow_other: bool = False
     hard_delete: bool = False
     sync_upload: bool = False  # close() waits for the upload and reports its failure
+    # close() waits for the disk (content, manifest, directory synced): a power loss right
+    # after cannot lose it. Off: the committer syncs within about a second (vfs/outboxcommit).
+    sync_close: bool = False
     # Longest a read (or an open) waits for the store before failing with EIO; the store's
     # own retries can last many minutes, and a FUSE request cannot be interrupted.
     io_timeout: float = 120.0

@@ -20,7 +20,7 @@ from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.metadata import killed_privs
 from b2cryptfs.vfs.namespace import Node
-from b2cryptfs.vfs.outbox import OutboxEntry, WrittenContent
+from b2cryptfs.vfs.outbox import ContentFile, OutboxEntry, WrittenContent
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.parts import Part, Shared
 from b2cryptfs.vfs.reader import Reader
@@ -28,6 +28,9 @@ from b2cryptfs.vfs.staging import Staging
 from b2cryptfs.vfs.views import Handle
 
 log = logging.getLogger(__name__)
+
+# Content up to this size is sealed in the trio thread (without durable syncs).
+INLINE_SEAL = 64 * 1024
 
 
 class Content(Part):
@@ -174,8 +177,9 @@ class Content(Part):
                 node.meta = meta.updated(mode=killed_privs(meta.mode))
         return len(data)
 
-    async def seal(self, node: Node) -> OutboxEntry | None:
-        """Seal a node's dirty staging content into a new outbox entry."""
+    async def seal(self, node: Node, *, durable: bool = False) -> OutboxEntry | None:
+        """Seal a node's dirty staging content into a new outbox entry (on the local disk
+        before this returns if ``durable``: fsync)."""
         async with node.lock:
             staging = node.staging
             if not node.dirty or staging is None:
@@ -189,17 +193,19 @@ class Content(Part):
             seen = (node.meta, node.content_mtime_ns)
             meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
-            def write_content(content_path: str) -> WrittenContent:
-                fd = os.open(content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+            def write_content(out: ContentFile) -> WrittenContent:
+                sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
                 return WrittenContent(
                     sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size, meta
                 )
 
-            work = self.outbox.put(path, mtime_ms, write_content)
+            work = self.outbox.put(path, mtime_ms, write_content, durable=durable)
 
             async def seal() -> OutboxEntry:
+                if staging.size <= INLINE_SEAL and not (durable or self.outbox.sync_close):
+                    # Less work than handing it to a thread and back (no disk sync: the
+                    # committer's; the files were made ahead of time: vfs/outboxspares.py).
+                    return work()
                 return await trio.to_thread.run_sync(work, limiter=self.ctx.cpu_limiter)
 
             try:
@@ -234,7 +240,8 @@ class Content(Part):
             raise OpError(errno.EIO, str(exc)) from None
 
     async def flush(self, fh: int) -> None:
-        # close(2): once it returns, what was written is durable (sealed into the outbox).
+        # close(2): once it returns, what was written is in the outbox (a kill -9 cannot lose
+        # it; a power loss within about a second can, unless sync_close: vfs/outboxcommit.py).
         handle = self.handle(fh)
         if not handle.writable:
             return
@@ -254,7 +261,8 @@ class Content(Part):
     async def fsync(self, fh: int) -> None:
         handle = self.handle(fh)
         node = handle.node
-        entry = await self.seal(node) if handle.writable else None
+        # Durable at once: should the upload fail, the entry must outlive a power loss.
+        entry = await self.seal(node, durable=True) if handle.writable else None
         entry = entry or (None if node.unlinked else self.outbox.latest(node.path))
         if entry is not None:
             await self.wait_upload(entry)

@@ -71,6 +71,7 @@ class Vfs:
             workers=config.upload_workers,
             settle=settle,
             retry_base=retry_base,
+            sync_close=config.sync_close or config.sync_upload,
         )
         # Finished uploads reach the listings through the listing cache's own look-ups.
         self.listings = ListingCache(
@@ -141,10 +142,18 @@ class Vfs:
         await self.outbox.run()
 
     async def shutdown(self) -> int:
-        """Seal whatever is still being written, then drain the outbox.
+        """Seal whatever is still being written, then drain the outbox; at the end (even a
+        cancelled drain's) make what is left in it durable and mark the stop clean.
 
         Returns how many uploads are left on disk for the next mount.
         """
+        try:
+            return await self._seal_and_drain()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.outbox.close)
+
+    async def _seal_and_drain(self) -> int:
         for node in list(self.table.staged()):
             if node.dirty:
                 try:

@@ -71,9 +71,14 @@ class MoveJournal:
     # --- the records -------------------------------------------------------------------
 
     def _record(self, old: str, new: str, entry: OutboxEntry | None) -> Move:
-        """Blocking but short (two fsyncs, in the trio thread on purpose: no upload can
+        """Blocking but short (a few fsyncs, in the trio thread on purpose: no upload can
         start between the checks before it and the changes after it)."""
         move = Move(self.outbox.reserve_seq(), old, new, None if entry is None else entry.seq)
+        if entry is not None:
+            # The entry the intent moves must outlive a power loss as the intent does (a
+            # close need not wait for the disk; ext4 likewise flushes a file renamed over
+            # another at the rename).
+            self.outbox.make_durable(entry)
         data = json.dumps({"old": old, "new": new, "entry": move.entry}).encode()
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
         try:

@@ -1,10 +1,15 @@
 """The durable upload queue: sealed pairs waiting in the cache directory to be uploaded.
 
 An entry's files are written by :mod:`b2cryptfs.vfs.outboxfiles`; it exists exactly when its
-manifest does, and what a killed daemon left is uploaded by the next mount. Workers upload
-entries oldest first, key object first, one at a time per path; a newer entry replaces a
-queued one. Only a file that may still be written waits the settle delay (vfs/settle.py).
-Transient failures are retried with backoff; any other failure is logged and the entry stays
+manifest does, and what a killed daemon left is uploaded by the next mount. Sealing does not
+wait for the disk unless ``sync_close``: the committer (vfs/outboxcommit.py) makes entries
+durable soon after, and :meth:`Outbox.close` at a clean stop marks them all durable.
+
+Workers upload entries oldest first, key object first, one at a time per path; a newer entry
+replaces a queued one. Only a file that may still be written waits the settle delay
+(vfs/settle.py); the others yield to a burst of closes (one within ``_BURST_GAP`` of the
+last), for at most the settle delay: uploads share the CPU and the interpreter with the
+writer, and a program writing many small files should not wait for them. Transient failures are retried with backoff; any other failure is logged and the entry stays
 on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
 
@@ -23,31 +28,38 @@ from b2cryptfs.bucket.meta import Meta
 from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, TransientError
 from b2cryptfs.vfs.namespace import PathIndex
+from b2cryptfs.vfs.outboxcommit import Committer
 from b2cryptfs.vfs.outboxfiles import (
     CANCELLED,
     DONE,
     FAILED,
     QUEUED,
     UPLOADING,
+    ContentFile,
     OutboxEntry,
     WrittenContent,
     discard_files,
+    mark_clean,
     rewrite_manifest,
     scan_dir,
+    take_clean_mark,
     write_entry,
 )
+from b2cryptfs.vfs.outboxspares import Spares
 from b2cryptfs.vfs.outboxstats import OutboxStats
 from b2cryptfs.vfs.settle import SettlePolicy
 from b2cryptfs.vfs.threads import ABANDON_ON_CANCEL
 from b2cryptfs.vfs.tidy import Tidier
 
-__all__ = ["Outbox", "OutboxEntry", "WrittenContent"]
+__all__ = ["ContentFile", "Outbox", "OutboxEntry", "WrittenContent"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
 # While draining at unmount, give up on an entry (it stays on disk) after this many failures.
 _DRAIN_ATTEMPTS = 3
+# Seals closer together than this (seconds) are a burst, which uploads yield to.
+_BURST_GAP = 0.05
 
 
 class Outbox:
@@ -62,8 +74,15 @@ class Outbox:
         workers: int = 4,
         settle: float = 2.0,
         retry_base: float = 1.0,
+        sync_close: bool = False,
+        spares_dir: str | None = None,
     ) -> None:
         self.directory = directory
+        # Seal durably (three syncs per entry) instead of leaving it to the committer.
+        self.sync_close = sync_close
+        self.committer = Committer(directory)
+        # Files for sealing made ahead of time (None: created on the spot).
+        self.spares = Spares(spares_dir) if spares_dir is not None else None
         self.pairs = pairs
         self.limiter = limiter
         self.workers = max(1, workers)
@@ -85,22 +104,46 @@ class Outbox:
         os.chmod(directory, 0o700)
         self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
         self._held: set[str] = set()  # paths whose uploads must not start now (hold)
+        self._last_seal = float("-inf")  # trio time of the last register()
+        self._running: set[OutboxEntry] = set()  # in _upload (few: one per worker)
 
     def put(
-        self, path: str, mtime_ms: int, write_content: Callable[[str], WrittenContent]
+        self,
+        path: str,
+        mtime_ms: int,
+        write_content: Callable[[ContentFile], WrittenContent],
+        *,
+        durable: bool = False,
     ) -> Callable[[], OutboxEntry]:
         """The one way into the outbox: a blocking job (for a worker thread) that has
-        ``write_content`` write the sealed content to the file it is given, then makes the
-        entry durable; on any failure nothing of it is left. Register the entry it returns
-        with :meth:`register`. The job may be run again after a failure (disk full)."""
+        ``write_content`` write the sealed content to the (write-only) file it is given,
+        then writes the entry's manifest (on the disk when the job returns if ``durable``
+        or ``sync_close``, else soon after: the committer); on any failure nothing of it is
+        left. Register the entry it returns with :meth:`register`. The job may be run again
+        after a failure (disk full)."""
         seq, content_path = self._allocate()
+        durable, spares = durable or self.sync_close, self.spares
 
         def job() -> OutboxEntry:
             try:
-                return write_entry(self.directory, seq, path, mtime_ms, write_content(content_path))
+                with ContentFile(content_path, durable=durable, spares=spares) as out:
+                    written = write_content(out)
+                entry = write_entry(
+                    self.directory,
+                    seq,
+                    path,
+                    mtime_ms,
+                    written,
+                    content=out,
+                    durable=durable,
+                    spares=spares,
+                )
             except BaseException:
                 discard_files(self.directory, seq)
                 raise
+            if not durable:
+                self.committer.add(entry.content_file, entry.manifest_file)
+            return entry
 
         return job
 
@@ -117,8 +160,11 @@ class Outbox:
         return seq, os.path.join(self.directory, f"{seq:012d}.content")
 
     def scan(self) -> list[OutboxEntry]:
-        """Load entries left by an earlier run (blocking; call before :meth:`run`)."""
-        found, next_seq = scan_dir(self.directory)
+        """Load entries left by an earlier run (blocking; call before :meth:`run`). Unless
+        that run stopped cleanly (:meth:`close`), each entry's content is checked first and
+        torn ones are dropped."""
+        clean = take_clean_mark(self.directory)
+        found, next_seq = scan_dir(self.directory, verify=not clean)
         self._next_seq = max(self._next_seq, next_seq)
         for entry in found:
             self._add(entry)
@@ -126,20 +172,26 @@ class Outbox:
             log.info("outbox: %d upload(s) left by an earlier run will be retried", len(found))
         return found
 
-    def _add(self, entry: OutboxEntry) -> None:
+    def _add(self, entry: OutboxEntry, *, wake: bool = True) -> None:
         # A newer version of a path replaces an older one that has not started uploading.
         for old in self.entries_for(entry.path):
             if old.state in (QUEUED, FAILED) and old.seq < entry.seq:
                 self.discard(old)
         self._insert(entry)
-        self._wake()
+        if wake:
+            self._wake()
 
     def register(self, entry: OutboxEntry, *, settle: bool = True) -> None:
         """Queue an entry made durable by a :meth:`put` job (settling: vfs/settle.py)."""
         now = trio.current_time()
         busy = self._settle.sealed(entry.path, now)
         entry.not_before = now + self.settle if settle and busy else 0.0
-        self._add(entry)
+        entry.yields_until = now + self.settle if settle else 0.0
+        # Within a burst the workers look again when it may have ended (_eligible) anyway:
+        # not woken by every seal, each to scan the whole queue.
+        in_burst = now - self._last_seal < _BURST_GAP and entry.yields_until > now
+        self._last_seal = now
+        self._add(entry, wake=not in_burst)
 
     def writing(self, path: str, open_for_write: bool) -> None:
         """Whether ``path`` is still open for writing; at the last close it need not wait
@@ -256,6 +308,12 @@ class Outbox:
         """Upload ``entry`` now and wait for the result (None if it was superseded). Raises
         the failure; with ``max_attempts``, also gives up (raising the last transient error)
         after that many failed attempts, leaving the entry queued."""
+        if entry.yields_until:
+            # It yields no more, and neither does anything else: the burst is over (the
+            # workers skip the rest of the queue during one, _eligible).
+            entry.yields_until = 0.0
+            self._last_seal = float("-inf")
+            self._wake()
         if entry.state == QUEUED and entry.not_before > trio.current_time():
             entry.not_before = 0.0
             self._wake()
@@ -275,15 +333,20 @@ class Outbox:
 
     def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload, and when to look again if none is ready."""
-        busy = {e.path for e in self._entries.values() if e.state == UPLOADING}
+        busy = {e.path for e in self._running if e.state == UPLOADING and e.seq in self._entries}
         busy |= self.tidier.busy | self._held
         later = float("inf")
+        burst_ends = self._last_seal + _BURST_GAP if not self.draining else now
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
                 continue
-            if e.not_before <= now:
+            if e.not_before <= now and (burst_ends <= now or e.yields_until <= now):
                 return e, now
-            later = min(later, e.not_before)
+            later = min(later, max(e.not_before, min(burst_ends, e.yields_until)))
+            if burst_ends > now and e.yields_until > now:
+                # In a burst the entries after this one (sealed later) yield longer: this
+                # worker is woken for each seal's burst end, so do not scan them every time.
+                break
             # Keep one path's entries in order: never overtake an older one of the same path.
             busy.add(e.path)
         return None, later
@@ -310,6 +373,7 @@ class Outbox:
     async def _upload(self, entry: OutboxEntry) -> None:
         entry.state = UPLOADING
         entry.touched = True
+        self._running.add(entry)
         try:
             result = await trio.to_thread.run_sync(
                 self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
@@ -334,12 +398,12 @@ class Outbox:
             entry.error = None
             entry.state = DONE
             self.stats.uploaded(entry, len(self))
-            self._remove(entry)
-            discard_files(self.directory, entry.seq)
+            self._remove(entry)  # (its files are gone: _upload_blocking)
             self._uploaded.append((entry.path, result))
             entry.done.set()
             log.debug("uploaded %s (%d bytes)", entry.path, entry.plaintext_size)
         finally:
+            self._running.discard(entry)
             entry.attempted.set()
             entry.attempted = trio.Event()
             self._wake()
@@ -360,9 +424,33 @@ class Outbox:
     def _upload_blocking(self, entry: OutboxEntry) -> FileEntry:
         # No collision stat (a billed list call): the vfs checked its listing at create.
         e, key_object = entry, entry.read_key_object()
-        return self.pairs.upload_pair(
-            e.path, key_object, e.content_file, e.info, e.mtime_ms, e.meta, check=False
+        stored = self.pairs.upload_pair(
+            e.path,
+            key_object,
+            e.content_file,
+            e.info,
+            e.mtime_ms,
+            e.meta,
+            check=False,
+            # Taken at seal time: the store need not read the file to hash it again.
+            content_sha1=e.content_sha1,
         )
+        # Stored: the entry is done with (here, not in the trio thread: three unlinks).
+        discard_files(self.directory, e.seq)
+        return stored
+
+    def make_durable(self, entry: OutboxEntry) -> None:
+        """Blocking: the entry's files on the disk now (before a record that refers to it:
+        vfs/moves.py), not when the committer gets to them."""
+        self.committer.sync([entry.content_file, entry.manifest_file])
+
+    def close(self) -> None:
+        """Blocking, at a clean stop (nothing is sealed after it): make every entry left
+        durable and say so, so that the next scan need not check them."""
+        if self.spares is not None:
+            self.spares.close()
+        self.committer.close()
+        mark_clean(self.directory)
 
     async def drain(self) -> int:
         """Upload everything queued; return how many entries are left on disk."""

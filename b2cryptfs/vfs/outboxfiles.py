@@ -1,11 +1,18 @@
 """The outbox's files: one entry per sequence number N in the outbox directory.
 
 Layout 2 (written now): ``N.content`` (the sealed content object) and ``N.json`` (the
-manifest: path, mtime, file info, format, sizes, and the key object itself, base64). Making
-an entry durable costs three fsyncs: the content file, the manifest's temporary file, then
-the directory once the manifest is renamed into place. The content is durable before the
-rename can be, so after kill -9 or power loss an entry is absent or complete: it exists
-exactly when its manifest does.
+manifest: path, mtime, file info, format, sizes, the content's SHA-1 and the key object
+itself, base64). An entry exists exactly when its manifest does; the manifest is written to a
+temporary file and renamed into place, so a killed daemon (kill -9: the page cache survives
+it) leaves an entry absent or complete.
+
+Sealing does not wait for the disk (ext4's close() does not either): a ``durable=True`` write
+syncs the content, the manifest and the directory before it returns; otherwise the committer
+(vfs/outboxcommit.py) does so soon after, in batches. A power loss in between can leave a
+manifest whose content never reached the disk: a torn entry. A clean stop leaves the mark
+``outbox.clean`` beside the directory (every entry then is durable); without it, the scan
+checks every entry's content against its size and SHA-1 and drops the torn ones
+(:func:`scan_dir`).
 
 Layout 1 (read, and kept when rewritten): the key object in its own ``N.key`` file and a
 manifest without it. This module is that protocol and nothing else; the queue and its
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -27,10 +35,14 @@ import trio
 from b2cryptfs.bucket.meta import META_KEY, Meta, decode_meta, encode_meta
 from b2cryptfs.bucket.pairs import FileEntry
 from b2cryptfs.errors import IntegrityError
+from b2cryptfs.vfs.outboxspares import Spares
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 
 QUEUED, UPLOADING, DONE, FAILED, CANCELLED = "queued", "uploading", "done", "failed", "cancelled"
+# Beside the outbox directory (an empty outbox stays empty): left by a clean stop (every
+# entry then is durable), taken (removed) by the next scan.
+CLEAN_MARK_SUFFIX = ".clean"
 _PENDING = (QUEUED, UPLOADING, FAILED)
 
 
@@ -44,6 +56,9 @@ class OutboxEntry:
     plaintext_size: int
     content_size: int
     directory: str
+    # The content file's SHA-1 (hex) taken while sealing: the scan checks it after an unclean
+    # stop and the upload passes it on (no second read). None in older manifests.
+    content_sha1: str | None = None
     state: str = QUEUED
     # Its upload may have begun (its key object may be in the store): this run tried it, or
     # an earlier run left it.
@@ -51,6 +66,8 @@ class OutboxEntry:
     # Failing for good, or for long (vfs/outboxstats.py): the reason, kept in the manifest.
     stuck: str | None = None
     not_before: float = 0.0
+    # Until then (trio time) its upload yields to a burst of closes: vfs/outbox.py.
+    yields_until: float = 0.0
     attempts: int = 0
     drain_failures: int = 0
     error: BaseException | None = None
@@ -92,6 +109,8 @@ class OutboxEntry:
             "plaintext_size": self.plaintext_size,
             "content_size": self.content_size,
         }
+        if self.content_sha1 is not None:
+            m["content_sha1"] = self.content_sha1
         if self.stuck is not None:
             m["stuck"] = self.stuck
         if self.layout >= 2:
@@ -110,7 +129,7 @@ class OutboxEntry:
 
 @dataclass(frozen=True)
 class WrittenContent:
-    """What a content writer hands the outbox besides the content file it wrote."""
+    """What a content writer hands the outbox besides the content it wrote."""
 
     key_object: bytes
     info: dict[str, str]
@@ -119,7 +138,69 @@ class WrittenContent:
     meta: Meta | None = None
 
 
-def _fsync_dir(path: str) -> None:
+def _take_spare(spares: Spares | None, dest: str | None = None) -> tuple[int, str] | None:
+    """A spare file (descriptor, path), renamed to ``dest`` if given, or None."""
+    spare = spares.take() if spares is not None else None
+    if spare is None or dest is None:
+        return spare
+    fd, path = spare
+    try:
+        os.rename(path, dest)
+    except OSError:  # (not on the same filesystem after all: create it instead)
+        os.close(fd)
+        _unlink_quietly(path)
+        return None
+    return fd, dest
+
+
+class ContentFile:
+    """The content file being sealed into (write-only): counts and hashes what is written
+    (the manifest records both), and with ``durable`` syncs its data when closed."""
+
+    def __init__(self, path: str, *, durable: bool, spares: Spares | None = None) -> None:
+        self.path = path
+        spare = _take_spare(spares, path)
+        if spare is not None:
+            self._fd = spare[0]
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._durable = durable
+        self._sha1 = hashlib.sha1()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            done = os.write(self._fd, view)
+            view = view[done:]
+        self._sha1.update(data)
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def sha1(self) -> str:
+        return self._sha1.hexdigest()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            if self._durable:
+                # fdatasync: the size is flushed with the data; the name waits for the
+                # directory's fsync after the manifest's rename.
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> ContentFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -132,15 +213,23 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_durably(path: str, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, durable once this returns."""
+def _write_atomically(
+    path: str, data: bytes, *, durable: bool = True, spares: Spares | None = None
+) -> None:
+    """Atomically replace ``path`` with ``data`` (write a temporary file or a spare, rename
+    it); with ``durable``, on the disk once this returns."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    spare = _take_spare(spares)
+    fd, tmp = spare if spare is not None else tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -148,7 +237,8 @@ def _write_durably(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -170,10 +260,20 @@ def discard_files(directory: str, seq: int) -> None:
 
 
 def write_entry(
-    directory: str, seq: int, path: str, mtime_ms: int, written: WrittenContent
+    directory: str,
+    seq: int,
+    path: str,
+    mtime_ms: int,
+    written: WrittenContent,
+    *,
+    content: ContentFile | None = None,
+    durable: bool = True,
+    spares: Spares | None = None,
 ) -> OutboxEntry:
-    """Blocking: make the entry durable (its content file is already written): fsync the
-    content, write the manifest with the key object in it, fsync the directory."""
+    """Blocking: write the entry's manifest, with the key object in it, atomically, once its
+    content file is written (``content``, closed; None: a file written by other means, looked
+    at here). With ``durable`` the content (unless ``content`` synced it), the manifest and
+    the directory are synced; otherwise the committer must see to it."""
     entry = OutboxEntry(
         seq=seq,
         path=path,
@@ -181,31 +281,114 @@ def write_entry(
         info=dict(written.info),
         format=written.format,
         plaintext_size=written.plaintext_size,
-        content_size=0,
+        content_size=content.size if content is not None else 0,
+        content_sha1=content.sha1 if content is not None else None,
         directory=directory,
         key_object=bytes(written.key_object),
         meta=written.meta,
     )
-    fd = os.open(entry.content_file, os.O_RDONLY)
-    try:
-        # fdatasync: the size is flushed with the data; the name waits for the directory's.
-        os.fdatasync(fd)
-        entry.content_size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
+    if content is None:
+        fd = os.open(entry.content_file, os.O_RDONLY)
+        try:
+            if durable:
+                os.fdatasync(fd)
+            entry.content_size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     # Last, the manifest; its directory fsync also makes the content file's name durable.
-    rewrite_manifest(entry)
+    rewrite_manifest(entry, durable=durable, spares=spares)
     return entry
 
 
-def rewrite_manifest(entry: OutboxEntry) -> None:
-    _write_durably(entry.manifest_file, json.dumps(entry.manifest()).encode())
+def rewrite_manifest(
+    entry: OutboxEntry, *, durable: bool = True, spares: Spares | None = None
+) -> None:
+    data = json.dumps(entry.manifest()).encode()
+    _write_atomically(entry.manifest_file, data, durable=durable, spares=spares)
 
 
-def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
+def torn_reason(entry: OutboxEntry) -> str | None:
+    """Why the entry's content file is not what its manifest says it sealed (a power loss
+    after the manifest reached the disk but before the content did), or None."""
+    try:
+        with open(entry.content_file, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if entry.layout >= 2 and size != entry.content_size:
+                return f"the content file has {size} bytes, its manifest says {entry.content_size}"
+            if entry.content_sha1 is None:
+                return None
+            digest = hashlib.sha1()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return "the content file is missing"
+    if digest.hexdigest() != entry.content_sha1:
+        return "the content file's SHA-1 differs from the one its manifest recorded"
+    return None
+
+
+def clean_mark(directory: str) -> str:
+    return os.path.normpath(directory) + CLEAN_MARK_SUFFIX
+
+
+def take_clean_mark(directory: str) -> bool:
+    """Whether the last run stopped cleanly (its entries are durable); removes the mark,
+    durably, before anything new is written (the mark must not outlive this run)."""
+    mark = clean_mark(directory)
+    try:
+        os.unlink(mark)
+    except FileNotFoundError:
+        return False
+    fsync_dir(os.path.dirname(mark))
+    return True
+
+
+def is_marked_clean(directory: str) -> bool:
+    return os.path.exists(clean_mark(directory))
+
+
+def mark_clean(directory: str) -> None:
+    """Blocking: a clean stop; call only once every entry is durable."""
+    _write_atomically(clean_mark(directory), b"", durable=True)
+
+
+def _read_manifest(directory: str, stem: str) -> OutboxEntry:
+    seq = int(stem)
+    with open(os.path.join(directory, stem + ".json"), "rb") as f:
+        m = json.load(f)
+    layout = int(m.get("version", 1))
+    if layout not in (1, 2):
+        raise ValueError(f"unknown entry layout {layout}")
+    key_object = None
+    if layout == 2:
+        key_object = base64.b64decode(str(m["key_object"]), validate=True)
+    return OutboxEntry(
+        seq=seq,
+        path=str(m["path"]),
+        mtime_ms=int(m["mtime_ms"]),
+        info={str(k): str(v) for k, v in dict(m["info"]).items()},
+        format=str(m["format"]),
+        plaintext_size=int(m["plaintext_size"]),
+        content_size=int(m["content_size"]),
+        content_sha1=str(m["content_sha1"]) if m.get("content_sha1") is not None else None,
+        directory=directory,
+        key_object=key_object,
+        layout=layout,
+        meta=decode_meta({META_KEY: str(m["meta"])}) if "meta" in m else None,
+        touched=True,
+        stuck=str(m["stuck"]) if m.get("stuck") is not None else None,
+    )
+
+
+def scan_dir(directory: str, *, verify: bool = False) -> tuple[list[OutboxEntry], int]:
     """(entries left by an earlier run, the next free sequence number); removes leftovers
     of interrupted writes. Unusable entries are logged and left in place (their numbers
-    stay taken)."""
+    stay taken).
+
+    ``verify`` (the earlier run did not stop cleanly): each entry's content is checked
+    against its manifest, and a torn one (:func:`torn_reason`, or a manifest that is not
+    even JSON: its own data never reached the disk) is logged and removed, never uploaded.
+    """
     found: list[OutboxEntry] = []
     stems: set[str] = set()
     next_seq = 1
@@ -225,40 +408,82 @@ def scan_dir(directory: str) -> tuple[list[OutboxEntry], int]:
     for stem in sorted(stems):
         seq = int(stem)
         next_seq = max(next_seq, seq + 1)
+        manifest = os.path.join(directory, stem + ".json")
         try:
-            with open(os.path.join(directory, stem + ".json"), "rb") as f:
-                m = json.load(f)
-            layout = int(m.get("version", 1))
-            if layout not in (1, 2):
-                raise ValueError(f"unknown entry layout {layout}")
-            key_object = None
-            if layout == 2:
-                key_object = base64.b64decode(str(m["key_object"]), validate=True)
-            entry = OutboxEntry(
-                seq=seq,
-                path=str(m["path"]),
-                mtime_ms=int(m["mtime_ms"]),
-                info={str(k): str(v) for k, v in dict(m["info"]).items()},
-                format=str(m["format"]),
-                plaintext_size=int(m["plaintext_size"]),
-                content_size=int(m["content_size"]),
-                directory=directory,
-                key_object=key_object,
-                layout=layout,
-                meta=decode_meta({META_KEY: str(m["meta"])}) if "meta" in m else None,
-                touched=True,
-                stuck=str(m["stuck"]) if m.get("stuck") is not None else None,
+            entry = _read_manifest(directory, stem)
+        except json.JSONDecodeError as exc:
+            if verify:
+                _drop_torn(directory, seq, manifest, f"its manifest is not valid JSON ({exc})")
+                continue
+            log.error(
+                "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
             )
-            if layout == 1 and not os.path.isfile(entry.key_file):
+            continue
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error, IntegrityError) as exc:
+            log.error(
+                "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
+            )
+            continue
+        torn = torn_reason(entry) if verify else None
+        if torn is not None:
+            _drop_torn(directory, seq, manifest, torn, entry.path)
+            continue
+        try:
+            if entry.layout == 1 and not os.path.isfile(entry.key_file):
                 raise ValueError("its key file is missing")
             if not os.path.isfile(entry.content_file):
                 raise ValueError("its content file is missing")
-            if layout == 2 and os.path.getsize(entry.content_file) != entry.content_size:
+            if entry.layout == 2 and os.path.getsize(entry.content_file) != entry.content_size:
                 raise ValueError("its content file has the wrong size")
-        except (OSError, ValueError, KeyError, TypeError, binascii.Error, IntegrityError) as exc:
+        except (OSError, ValueError) as exc:
             log.error(
                 "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
             )
             continue
         found.append(entry)
     return found, next_seq
+
+
+def torn_entries(directory: str) -> list[tuple[str, str | None, str]]:
+    """Read-only, for tools (fsck): (manifest file, the file's path if readable, why) of
+    every torn entry, or none at all if the last run stopped cleanly."""
+    if is_marked_clean(directory) or not os.path.isdir(directory):
+        return []
+    torn: list[tuple[str, str | None, str]] = []
+    for name in sorted(os.listdir(directory)):
+        stem, _, ext = name.partition(".")
+        if ext != "json" or not stem.isdigit():
+            continue
+        manifest = os.path.join(directory, name)
+        try:
+            entry = _read_manifest(directory, stem)
+        except json.JSONDecodeError as exc:
+            torn.append((manifest, None, f"its manifest is not valid JSON ({exc})"))
+            continue
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error, IntegrityError):
+            continue  # unusable, not torn: the mount logs it and leaves it alone
+        reason = torn_reason(entry)
+        if reason is not None:
+            torn.append((manifest, entry.path, reason))
+    return torn
+
+
+def _drop_torn(
+    directory: str, seq: int, manifest: str, reason: str, path: str | None = None
+) -> None:
+    if path is not None:
+        log.error(
+            "outbox: the last close of %r before a crash or power loss is lost: its entry "
+            "%s is torn (%s); dropped, not uploaded",
+            path,
+            manifest,
+            reason,
+        )
+    else:
+        log.error(
+            "outbox: a file closed just before a crash or power loss is lost: its entry %s is "
+            "torn (%s); dropped, not uploaded",
+            manifest,
+            reason,
+        )
+    discard_files(directory, seq)

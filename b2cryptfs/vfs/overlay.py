@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+from collections.abc import Container
 from stat import S_IFDIR, S_IFREG
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
@@ -251,8 +252,17 @@ class Overlay(Part):
             return
         self.listings.set_marker(dirpath)
 
-    def check_collision(self, path: str, files: dict[str, FileView], ignore: str = "") -> None:
-        """Refuse ``P.key`` next to ``P`` and the reverse (they would share an object)."""
+    async def files_among(self, path: str) -> set[str]:
+        """The leaves of the files ``path`` could collide with that exist (check_collision)."""
+        return {
+            split(other)[1]
+            for _, other in self.ctx.pairs.collision_names(path)
+            if await self.kind(other) == "file"
+        }
+
+    def check_collision(self, path: str, files: Container[str], ignore: str = "") -> None:
+        """Refuse ``P.key`` next to ``P`` and the reverse (they would share an object);
+        ``files``: the leaves of the files in ``path``'s directory (or those that matter)."""
         for obj, other in self.ctx.pairs.collision_names(path):
             if other != ignore and split(other)[1] in files:
                 log.warning(

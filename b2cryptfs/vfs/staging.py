@@ -7,7 +7,9 @@ swapped). The file is unlinked as soon as it is created, so a crash leaves nothi
 (without the key it would be useless anyway). Holes read as zeros.
 
 A few recently written blocks are kept as plaintext in memory so that small sequential
-writes do not re-encrypt a block per write. Not thread-safe: the caller serialises access
+writes do not re-encrypt a block per write; the file itself is created only when a block
+must leave memory, so a small file is written and sealed without one (creating a file is
+one of the dearer things a close used to cost). Not thread-safe: the caller serialises access
 (the vfs holds the node lock around every call, including a sealing thread's).
 """
 
@@ -34,9 +36,8 @@ class Staging:
     """An encrypted, sparse, random-access temporary file of plaintext ``size`` bytes."""
 
     def __init__(self, directory: str) -> None:
-        fd, path = tempfile.mkstemp(dir=directory, prefix="stage-")
-        os.unlink(path)
-        self._fd = fd
+        self._directory = directory
+        self._fd = -1  # created by the first block that leaves memory (_file)
         self._aead = ChaCha20Poly1305(ChaCha20Poly1305.generate_key())
         self.size = 0
         self._on_disk: set[int] = set()
@@ -79,13 +80,21 @@ class Staging:
             self._write_block(index, self._dirty[index])
             del self._dirty[index]
 
+    def _file(self) -> int:
+        if self._fd < 0:
+            fd, path = tempfile.mkstemp(dir=self._directory, prefix="stage-")
+            os.unlink(path)
+            self._fd = fd
+        return self._fd
+
     def _write_block(self, index: int, buf: bytearray) -> None:
         nonce = os.urandom(_NONCE)
         sealed = self._aead.encrypt(nonce, bytes(buf), self._aad(index))
         data = nonce + sealed
+        fd = self._file()
         done = 0
         while done < len(data):
-            done += os.pwrite(self._fd, data[done:], index * SLOT + done)
+            done += os.pwrite(fd, data[done:], index * SLOT + done)
         self._on_disk.add(index)
 
     def flush(self) -> None:
@@ -140,7 +149,8 @@ class Staging:
             for index in [i for i in self._dirty if i >= keep_blocks]:
                 del self._dirty[index]
             self._on_disk = {i for i in self._on_disk if i < keep_blocks}
-            os.ftruncate(self._fd, keep_blocks * SLOT)
+            if self._fd >= 0:
+                os.ftruncate(self._fd, keep_blocks * SLOT)
             within = size % BLOCK
             if within:
                 # Zero the tail of the last block so that a later extension reads zeros.
@@ -165,15 +175,16 @@ class Staging:
             pos += len(data)
 
     def stream(self) -> _PlainStream:
-        """A file-like plaintext reader of the whole content (for sealing)."""
-        self.flush()
+        """A file-like plaintext reader of the whole content (for sealing; the blocks still
+        in memory are read from there)."""
         return _PlainStream(self)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self._dirty.clear()
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
 
 
 class _PlainStream:

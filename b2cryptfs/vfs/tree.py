@@ -123,25 +123,25 @@ class Tree(Part):
         path = self.overlay.check_name(parent.path, name, is_dir=False)
         meta = self._new_meta(caller, parent, stat.S_IFREG | stat.S_IMODE(mode))
         async with self._meta:
-            files, dirs = await self.overlay.children(parent.path)
+            # The name and its would-be collisions only, not the whole directory: a create
+            # must not cost more in a big directory.
+            kind = await self.overlay.kind(path)
             listed = self.listings.cached(parent.path)
             if (
                 flags & os.O_EXCL
-                and name not in files
-                and name not in dirs
+                and kind is None
                 and (listed is None or trio.current_time() - listed.fetched > self.ctx.timeout)
             ):
                 # Exclusive: the name must not exist anywhere, so ask the store (another
                 # mount may have made it since this one listed), at most once per attribute
                 # timeout (cp -a creates each file so).
                 await self.listings.get(parent.path, fresh=True)
-                files, dirs = await self.overlay.children(parent.path)
-                if name in files or name in dirs:
+                if await self.overlay.kind(path) is not None:
                     raise OpError(errno.EEXIST, f"{path}: exists")
-            if name in dirs:
+            if kind == "dir":
                 raise OpError(errno.EISDIR, f"{path}: is a directory")
-            if name not in files:
-                self.overlay.check_collision(path, files)
+            if kind is None:
+                self.overlay.check_collision(path, await self.overlay.files_among(path))
                 await self.attrs.dir_changed(parent)
             node = self.table.node_for(path, False)
             await self.content.truncate_to_empty(node)

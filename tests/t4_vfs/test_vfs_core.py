@@ -45,9 +45,9 @@ class CountingStore(DirStore):
         self.calls["stat"] += 1
         return super().stat(name)
 
-    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
         self.calls["upload " + name] += 1
-        return super().upload_file(name, path, info)
+        return super().upload_file(name, path, info, **kw)
 
     def read(self, obj, offset=0, length=None):  # type: ignore[no-untyped-def]
         self.calls["read"] += 1

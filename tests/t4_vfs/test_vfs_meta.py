@@ -41,9 +41,9 @@ class MetaCountingStore(DirStore):
         self.calls["download " + obj.name] += 1
         return super().download(obj, path)
 
-    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
         self.calls["upload " + name] += 1
-        return super().upload_file(name, path, info)
+        return super().upload_file(name, path, info, **kw)
 
     def upload_bytes(self, name, data, info):  # type: ignore[no-untyped-def]
         self.calls["upload " + name] += 1
@@ -168,9 +168,10 @@ def test_chmod_of_an_open_and_of_a_pending_file_goes_up_with_it(tmp_path: Path, 
             assert vfs.outbox.latest("pending").meta.mode == stat.S_IFREG | 0o640
             assert (await vfs.getattr(ino)).uid == 7
             await vfs.setattr(ino, mtime_ns=1_500_000_000_123_456_789, caller=ROOT)
-        # The first version of "pending" went up at once, the second waited and took the
-        # changes along: no metadata update of a stored object was needed.
-        assert store.calls["upload pending.enc"] == 2 and store.calls["upload open.enc"] == 1
+        # The first version of "pending" went up at once (or, yielding to the burst of
+        # closes, was replaced by the second before its turn), the second waited and took
+        # the changes along: no metadata update of a stored object was needed.
+        assert store.calls["upload pending.enc"] in (1, 2) and store.calls["upload open.enc"] == 1
         assert not [c for c in store.calls if c.startswith("update_info")]
         async with open_vfs(tmp_path, identity=ident) as vfs:
             o = await attr(vfs, "open")

@@ -83,12 +83,12 @@ class RefusingStore(DirStore):
         super().__init__(root, create=True)
         self.refused, self.transient = name, transient
 
-    def upload_file(self, name: str, path: str, info: dict[str, str]):  # noqa: ANN201
+    def upload_file(self, name: str, path: str, info: dict[str, str], **kw):  # noqa: ANN003, ANN201
         if name == self.refused:
             if self.transient:
                 raise TransientError(f"{name}: the store is busy")
             raise InvalidName(f"{name}: the store refuses this name")
-        return super().upload_file(name, path, info)
+        return super().upload_file(name, path, info, **kw)
 
     def delete_version(self, obj):  # noqa: ANN001, ANN201
         # As a kill -9 right after the key object went up: nothing takes it back.

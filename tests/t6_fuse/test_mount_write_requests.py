@@ -1,12 +1,14 @@
 """What writing small files costs: requests at the loopback server, syncs in the daemon.
 
-Steady state (the directory listed once) a written file is two uploads and no list call;
-the close that seals it makes its outbox entry durable with three syncs (the content file,
-the manifest, the directory: man b2cryptfs-format(5)).
+Steady state (the directory listed once) a written file is two uploads and no list call.
+The close that seals it syncs nothing (the committer makes its outbox entry durable soon
+after); with --sync-close, and at fsync(2), sealing syncs three times (the content file, the
+manifest, the directory: man mount.b2cryptfs(8), UNMOUNTING AND THE OUTBOX).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -51,44 +53,134 @@ def test_no_list_call_per_file_written(rsa_keys: Keys, tmp_path: Path, b2_server
 
 
 def syscalls_of_daemon(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    # -ttt: epoch timestamps, to tell what happened before a close or fsync returned;
+    # -y: the path of each descriptor synced.
     return subprocess.Popen(
-        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+        ["strace", "-f", "-qq", "-ttt", "-y",
+         "-e", "trace=fsync,fdatasync,syncfs,sync,rename,renameat,renameat2",
          "-o", str(out), "-p", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
 
+class Traced:
+    """The daemon's sync and rename calls while the block runs (strace -f -p)."""
+
+    def __init__(self, pid: int, trace: Path) -> None:
+        self.pid, self.trace = pid, trace
+
+    def __enter__(self) -> Traced:
+        self.tracer = syscalls_of_daemon(self.pid, self.trace)
+        # strace attaches before it writes its first line; give it a file to wait on.
+        deadline = time.monotonic() + 30
+        while not self.trace.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # attached to every thread (strace -f -p) before the test acts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracer.terminate()
+        self.tracer.wait(timeout=30)
+
+    def calls(self) -> list[tuple[float, str]]:
+        """(when, line) of every finished call, resumed ones included."""
+        out = []
+        for ln in self.trace.read_text().splitlines():
+            parts = ln.split(None, 2)
+            if len(parts) == 3 and "unfinished" not in ln:
+                out.append((float(parts[1]), parts[2]))
+        return out
+
+
+def _syncs(calls: list[tuple[float, str]], before: float | None = None) -> list[str]:
+    """Sync calls (finished before ``before``, if given), one line each."""
+    names = ("fsync(", "fdatasync(", "syncfs(", "sync(")
+    return [
+        ln
+        for t, ln in calls
+        if (before is None or t <= before)
+        and (ln.startswith(names) or (ln.startswith("<...") and "sync resumed" in ln))
+    ]
+
+
+def _file_syncs(lines: list[str]) -> list[str]:
+    """Syncs of files, not of the outbox directory (-y shows the path)."""
+    return [ln for ln in lines if ".content>" in ln or ".json>" in ln or "/spare-" in ln
+            or "/.tmp-" in ln]  # fmt: skip
+
+
+def _warm_mount(mnt: Path, b2_server) -> None:  # noqa: ANN001
+    (mnt / "warm.txt").write_bytes(b"first write: staging and outbox directories exist\n")
+    wait_uploads(b2_server, 2)
+    time.sleep(1.5)  # warm.txt's entry is stored and gone: the committer has nothing left
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_close_of_a_small_file_syncs_three_times(
+def test_close_does_not_sync_and_the_committer_syncs_soon_after(
     rsa_keys: Keys,  # noqa: F811
     tmp_path: Path,
     b2_server,
 ) -> None:
     spec = b2_store(tmp_path, b2_server)
     mnt = tmp_path / "mnt"
-    trace = tmp_path / "trace"
     with mounted(spec, mnt, tmp_path / "cache", rsa_keys.args()) as m:
-        (mnt / "warm.txt").write_bytes(b"first write: staging and outbox directories exist\n")
-        wait_uploads(b2_server, 2)
+        _warm_mount(mnt, b2_server)
         assert m.pid is not None
-        tracer = syscalls_of_daemon(m.pid, trace)
-        try:
-            # strace attaches before it writes its first line; give it a file to wait on.
-            deadline = time.monotonic() + 30
-            while not trace.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)  # attached to every thread (strace -f -p) before the write
+        with Traced(m.pid, tmp_path / "trace") as traced:
             with open(mnt / "small.txt", "wb") as f:
                 f.write(b"four KiB\n" * 455)
-            # Only the close is traced: stop before the upload worker's own work matters
-            # (uploads make no sync calls, but keep the window to the close).
-        finally:
-            tracer.terminate()
-            tracer.wait(timeout=30)
+            closed = time.time()
+            # The committer syncs within about a second of the close; the upload may have
+            # removed the files by then (nothing to sync), the directory it syncs anyway.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                "outbox>" in ln for ln in _syncs(traced.calls())
+            ):
+                time.sleep(0.1)
         assert (mnt / "small.txt").read_bytes() == b"four KiB\n" * 455
-    lines = [ln for ln in trace.read_text().splitlines() if "resumed" not in ln or "= " in ln]
-    syncs = [ln for ln in lines if " fsync(" in ln or " fdatasync(" in ln]
-    renames = [ln for ln in lines if " rename" in ln]
-    # fdatasync of the content file, fsync of the manifest, fsync of the outbox directory.
-    assert len(syncs) == 3, "\n".join(lines)
-    assert len(renames) == 1, "\n".join(lines)
+    calls = traced.calls()
+    dump = "\n".join(f"{t:.6f} {ln}" for t, ln in calls) + f"\nclosed at {closed:.6f}"
+    assert _file_syncs(_syncs(calls, before=closed)) == [], dump
+    assert not [ln for ln in _syncs(calls, before=closed) if "outbox>" in ln], dump
+    after = _syncs(calls)
+    assert any("outbox>" in ln for ln in after), dump
+    # One manifest rename on the close path.
+    assert len([ln for t, ln in calls if t <= closed and "rename" in ln]) == 1, dump
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_sync_close_syncs_three_times_and_fsync_waits_for_the_disk(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    extra = ["--sync-close"]
+    with mounted(spec, mnt, tmp_path / "cache", rsa_keys.args(), extra_args=extra) as m:
+        _warm_mount(mnt, b2_server)
+        assert m.pid is not None
+        with Traced(m.pid, tmp_path / "trace") as traced:
+            started = time.time()
+            with open(mnt / "small.txt", "wb") as f:
+                f.write(b"four KiB\n" * 455)
+            closed = time.time()
+        calls = traced.calls()
+        syncs = [ln for ln in _syncs(calls, before=closed)]
+        # fdatasync of the content file, fsync of the manifest, fsync of the outbox directory.
+        dump = "\n".join(f"{t:.6f} {ln}" for t, ln in calls) + f"\n{started=} {closed=}"
+        assert len(syncs) == 3, dump
+        assert len(_file_syncs(syncs)) == 2, dump
+    # Without --sync-close, fsync(2) makes the entry durable before it waits for the upload.
+    with mounted(spec, mnt, tmp_path / "cache", rsa_keys.args()) as m:
+        assert m.pid is not None
+        with Traced(m.pid, tmp_path / "trace2") as traced:
+            with open(mnt / "synced.txt", "wb") as f:
+                f.write(b"durable\n" * 100)
+                written = time.time()
+                os.fsync(f.fileno())
+                synced = time.time()
+        calls = [(t, ln) for t, ln in traced.calls() if t >= written]
+        dump = "\n".join(f"{t:.6f} {ln}" for t, ln in calls) + f"\n{written=} {synced=}"
+        assert len(_file_syncs(_syncs(calls, before=synced))) == 2, dump
+        assert any("outbox>" in ln for ln in _syncs(calls, before=synced)), dump

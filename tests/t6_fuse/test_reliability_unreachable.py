@@ -91,9 +91,9 @@ class UnreachableStore(DirStore):
         self._outage()
         return super().upload_bytes(name, data, info)
 
-    def upload_file(self, name, path, info):  # type: ignore[no-untyped-def]
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
         self._outage()
-        return super().upload_file(name, path, info)
+        return super().upload_file(name, path, info, **kw)
 
 
 def test_listed_directories_stay_usable_in_an_outage(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -116,7 +116,7 @@ def main(out: Path) -> None:
         import trio
 
         from b2cryptfs.vfs.outbox import Outbox
-        from b2cryptfs.vfs.outboxfiles import WrittenContent
+        from b2cryptfs.vfs.outboxfiles import ContentFile, WrittenContent
 
         store = tmp / "store-outbox"
         (store / "pending").mkdir(parents=True)
@@ -131,8 +131,8 @@ def main(out: Path) -> None:
         outbox_dir = out / "outbox" / "outbox"
         box = Outbox(str(outbox_dir), None, trio.CapacityLimiter(1))  # type: ignore[arg-type]
 
-        def write_content(content_path: str) -> WrittenContent:
-            Path(content_path).write_bytes(content)
+        def write_content(dst: ContentFile) -> WrittenContent:
+            dst.write(content)
             return WrittenContent(key_obj, info, "age", pending.stat().st_size)
 
         box.put("pending/waiting.txt", MTIME * 1000, write_content)()
