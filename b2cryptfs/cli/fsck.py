@@ -45,7 +45,7 @@ def _local_outbox(cache_root: str | None, store_url: str) -> int:
     import os
 
     from b2cryptfs.cache.cachedir import default_cache_root, outbox_manifests, store_id
-    from b2cryptfs.vfs.outboxfiles import torn_entries
+    from b2cryptfs.cache.outboxcheck import torn_entries
 
     root = os.path.abspath(os.path.expanduser(cache_root or default_cache_root()))
     # Checked unless the last mount stopped cleanly (a mount running now has not).

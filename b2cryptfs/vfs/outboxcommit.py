@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from b2cryptfs.vfs.outboxfiles import fsync_dir
+from b2cryptfs.cache.outboxcheck import fsync_dir
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
 

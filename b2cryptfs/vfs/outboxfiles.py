@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,9 @@ import trio
 
 from b2cryptfs.bucket.meta import META_KEY, Meta, decode_meta, encode_meta
 from b2cryptfs.bucket.pairs import FileEntry
+from b2cryptfs.cache.outboxcheck import clean_mark, fsync_dir, torn_reason
 from b2cryptfs.errors import IntegrityError
+from b2cryptfs.vfs.outboxcontent import ContentFile, WrittenContent, take_spare, unlink_quietly
 from b2cryptfs.vfs.outboxspares import Spares
 
 log = logging.getLogger("b2cryptfs.vfs.outbox")
@@ -42,7 +43,6 @@ log = logging.getLogger("b2cryptfs.vfs.outbox")
 QUEUED, UPLOADING, DONE, FAILED, CANCELLED = "queued", "uploading", "done", "failed", "cancelled"
 # Beside the outbox directory (an empty outbox stays empty): left by a clean stop (every
 # entry then is durable), taken (removed) by the next scan.
-CLEAN_MARK_SUFFIX = ".clean"
 _PENDING = (QUEUED, UPLOADING, FAILED)
 
 
@@ -127,99 +127,13 @@ class OutboxEntry:
             return f.read()
 
 
-@dataclass(frozen=True)
-class WrittenContent:
-    """What a content writer hands the outbox besides the content it wrote."""
-
-    key_object: bytes
-    info: dict[str, str]
-    format: str
-    plaintext_size: int
-    meta: Meta | None = None
-
-
-def _take_spare(spares: Spares | None, dest: str | None = None) -> tuple[int, str] | None:
-    """A spare file (descriptor, path), renamed to ``dest`` if given, or None."""
-    spare = spares.take() if spares is not None else None
-    if spare is None or dest is None:
-        return spare
-    fd, path = spare
-    try:
-        os.rename(path, dest)
-    except OSError:  # (not on the same filesystem after all: create it instead)
-        os.close(fd)
-        _unlink_quietly(path)
-        return None
-    return fd, dest
-
-
-class ContentFile:
-    """The content file being sealed into (write-only): counts and hashes what is written
-    (the manifest records both), and with ``durable`` syncs its data when closed."""
-
-    def __init__(self, path: str, *, durable: bool, spares: Spares | None = None) -> None:
-        self.path = path
-        spare = _take_spare(spares, path)
-        if spare is not None:
-            self._fd = spare[0]
-        else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._durable = durable
-        self._sha1 = hashlib.sha1()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            done = os.write(self._fd, view)
-            view = view[done:]
-        self._sha1.update(data)
-        self.size += len(data)
-        return len(data)
-
-    @property
-    def sha1(self) -> str:
-        return self._sha1.hexdigest()
-
-    def close(self) -> None:
-        if self._fd < 0:
-            return
-        fd, self._fd = self._fd, -1
-        try:
-            if self._durable:
-                # fdatasync: the size is flushed with the data; the name waits for the
-                # directory's fsync after the manifest's rename.
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> ContentFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(
     path: str, data: bytes, *, durable: bool = True, spares: Spares | None = None
 ) -> None:
     """Atomically replace ``path`` with ``data`` (write a temporary file or a spare, rename
     it); with ``durable``, on the disk once this returns."""
     directory = os.path.dirname(path)
-    spare = _take_spare(spares)
+    spare = take_spare(spares)
     fd, tmp = spare if spare is not None else tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         try:
@@ -241,13 +155,6 @@ def _write_atomically(
         fsync_dir(directory)
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def stem_of(directory: str, seq: int) -> str:
     return os.path.join(directory, f"{seq:012d}")
 
@@ -256,7 +163,7 @@ def discard_files(directory: str, seq: int) -> None:
     stem = stem_of(directory, seq)
     # The manifest first: once it is gone the entry is, whatever is left of the rest.
     for ext in (".json", ".key", ".content"):
-        _unlink_quietly(stem + ext)
+        unlink_quietly(stem + ext)
 
 
 def write_entry(
@@ -307,46 +214,6 @@ def rewrite_manifest(
     _write_atomically(entry.manifest_file, data, durable=durable, spares=spares)
 
 
-def torn_reason(entry: OutboxEntry) -> str | None:
-    """Why the entry's content file is not what its manifest says it sealed (a power loss
-    after the manifest reached the disk but before the content did), or None."""
-    try:
-        with open(entry.content_file, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if entry.layout >= 2 and size != entry.content_size:
-                return f"the content file has {size} bytes, its manifest says {entry.content_size}"
-            if entry.content_sha1 is None:
-                return None
-            digest = hashlib.sha1()
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return "the content file is missing"
-    if digest.hexdigest() != entry.content_sha1:
-        return "the content file's SHA-1 differs from the one its manifest recorded"
-    return None
-
-
-def clean_mark(directory: str) -> str:
-    return os.path.normpath(directory) + CLEAN_MARK_SUFFIX
-
-
-def take_clean_mark(directory: str) -> bool:
-    """Whether the last run stopped cleanly (its entries are durable); removes the mark,
-    durably, before anything new is written (the mark must not outlive this run)."""
-    mark = clean_mark(directory)
-    try:
-        os.unlink(mark)
-    except FileNotFoundError:
-        return False
-    fsync_dir(os.path.dirname(mark))
-    return True
-
-
-def is_marked_clean(directory: str) -> bool:
-    return os.path.exists(clean_mark(directory))
-
-
 def mark_clean(directory: str) -> None:
     """Blocking: a clean stop; call only once every entry is durable."""
     _write_atomically(clean_mark(directory), b"", durable=True)
@@ -395,7 +262,7 @@ def scan_dir(directory: str, *, verify: bool = False) -> tuple[list[OutboxEntry]
     for name in os.listdir(directory):
         full = os.path.join(directory, name)
         if name.startswith(".tmp-"):
-            _unlink_quietly(full)
+            unlink_quietly(full)
             continue
         stem, _, ext = name.partition(".")
         if ext == "json" and stem.isdigit():
@@ -404,7 +271,7 @@ def scan_dir(directory: str, *, verify: bool = False) -> tuple[list[OutboxEntry]
         stem, _, ext = name.partition(".")
         if ext in ("key", "content") and stem not in stems:
             # Sealing was interrupted before the manifest: not an entry.
-            _unlink_quietly(os.path.join(directory, name))
+            unlink_quietly(os.path.join(directory, name))
     for stem in sorted(stems):
         seq = int(stem)
         next_seq = max(next_seq, seq + 1)
@@ -424,7 +291,11 @@ def scan_dir(directory: str, *, verify: bool = False) -> tuple[list[OutboxEntry]
                 "outbox: entry %s in %s is unusable (%s); leaving it there", stem, directory, exc
             )
             continue
-        torn = torn_reason(entry) if verify else None
+        torn = (
+            torn_reason(entry.content_file, entry.layout, entry.content_size, entry.content_sha1)
+            if verify
+            else None
+        )
         if torn is not None:
             _drop_torn(directory, seq, manifest, torn, entry.path)
             continue
@@ -442,30 +313,6 @@ def scan_dir(directory: str, *, verify: bool = False) -> tuple[list[OutboxEntry]
             continue
         found.append(entry)
     return found, next_seq
-
-
-def torn_entries(directory: str) -> list[tuple[str, str | None, str]]:
-    """Read-only, for tools (fsck): (manifest file, the file's path if readable, why) of
-    every torn entry, or none at all if the last run stopped cleanly."""
-    if is_marked_clean(directory) or not os.path.isdir(directory):
-        return []
-    torn: list[tuple[str, str | None, str]] = []
-    for name in sorted(os.listdir(directory)):
-        stem, _, ext = name.partition(".")
-        if ext != "json" or not stem.isdigit():
-            continue
-        manifest = os.path.join(directory, name)
-        try:
-            entry = _read_manifest(directory, stem)
-        except json.JSONDecodeError as exc:
-            torn.append((manifest, None, f"its manifest is not valid JSON ({exc})"))
-            continue
-        except (OSError, ValueError, KeyError, TypeError, binascii.Error, IntegrityError):
-            continue  # unusable, not torn: the mount logs it and leaves it alone
-        reason = torn_reason(entry)
-        if reason is not None:
-            torn.append((manifest, entry.path, reason))
-    return torn
 
 
 def _drop_torn(

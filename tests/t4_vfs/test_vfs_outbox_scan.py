@@ -28,16 +28,12 @@ from vfs_testutil import (
 
 from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.cache.cachedir import store_id
+from b2cryptfs.cache.outboxcheck import clean_mark, is_marked_clean
 from b2cryptfs.cli.fsck import _local_outbox
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.outboxcommit import Committer
-from b2cryptfs.vfs.outboxfiles import (
-    ContentFile,
-    clean_mark,
-    is_marked_clean,
-    mark_clean,
-    scan_dir,
-)
+from b2cryptfs.vfs.outboxcontent import ContentFile
+from b2cryptfs.vfs.outboxfiles import mark_clean, scan_dir
 
 FILES = {name: os.urandom(3000 + 1000 * i) for i, name in enumerate("abcd")}
 

@@ -116,7 +116,7 @@ def main(out: Path) -> None:
         import trio
 
         from b2cryptfs.vfs.outbox import Outbox
-        from b2cryptfs.vfs.outboxfiles import ContentFile, WrittenContent
+        from b2cryptfs.vfs.outboxcontent import ContentFile, WrittenContent
 
         store = tmp / "store-outbox"
         (store / "pending").mkdir(parents=True)
