@@ -131,6 +131,10 @@ class Reader:
             )
         assert handle.remote is not None
         rc = handle.remote
+        ready = self.fetcher.read_ready(rc, offset, size)
+        if ready is not None:
+            self._read_ahead(handle, offset, len(ready))
+            return ready
         try:
             data = await self.ctx.bounded(
                 f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
