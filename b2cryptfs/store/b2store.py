@@ -26,7 +26,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -34,7 +36,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from b2cryptfs.errors import (
@@ -712,17 +714,33 @@ class B2Store:
 
         return once
 
-    def _fetch_into(self, obj: ObjectInfo, start: int, buf: bytearray):
-        """One try (for ``_retry``) that fills ``buf`` with bytes from ``start`` of ``obj``.
+    def _fetch_into(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
+        """One try (for ``_retry``) that fills ``buffers``, in order, with the bytes of
+        ``obj`` from ``start``.
 
-        The body goes from the socket straight into ``buf`` where the response allows it:
-        a range read otherwise copies every byte two or three times on its way (urllib3's
+        The body goes from the socket straight into them where the response allows it: a
+        range read otherwise copies every byte two or three times on its way (urllib3's
         buffers, the pieces, their join), and it is the daemon's one interpreter that does it.
         """
         session = self.api.session
-        end = start + len(buf)
-        view = memoryview(buf)
+        views = [memoryview(b) for b in buffers]
+        starts = list(itertools.accumulate((len(v) for v in views), initial=start))
+        end = starts[-1]
         pos = [start]
+
+        def free_space() -> memoryview:
+            """The unfilled rest of the buffer that byte ``pos`` goes into."""
+            k = bisect.bisect_right(starts, pos[0]) - 1
+            return views[k][pos[0] - starts[k] :]
+
+        def take(chunk: bytes) -> None:
+            data = memoryview(chunk)
+            while data:
+                space = free_space()
+                n = min(len(space), len(data))
+                space[:n] = data[:n]
+                data = data[n:]
+                pos[0] += n
 
         def once() -> None:
             url = session.get_download_url_by_id(obj.version_id)
@@ -732,7 +750,7 @@ class B2Store:
                     body = _raw_body(resp)
                     if body is not None:
                         while pos[0] < end:
-                            n = body.readinto(view[pos[0] - start :])
+                            n = body.readinto(free_space())
                             if not n:
                                 break
                             pos[0] += n
@@ -747,8 +765,7 @@ class B2Store:
                                 chunk, skip = chunk[cut:], skip - cut
                             chunk = chunk[: end - pos[0]]
                             if chunk:
-                                view[pos[0] - start : pos[0] - start + len(chunk)] = chunk
-                                pos[0] += len(chunk)
+                                take(chunk)
                             if pos[0] >= end:
                                 break
             except Exception as exc:
@@ -771,8 +788,19 @@ class B2Store:
         if offset >= end:
             return b""
         buf = bytearray(end - offset)
-        self._retry(self._fetch_into(obj, offset, buf), f"read {obj.name}")
+        self._retry(self._fetch_into(obj, offset, [buf]), f"read {obj.name}")
         return buf if len(buf) > _COPY_MAX else bytes(buf)  # type: ignore[return-value]
+
+    def read_into(self, obj: ObjectInfo, offset: int, buffers: Sequence[bytearray]) -> None:
+        """Fill ``buffers`` in order with the bytes of ``obj`` from ``offset`` (one range
+        request). Buffers of a chunk's size each, rather than one of the whole range, come
+        from and go back to malloc's heap: a fresh multi-megabyte buffer per range costs a
+        page fault per 4 KiB and a pass of zeros before a byte arrives."""
+        end = offset + sum(len(b) for b in buffers)
+        if offset < 0 or end > obj.size:
+            raise ValueError(f"range {offset}-{end} outside {obj.name} ({obj.size} bytes)")
+        if end > offset:
+            self._retry(self._fetch_into(obj, offset, buffers), f"read {obj.name}")
 
     def download(self, obj: ObjectInfo, path: str) -> None:
         what = f"download {obj.name}"
