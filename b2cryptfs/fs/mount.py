@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -97,6 +98,10 @@ def run_mount(
             pyfuse3.init(ops, mountpoint, fuse_options(config))
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
+        # What start-up made (modules, b2sdk, the vfs) lives as long as the mount: out of the
+        # collector's sight, so that its full passes, which every few hundred range requests
+        # and FUSE replies bring, need not walk it (W2: a fifth less user CPU in the daemon).
+        gc.freeze()
         try:
             trio.run(_serve, vfs, ready, notify, root)
         finally:
