@@ -157,8 +157,13 @@ class ChunkFetcher:
             out[i] = fetch.data[i]
         return out
 
-    def prefetch(self, rc: RemoteContent, first: int, last: int) -> None:
-        """Bring chunks ``first..last`` into memory (from the disk cache or the store)."""
+    def prefetch(self, rc: RemoteContent, first: int, last: int, window: int = 0) -> None:
+        """Bring chunks ``first..last`` into memory (from the disk cache or the store).
+
+        ``window``: the reader's whole read-ahead, in chunks, of which this is a top-up;
+        requests are sized by it (a top-up of half the window goes out in two requests,
+        not four half-size ones: each request costs the same fixed CPU whatever its size).
+        """
         vid = rc.version_id
         want = [
             i
@@ -169,7 +174,7 @@ class ChunkFetcher:
             return
         # Several requests in flight: a link's per-connection rate is often what limits a
         # transfer; each request large enough that its fixed cost is small.
-        span = len(want) * rc.reader.chunk_size
+        span = max(len(want), window) * rc.reader.chunk_size
         limit = min(AHEAD_GROUP_BYTES, max(GROUP_BYTES, span // AHEAD_PARALLEL))
         self._start(rc, want, limit, prefetch=True)
 
