@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import stat as stat_mod
@@ -1070,6 +1071,19 @@ class StoreSource:
         data = self.store.read(self.obj, start, end - start)
         self._last = (start, end, data)
         return data
+
+    def fetch_chunks(self, start: int, sizes: Sequence[int]) -> list[bytes]:
+        """The bytes from ``start`` cut into consecutive pieces of ``sizes`` (bytes-like),
+        each received into its own buffer where the store can (``read_into``)."""
+        read_into = getattr(self.store, "read_into", None)
+        if read_into is None or self._ahead is not None:
+            whole = memoryview(self.fetch(start, start + sum(sizes)))
+            cuts = list(itertools.accumulate(sizes, initial=0))
+            return [whole[a:b] for a, b in itertools.pairwise(cuts)]  # type: ignore[misc]
+        buffers = [bytearray(n) for n in sizes]
+        read_into(self.obj, start, buffers)
+        self._last = None
+        return buffers  # type: ignore[return-value]
 
     def recall(self, start: int, end: int) -> bytes | None:
         last = self._last

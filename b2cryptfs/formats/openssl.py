@@ -197,7 +197,7 @@ class OpensslReader(ContentReader):
         text_start, text_end = self.layout.text_range(n0, n1)
         if len(ciphertext) != text_end - text_start:
             raise IntegrityError(f"openssl content: chunk {index} has the wrong length")
-        raw = self.layout.decode(n0, ciphertext)
+        raw = self.layout.decode(n0, bytes(ciphertext))  # (a cache may hand a memoryview)
         if len(raw) < end - start:
             raise IntegrityError(f"openssl content: chunk {index} is truncated")
         iv = self._iv if index == 0 else raw[:BLOCK]

@@ -26,7 +26,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -35,7 +37,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from b2cryptfs.errors import (
@@ -226,9 +228,27 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     return TunedHttp
 
 
+def _http_session() -> requests.Session:
+    """A requests session that reads the environment once, not at every request.
+
+    requests looks for proxy variables, CA bundle variables and ~/.netrc on each request
+    (about half a millisecond of the interpreter, the largest fixed cost of a download
+    range). Without proxy variables (whose no_proxy rules only requests applies) the CA
+    bundle it would pick is taken here, once, and the look is skipped (B2 authorizes by
+    header, never by .netrc).
+    """
+    session = requests.Session()
+    if not any(k.lower().endswith("_proxy") for k in os.environ):
+        session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+    return session
+
+
 def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
     """(the B2Api, an HTTP client with the same retries for the calls b2sdk cannot make)."""
-    config = B2HttpApiConfig(user_agent_append=USER_AGENT)
+    config = B2HttpApiConfig(user_agent_append=USER_AGENT, http_session_factory=_http_session)
     problems = check_b2sdk_internals()
     if problems:
         log.warning(
@@ -295,6 +315,24 @@ class _Listener(AbstractProgressListener):
 
 class _ShortRead(Exception):
     """A ranged read returned fewer bytes than asked (a connection cut short)."""
+
+
+# Reads up to this size (key objects, names, the first range of a content object) are
+# handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
+_COPY_MAX = 256 * 1024
+
+
+def _raw_body(resp: Any) -> Any:
+    """The response's body as a file object to ``readinto`` from (http.client's, below
+    urllib3), or None where its bytes must go through requests: not a plain 206 answer,
+    content-encoded, or urllib3 read some already."""
+    raw = getattr(resp, "raw", None)
+    fp = getattr(raw, "_fp", None)
+    if resp.status_code != 206 or not hasattr(fp, "readinto"):
+        return None
+    if resp.headers.get("Content-Encoding") or getattr(raw, "_fp_bytes_read", 1) != 0:
+        return None
+    return fp
 
 
 class _Progress(Exception):
@@ -687,15 +725,93 @@ class B2Store:
 
         return once
 
+    def _fetch_into(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
+        """One try (for ``_retry``) that fills ``buffers``, in order, with the bytes of
+        ``obj`` from ``start``.
+
+        The body goes from the socket straight into them where the response allows it: a
+        range read otherwise copies every byte two or three times on its way (urllib3's
+        buffers, the pieces, their join), and it is the daemon's one interpreter that does it.
+        """
+        session = self.api.session
+        views = [memoryview(b) for b in buffers]
+        starts = list(itertools.accumulate((len(v) for v in views), initial=start))
+        end = starts[-1]
+        pos = [start]
+
+        def free_space() -> memoryview:
+            """The unfilled rest of the buffer that byte ``pos`` goes into."""
+            k = bisect.bisect_right(starts, pos[0]) - 1
+            return views[k][pos[0] - starts[k] :]
+
+        def take(chunk: bytes) -> None:
+            data = memoryview(chunk)
+            while data:
+                space = free_space()
+                n = min(len(space), len(data))
+                space[:n] = data[:n]
+                data = data[n:]
+                pos[0] += n
+
+        def once() -> None:
+            url = session.get_download_url_by_id(obj.version_id)
+            begin = pos[0]
+            try:
+                with session.download_file_from_url(url, (begin, end - 1)) as resp:
+                    body = _raw_body(resp)
+                    if body is not None:
+                        while pos[0] < end:
+                            n = body.readinto(free_space())
+                            if not n:
+                                break
+                            pos[0] += n
+                        if pos[0] == end:
+                            # Read to its end: the connection can serve the next request.
+                            resp.raw.release_conn()
+                    else:
+                        skip = begin if resp.status_code == 200 else 0  # Range ignored
+                        for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
+                            if skip:
+                                cut = min(skip, len(chunk))
+                                chunk, skip = chunk[cut:], skip - cut
+                            chunk = chunk[: end - pos[0]]
+                            if chunk:
+                                take(chunk)
+                            if pos[0] >= end:
+                                break
+            except Exception as exc:
+                if pos[0] > begin and _is_transient(exc):
+                    raise _Progress() from exc
+                raise
+            if pos[0] != end:
+                if pos[0] > begin:
+                    raise _Progress()
+                raise _ShortRead(f"got {pos[0] - start} of {end - start} bytes")
+
+        return once
+
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
+        """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
+        received into (bytes-like, never copied again)."""
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("negative offset or length")
         end = obj.size if length is None else min(obj.size, offset + length)
         if offset >= end:
             return b""
-        parts: list[bytes] = []
-        self._retry(self._fetch(obj, offset, end, parts.append), f"read {obj.name}")
-        return b"".join(parts)
+        buf = bytearray(end - offset)
+        self._retry(self._fetch_into(obj, offset, [buf]), f"read {obj.name}")
+        return buf if len(buf) > _COPY_MAX else bytes(buf)  # type: ignore[return-value]
+
+    def read_into(self, obj: ObjectInfo, offset: int, buffers: Sequence[bytearray]) -> None:
+        """Fill ``buffers`` in order with the bytes of ``obj`` from ``offset`` (one range
+        request). Buffers of a chunk's size each, rather than one of the whole range, come
+        from and go back to malloc's heap: a fresh multi-megabyte buffer per range costs a
+        page fault per 4 KiB and a pass of zeros before a byte arrives."""
+        end = offset + sum(len(b) for b in buffers)
+        if offset < 0 or end > obj.size:
+            raise ValueError(f"range {offset}-{end} outside {obj.name} ({obj.size} bytes)")
+        if end > offset:
+            self._retry(self._fetch_into(obj, offset, buffers), f"read {obj.name}")
 
     def download(self, obj: ObjectInfo, path: str) -> None:
         what = f"download {obj.name}"

@@ -131,6 +131,10 @@ class Reader:
             )
         assert handle.remote is not None
         rc = handle.remote
+        ready = self.fetcher.read_ready(rc, offset, size)
+        if ready is not None:
+            self._read_ahead(handle, offset, len(ready))
+            return ready
         try:
             data = await self.ctx.bounded(
                 f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
@@ -160,7 +164,8 @@ class Reader:
             # Top the window up in large steps: fewer, bigger range requests.
             last = (offset + got - 1) // cs
             if handle.ahead_upto - last <= handle.readahead // 2:
-                self.fetcher.prefetch(rc, max(last + 1, handle.ahead_upto), last + handle.readahead)
+                first = max(last + 1, handle.ahead_upto)
+                self.fetcher.prefetch(rc, first, last + handle.readahead, handle.readahead)
                 handle.ahead_upto = last + handle.readahead + 1
 
     async def blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:

@@ -30,6 +30,7 @@ _NONCE = 12
 _TAG = 16
 SLOT = _NONCE + BLOCK + _TAG
 _MAX_DIRTY = 16  # plaintext blocks kept in memory (1 MiB)
+_ZEROS = bytes(BLOCK)  # a hole
 
 
 class Staging:
@@ -51,19 +52,32 @@ class Staging:
         return index.to_bytes(8, "big")
 
     def _load(self, index: int) -> bytearray:
+        """Block ``index`` as a buffer to change (kept by the caller with ``_keep``)."""
         buf = self._dirty.get(index)
         if buf is not None:
             return buf
         if index not in self._on_disk:
             return bytearray(BLOCK)
+        return bytearray(self._decrypt(index))
+
+    def _peek(self, index: int) -> bytes | bytearray:
+        """Block ``index`` to read only (not copied: the caller must not change it)."""
+        buf = self._dirty.get(index)
+        if buf is not None:
+            return buf
+        if index not in self._on_disk:
+            return _ZEROS
+        return self._decrypt(index)
+
+    def _decrypt(self, index: int) -> bytes:
         raw = os.pread(self._fd, SLOT, index * SLOT)
         if len(raw) != SLOT:
             raise StagingError(f"staging block {index} is short")
+        view = memoryview(raw)
         try:
-            plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], self._aad(index))
+            return self._aead.decrypt(view[:_NONCE], view[_NONCE:], self._aad(index))
         except InvalidTag:
             raise StagingError(f"staging block {index} failed authentication") from None
-        return bytearray(plain)
 
     def _keep(self, index: int, buf: bytearray) -> None:
         self._dirty[index] = buf
@@ -89,12 +103,13 @@ class Staging:
 
     def _write_block(self, index: int, buf: bytearray) -> None:
         nonce = os.urandom(_NONCE)
-        sealed = self._aead.encrypt(nonce, bytes(buf), self._aad(index))
-        data = nonce + sealed
+        sealed = self._aead.encrypt(nonce, buf, self._aad(index))
         fd = self._file()
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], index * SLOT + done)
+        done = os.pwritev(fd, [nonce, sealed], index * SLOT)
+        if done < SLOT:  # a short write (rare): the rest one piece at a time
+            data = memoryview(nonce + sealed)
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], index * SLOT + done)
         self._on_disk.add(index)
 
     def flush(self) -> None:
@@ -139,9 +154,12 @@ class Staging:
         while pos < end:
             index, within = divmod(pos, BLOCK)
             n = min(BLOCK - within, end - pos)
-            out.append(bytes(self._load(index)[within : within + n]))
+            block = self._peek(index)
+            if n == BLOCK and type(block) is bytes and end - offset == BLOCK:
+                return block  # one whole block read (sealing reads so): no copy at all
+            out.append(memoryview(block)[within : within + n])
             pos += n
-        return b"".join(out)
+        return b"".join(out)  # the one copy (a block kept in memory may change later)
 
     def truncate(self, size: int) -> None:
         if size < self.size:

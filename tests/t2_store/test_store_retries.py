@@ -50,6 +50,21 @@ def test_dropped_downloads_are_retried_until_they_complete(b2_bucket, store, cou
     assert server.fault_counts().get("b2_download_file_by_id") == 3 * count
 
 
+def test_a_scattered_read_resumes_into_the_right_buffers(b2_bucket, store):
+    # read_into fills one buffer per chunk; a cut mid-body resumes at the byte where it
+    # stopped, whichever buffer that falls in (empty buffers included).
+    data = random.Random(7).randbytes(3 * MB)
+    obj = store.upload_bytes("r.enc", data, {})
+    sizes = [65552, 0, 65552, 1, 1_000_000, 7, 65552, 0]
+    for drops in (0, 3):
+        b2_bucket.server.inject("download", "drop", drops)
+        buffers = [bytearray(n) for n in sizes]
+        store.read_into(obj, 12345, buffers)
+        assert b"".join(buffers) == data[12345 : 12345 + sum(sizes)]
+    with pytest.raises(ValueError):
+        store.read_into(obj, len(data) - 10, [bytearray(11)])
+
+
 @pytest.mark.parametrize("count", COUNTS)
 def test_dropped_uploads_are_retried_until_they_complete(b2_bucket, store, count, tmp_path):
     server = b2_bucket.server

@@ -92,3 +92,25 @@ def test_fill_from_and_stream(tmp_path: Path) -> None:
         parts.append(chunk)
     assert b"".join(parts) == src
     st.close()
+
+
+def test_block_reads_are_snapshots_whether_held_in_memory_or_on_disk(tmp_path: Path) -> None:
+    # Whole-block reads (as sealing does) may skip copies: what they return must still
+    # never change with later writes, and holes read as zeros.
+    st = Staging(str(tmp_path))
+    st.write(0, b"a" * BLOCK)
+    st.write(2 * BLOCK, b"c" * BLOCK)
+    held = st.read(0, BLOCK)  # still in memory
+    st.flush()
+    stored = st.read(2 * BLOCK, BLOCK)  # decrypted from the file
+    hole = st.read(BLOCK, BLOCK)
+    st.write(0, b"x" * BLOCK)
+    st.write(2 * BLOCK + 5, b"y")
+    st.write(BLOCK + 1, b"z")
+    assert (held, stored, hole) == (b"a" * BLOCK, b"c" * BLOCK, bytes(BLOCK))
+    assert st.read(0, 3 * BLOCK) == b"x" * BLOCK + b"\0z" + bytes(BLOCK - 2) + (
+        b"c" * 5 + b"y" + b"c" * (BLOCK - 6)
+    )
+    stream = st.stream()
+    assert b"".join(iter(lambda: stream.read(BLOCK), b"")) == st.read(0, 3 * BLOCK)
+    st.close()
