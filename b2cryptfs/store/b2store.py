@@ -317,6 +317,31 @@ class _ShortRead(Exception):
     """A ranged read returned fewer bytes than asked (a connection cut short)."""
 
 
+def _clipped_chunks(resp: Any, begin: int, end: int, pos: list[int]) -> Iterator[bytes]:
+    """The body of a range response for bytes [begin, end), in chunks; ``pos[0]`` is where
+    the next chunk goes, which the caller advances as it takes each one. A server that
+    ignored the Range header (status 200) has its leading bytes skipped."""
+    skip = begin if resp.status_code == 200 else 0
+    for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
+        if skip:
+            cut = min(skip, len(chunk))
+            chunk, skip = chunk[cut:], skip - cut
+        chunk = chunk[: end - pos[0]]
+        if chunk:
+            yield chunk
+        if pos[0] >= end:
+            break
+
+
+def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
+    """After one try that began at ``begin``: a short body that still moved forward is
+    progress (the next try asks for the rest); one that brought nothing is a short read."""
+    if pos != end:
+        if pos > begin:
+            raise _Progress()
+        raise _ShortRead(f"got {pos - start} of {end - start} bytes")
+
+
 # Reads up to this size (key objects, names, the first range of a content object) are
 # handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
 _COPY_MAX = 256 * 1024
@@ -703,25 +728,14 @@ class B2Store:
             begin = pos[0]
             try:
                 with session.download_file_from_url(url, (begin, end - 1)) as resp:
-                    skip = begin if resp.status_code == 200 else 0  # a server ignoring Range
-                    for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
-                        if skip:
-                            cut = min(skip, len(chunk))
-                            chunk, skip = chunk[cut:], skip - cut
-                        chunk = chunk[: end - pos[0]]
-                        if chunk:
-                            sink(chunk)
-                            pos[0] += len(chunk)
-                        if pos[0] >= end:
-                            break
+                    for chunk in _clipped_chunks(resp, begin, end, pos):
+                        sink(chunk)
+                        pos[0] += len(chunk)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
-            if pos[0] != end:
-                if pos[0] > begin:
-                    raise _Progress()
-                raise _ShortRead(f"got {pos[0] - start} of {end - start} bytes")
+            _check_delivered(pos[0], begin, start, end)
 
         return once
 
@@ -769,24 +783,13 @@ class B2Store:
                             # Read to its end: the connection can serve the next request.
                             resp.raw.release_conn()
                     else:
-                        skip = begin if resp.status_code == 200 else 0  # Range ignored
-                        for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
-                            if skip:
-                                cut = min(skip, len(chunk))
-                                chunk, skip = chunk[cut:], skip - cut
-                            chunk = chunk[: end - pos[0]]
-                            if chunk:
-                                take(chunk)
-                            if pos[0] >= end:
-                                break
+                        for chunk in _clipped_chunks(resp, begin, end, pos):
+                            take(chunk)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
-            if pos[0] != end:
-                if pos[0] > begin:
-                    raise _Progress()
-                raise _ShortRead(f"got {pos[0] - start} of {end - start} bytes")
+            _check_delivered(pos[0], begin, start, end)
 
         return once
 
