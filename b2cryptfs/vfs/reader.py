@@ -17,7 +17,8 @@ from b2cryptfs.errors import IntegrityError, NotFound
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.namespace import split
-from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher
+from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher, LocalContent
+from b2cryptfs.vfs.outboxfiles import UPLOADING
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.versions import Versions
 from b2cryptfs.vfs.views import FileView, Handle
@@ -62,15 +63,10 @@ class Reader:
         if view.exact and view.size == 0:
             handle.empty = True
             return view.version
-        for _ in range(_PIN_TRIES):
-            if view.pending is None:
-                break
-            local = await self.versions.local(view.pending)
-            if local is not None:
-                handle.local = local
-                return local.version
-            # Uploaded meanwhile, or replaced by a newer pending version: look again.
-            view = await self.overlay.view(handle.node.path) or view
+        local, view = await self._local_or_settled(handle.node.path, view)
+        if local is not None:
+            handle.local = local
+            return local.version
         if view.pending is not None or view.remote is None:
             raise OpError(errno.EIO, f"{handle.node.path}: its pending upload vanished")
         assert view.remote is not None
@@ -94,6 +90,26 @@ class Reader:
         else:
             raise OpError(errno.EIO, f"{handle.node.path}: replaced again at every open")
         return view.remote.content.version_id
+
+    async def _local_or_settled(
+        self, path: str, view: FileView
+    ) -> tuple[LocalContent | None, FileView]:
+        """The pending upload a view names, opened; or, if it was uploaded or replaced
+        meanwhile, None and the view that followed (its stored version, or a newer pending
+        one, tried again)."""
+        for _ in range(_PIN_TRIES):
+            entry = view.pending
+            if entry is None:
+                break
+            local = await self.versions.local(entry)
+            if local is not None:
+                return local, view
+            if entry.state == UPLOADING:
+                # Its upload removes its files in the upload's thread, before the queue hears
+                # the outcome: until then the view still names it. Wait for that outcome.
+                await entry.attempted.wait()
+            view = await self.overlay.view(path) or view
+        return None, view
 
     def must_bypass_cache(self, handle: Handle, others: list[Handle]) -> bool:
         """Whether a handle just pinned must read past the kernel's page cache.
@@ -171,10 +187,9 @@ class Reader:
     async def blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
         """A blocking read function over a view's committed content, and its size."""
         if view.pending is not None:
-            local = await self.versions.local(view.pending)
+            local, view = await self._local_or_settled(view.pending.path, view)
             if local is not None:
                 return local.read, local.reader.plaintext_size
-            view = await self.overlay.view(view.pending.path) or view
         if view.remote is None:
             raise OpError(errno.EIO, "the file's content vanished")
         rc = await self.versions.remote(view.remote)
