@@ -157,7 +157,8 @@ class MoveJournal:
         move = self._record(entry.path, new, entry)
         self._supersede(move)
         try:
-            self.outbox.retarget(entry, new)
+            # ext4 sets the change time on rename; a queued upload carries it.
+            self.outbox.retarget(entry, new, time.time_ns())
         except OSError as exc:
             # The intent stays: the next mount finishes the rename.
             log.error("rename %s -> %s: outbox: %s", move.old, new, exc)

@@ -258,12 +258,16 @@ class Outbox(UploadWorkers):
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.pending)
 
-    def retarget(self, entry: OutboxEntry, new_path: str) -> None:
-        """Upload a queued entry under another path (rename before upload)."""
+    def retarget(self, entry: OutboxEntry, new_path: str, ctime_ns: int | None = None) -> None:
+        """Upload a queued entry under another path (rename before upload); ``ctime_ns``,
+        the rename's change time, goes into the metadata it is uploaded with."""
         assert entry.state in (QUEUED, FAILED)
         old = entry.path
         self.tidier.dropped(entry)  # its key object may be up under the old path
-        self._persist(entry, path=new_path)
+        if ctime_ns is not None and entry.meta is not None:
+            self._persist(entry, path=new_path, meta=entry.meta.updated(ctime_ns=ctime_ns))
+        else:
+            self._persist(entry, path=new_path)
         entry.path = old  # the indexes are keyed by the old path until moved
         self._remove(entry)
         entry.path = new_path

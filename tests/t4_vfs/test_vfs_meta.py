@@ -368,3 +368,25 @@ def test_entries_stored_without_a_ctime_show_their_mtime(tmp_path: Path, ident) 
             assert plain.ctime_ns == plain.mtime_ns
 
     run(main)
+
+
+def test_a_rename_before_the_upload_sets_the_ctime_it_is_uploaded_with(
+    tmp_path: Path, ident
+) -> None:
+    past = 1_300_000_000_000_000_000
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+            ino = await create_as(vfs, "f", 0o644, ALICE, b"data")
+            await vfs.setattr(ino, mtime_ns=past, caller=ALICE)
+            assert vfs.outbox.latest("f") is not None  # still queued
+            before_rename = time.time_ns()
+            await vfs.rename(ROOT_INO, "f", ROOT_INO, "g", 0)
+            assert vfs.outbox.latest("g") is not None  # the queued upload was retargeted
+            g = await attr(vfs, "g")
+            assert g.mtime_ns == past and g.ctime_ns >= before_rename
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            stored = await attr(vfs, "g")
+            assert stored.mtime_ns == past and stored.ctime_ns == g.ctime_ns
+
+    run(main)
