@@ -136,6 +136,36 @@ class FileEntry:
         return self.meta.is_symlink
 
 
+_new = object.__new__
+
+
+def _new_entry(
+    path: str,
+    content: ObjectInfo,
+    key: ObjectInfo | None,
+    fmt: str | None,
+    size: int | None,
+    estimate: int,
+    mtime_ms: int,
+    meta: Meta,
+    error: str | None,
+) -> FileEntry:
+    """``FileEntry(...)`` at a third of the cost (one per listed file), as
+    :func:`~b2cryptfs.store.base.listed_object` does: the same frozen object."""
+    entry = _new(FileEntry)
+    d = entry.__dict__
+    d["path"] = path
+    d["content"] = content
+    d["key"] = key
+    d["format"] = fmt
+    d["size"] = size
+    d["size_estimate"] = estimate
+    d["mtime_ms"] = mtime_ms
+    d["meta"] = meta
+    d["meta_error"] = error
+    return entry
+
+
 @dataclass(frozen=True)
 class DirListing:
     files: dict[str, FileEntry]
@@ -338,7 +368,7 @@ class PairStore:
                 size = None
         estimate = size if size is not None else estimate_plaintext_size(fmt, content.size)
         meta, error = self.decode_meta(content.info)
-        return FileEntry(path, content, key, fmt, size, estimate, content.mtime_ms, meta, error)
+        return _new_entry(path, content, key, fmt, size, estimate, content.mtime_ms, meta, error)
 
     def decode_meta(self, info: dict[str, str]) -> tuple[Meta, str | None]:
         """(meta, None), or (UNKNOWN, why) when the value does not authenticate/parse."""
@@ -396,6 +426,8 @@ class PairStore:
         dir_objects: dict[str, ObjectInfo] = {}
         own: ObjectInfo | None = None
         for leaf, obj in by_leaf.items():
+            if leaf.endswith(KEY_SUFFIX) and leaf[: -len(KEY_SUFFIX)] + CONTENT_SUFFIX in by_leaf:
+                continue  # X's key object beside X.enc (classify's first rule), read below
             kind, name = classify(leaf, by_leaf.__contains__)
             if kind == "content":
                 key = by_leaf.get(key_name(name))

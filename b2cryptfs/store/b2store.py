@@ -56,6 +56,7 @@ from b2cryptfs.store.base import (
     MTIME_KEY,
     Listing,
     ObjectInfo,
+    listed_object,
     validate_info,
     validate_name,
 )
@@ -540,10 +541,11 @@ class B2Store:
         return full[len(self.prefix) :]
 
     def _obj(self, d: dict[str, Any]) -> ObjectInfo:
-        # Once per listed object (4,000 for a directory of 2,000 files): kept lean. JSON gives
-        # string values already; b2sdk's own records may not.
-        info = {k: v if type(v) is str else str(v) for k, v in (d.get("fileInfo") or {}).items()}
-        upload_ms = int(d.get("uploadTimestamp") or 0)
+        # Once per listed object (4,000 for a directory of 2,000 files): kept lean. B2's JSON
+        # has string values in fileInfo, so the dict is taken as it is (_from_version makes
+        # b2sdk's records alike).
+        info = d.get("fileInfo") or {}
+        upload_ms = d.get("uploadTimestamp") or 0
         mtime_ms = upload_ms
         mtime = info.get(MTIME_KEY)
         if mtime is not None:
@@ -551,25 +553,21 @@ class B2Store:
                 mtime_ms = int(mtime)
             except ValueError:
                 pass
-        size = d.get("contentLength", d.get("size")) or 0
-        return ObjectInfo(
-            name=d["fileName"][len(self.prefix) :],
-            size=int(size),
-            version_id=d["fileId"],
-            mtime_ms=mtime_ms,
-            upload_ms=upload_ms,
-            info=info,
-            action=d.get("action") or "upload",
-        )
+        size = d.get("contentLength")
+        name = d["fileName"][len(self.prefix) :]
+        action = d.get("action") or "upload"
+        if action == "upload":
+            return listed_object(name, size or 0, d["fileId"], mtime_ms, upload_ms, info)
+        return ObjectInfo(name, size or 0, d["fileId"], mtime_ms, upload_ms, info, action)
 
     def _from_version(self, fv: Any) -> ObjectInfo:
         return self._obj(
             {
                 "fileName": fv.file_name,
                 "fileId": fv.id_,
-                "contentLength": fv.size,
-                "uploadTimestamp": fv.upload_timestamp,
-                "fileInfo": fv.file_info,
+                "contentLength": int(fv.size or 0),
+                "uploadTimestamp": int(fv.upload_timestamp or 0),
+                "fileInfo": {k: str(v) for k, v in (fv.file_info or {}).items()},
                 "action": "upload",
             }
         )
@@ -669,11 +667,13 @@ class B2Store:
             return Listing([], [self._rel(full + step + "/")])
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
+        obj = self._obj
         for d in self._pages("b2_list_file_names", prefix=full, delimiter="/"):
-            if d.get("action") == "folder" or (d.get("fileId") is None):
+            action = d.get("action")
+            if action == "folder" or d.get("fileId") is None:
                 prefixes.append(self._rel(d["fileName"]))
-            elif d.get("action", "upload") == "upload":
-                objects.append(self._obj(d))
+            elif action == "upload" or action is None:
+                objects.append(obj(d))
         return Listing(objects, prefixes)
 
     def iter_all(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from b2cryptfs.bucket.meta import Meta
+from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.bucket.pairs import DirListing, FileEntry
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.staging import Staging
@@ -64,10 +64,18 @@ class Node:
     cache_version: str | None = None
     last_size: int = 0
     last_mtime_ns: int = 0
-    last_meta: Meta = field(default_factory=Meta)
+    last_meta: Meta = UNKNOWN  # frozen: one shared instance
     # The exact size last told to the kernel (None: an estimate, or never told).
     kernel_size: int | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    _lock: trio.Lock | None = None
+
+    @property
+    def lock(self) -> trio.Lock:
+        """The file's content lock, made when first taken: a listing makes a node per entry
+        (2,000 for ``ls -l`` of as many files) and few of them are ever opened."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
 
 class InodeTable:

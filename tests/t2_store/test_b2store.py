@@ -47,6 +47,32 @@ def test_directory_of_10000_files_is_one_list_call(b2_bucket, store):
     assert b2_bucket.server.stats().get("b2_list_file_names") == 1
 
 
+def test_listed_objects_carry_every_field(b2_bucket, store):
+    """The listing's records (made without ObjectInfo's __init__) are real ObjectInfos:
+    every field from B2's reply, equal to the one a stat call makes, still frozen."""
+    import dataclasses
+
+    from b2cryptfs.store.base import ObjectInfo
+
+    info = {MTIME_KEY: "1600000000123", "b2cryptfs-format": "age"}
+    b2_bucket.server.seed(b2_bucket.name, [f"f/{i}.enc" for i in range(3)], size=7, info=info)
+    store.upload_bytes("f/plain.enc", b"abcd", {})
+    listing = store.list_dir("f/")
+    by_name = {o.name: o for o in listing.objects}
+    assert sorted(by_name) == ["f/0.enc", "f/1.enc", "f/2.enc", "f/plain.enc"]
+    for name, obj in by_name.items():
+        assert type(obj) is ObjectInfo
+        assert set(vars(obj)) == {f.name for f in dataclasses.fields(ObjectInfo)}
+        assert obj == store.stat(name)
+        assert obj.action == "upload" and obj.version_id and obj.upload_ms > 0
+    seeded = by_name["f/1.enc"]
+    assert (seeded.size, seeded.mtime_ms, seeded.info) == (7, 1600000000123, info)
+    plain = by_name["f/plain.enc"]
+    assert (plain.size, plain.mtime_ms, plain.info) == (4, plain.upload_ms, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seeded.size = 8  # type: ignore[misc]
+
+
 def test_many_subfolders_are_not_walked(b2_bucket, store):
     names = [f"d{i:03d}/f{j:02d}.enc" for i in range(300) for j in range(20)]
     b2_bucket.server.seed(b2_bucket.name, names + ["top.enc"], size=1)
