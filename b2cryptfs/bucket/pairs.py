@@ -601,8 +601,9 @@ class PairStore:
         """Open with exactly this key object version: (reader, key object bytes);
         ``key_object``: its bytes when known (not downloaded)."""
         src = source if source is not None else self.content_source(entry.content)
-        if isinstance(src, StoreSource):
-            # The codec's first range goes out with the key object's download, not after it.
+        if key_object is None and isinstance(src, StoreSource):
+            # The codec's first range goes out with the key object's download, not after it
+            # (with the key object known, the codec asks for it in this thread: no hand-off).
             src.prefetch(first_range_end(entry.content))
         if key_object is None:
             key_object = self.store.read(key)
