@@ -70,8 +70,10 @@ from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
     DirectoryNotEmpty,
+    FormatError,
     IntegrityError,
     InvalidName,
+    KeyError_,
     NameCollision,
     NameTooLong,
     NoPrivateKey,
@@ -562,7 +564,8 @@ class PairStore:
             # The key object's bytes from the listing (bucket/keycopy.py): one download.
             try:
                 return self.open_version(entry, entry.key, src, key_object=copy)
-            except (B2CryptfsError, ValueError) as exc:
+            except (KeyError_, FormatError, ValueError) as exc:
+                # The copy does not open (a store error is the content's: it propagates).
                 log.warning(
                     "%s: the key object's copy in its file info does not open (%s): "
                     "reading the key object",
