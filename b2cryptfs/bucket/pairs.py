@@ -566,7 +566,8 @@ class PairStore:
                 return self.open_version(entry, entry.key, src, key_object=copy)
             except (KeyError_, FormatError, ValueError) as exc:
                 # The copy does not open (a store error is the content's: it propagates).
-                log.warning(
+                # Debug only: the key object, read next, gives the error that counts.
+                log.debug(
                     "%s: the key object's copy in its file info does not open (%s): "
                     "reading the key object",
                     content_name(entry.path),
