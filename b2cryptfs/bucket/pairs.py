@@ -30,7 +30,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from b2cryptfs.bucket.inlinelink import BytesSource, inline_pair, link_copies
+from b2cryptfs.bucket.inlinelink import LINK_INFO, BytesSource, inline_pair, link_copies
+from b2cryptfs.bucket.keycopy import (
+    KEY_COPY_INFO,
+    KEY_COPY_MAX_CONTENT,
+    copied_key,
+    key_copy_info,
+    retagged,
+)
 from b2cryptfs.bucket.layout import (
     CONTENT_SUFFIX,
     DIR_SUFFIX,
@@ -63,8 +70,10 @@ from b2cryptfs.errors import (
     AlreadyExists,
     B2CryptfsError,
     DirectoryNotEmpty,
+    FormatError,
     IntegrityError,
     InvalidName,
+    KeyError_,
     NameCollision,
     NameTooLong,
     NoPrivateKey,
@@ -90,6 +99,7 @@ from b2cryptfs.store.base import (
     Listing,
     ObjectInfo,
     Store,
+    validate_info,
     validate_name,
 )
 
@@ -581,6 +591,21 @@ class PairStore:
         if entry.key is None:
             raise NotFound(f"{entry.path}: key object {key_name(entry.path)} is missing")
         src = source if source is not None else self.content_source(entry.content)
+        copy = copied_key(entry.key, entry.content)
+        if copy is not None:
+            # The key object's bytes from the listing (bucket/keycopy.py): one download.
+            try:
+                return self.open_version(entry, entry.key, src, key_object=copy)
+            except (KeyError_, FormatError, ValueError) as exc:
+                # The copy does not open (a store error is the content's: it propagates).
+                # Debug only: the key object, read next, gives the error that counts.
+                log.debug(
+                    "%s: the key object's copy in its file info does not open (%s): "
+                    "reading the key object",
+                    content_name(entry.path),
+                    exc,
+                )
+                src = self.content_source(entry.content)
         try:
             return self.open_version(entry, entry.key, src)
         except PairMismatch as first:
@@ -602,14 +627,22 @@ class PairStore:
             ) from first
 
     def open_version(
-        self, entry: FileEntry, key: ObjectInfo, source: object | None = None
+        self,
+        entry: FileEntry,
+        key: ObjectInfo,
+        source: object | None = None,
+        *,
+        key_object: bytes | None = None,
     ) -> tuple[ContentReader, bytes]:
-        """Open with exactly this key object version: (reader, key object bytes)."""
+        """Open with exactly this key object version: (reader, key object bytes);
+        ``key_object``: its bytes when known (not downloaded)."""
         src = source if source is not None else self.content_source(entry.content)
-        if isinstance(src, StoreSource):
-            # The codec's first range goes out with the key object's download, not after it.
+        if key_object is None and isinstance(src, StoreSource):
+            # The codec's first range goes out with the key object's download, not after it
+            # (with the key object known, the codec asks for it in this thread: no hand-off).
             src.prefetch(first_range_end(entry.content))
-        key_object = self.store.read(key)
+        if key_object is None:
+            key_object = self.store.read(key)
         fmt = detect_format(key_object)
         codec = self.codec_for(fmt)
         return codec.open(key_object, self.identities, src, entry.content.info), key_object
@@ -692,6 +725,7 @@ class PairStore:
         key = self.store.upload_bytes(
             key_obj, key_object, {INFO_FORMAT: info[INFO_FORMAT], **(key_info or {})}
         )
+        info = self._with_key_copy(info, key, key_object, content_file)
         try:
             # Passed only when given: Stores written before them (test doubles) lack them.
             extra: dict[str, object] = {"progress": progress} if progress is not None else {}
@@ -707,6 +741,27 @@ class PairStore:
                 pass
             raise
         return self.make_entry(path, content, key)
+
+    def _with_key_copy(
+        self, info: dict[str, str], key: ObjectInfo, key_object: bytes, content_file: str
+    ) -> dict[str, str]:
+        """``info`` plus a copy of the key object when the content is small (a fresh read
+        then downloads only the content: bucket/keycopy.py) and the copy fits B2's limits.
+        A link carries its own copies (bucket/inlinelink.py)."""
+        info = {k: v for k, v in info.items() if k != KEY_COPY_INFO}
+        if LINK_INFO in info:
+            return info
+        try:
+            if os.path.getsize(content_file) > KEY_COPY_MAX_CONTENT:
+                return info
+        except OSError:
+            return info  # the upload says why
+        with_copy = {**info, **key_copy_info(key, key_object)}
+        try:
+            validate_info(with_copy)
+        except InvalidName:
+            return info
+        return with_copy
 
     def put_file(
         self, path: str, local_path: str, mtime_ms: int | None = None, meta: Meta | None = None
@@ -832,6 +887,24 @@ class PairStore:
             self.purge_older_versions(name, uploaded)
         return uploaded
 
+    def refresh_key_copy(
+        self, entry: FileEntry, key: ObjectInfo, key_object: bytes, *, purge: bool = False
+    ) -> FileEntry:
+        """After ``key`` (bytes ``key_object``) replaced the key object of ``entry``: the
+        content object's copy of it made for the new version (a server-side copy of the
+        small content object, bytes unchanged); with ``purge``, the content's older
+        versions go too (their copies are wrapped for the old recipients). No copy: as is."""
+        old = entry.content
+        if KEY_COPY_INFO not in old.info:
+            return self.make_entry(entry.path, old, key)
+        info = {k: v for k, v in old.info.items() if k != KEY_COPY_INFO}
+        if old.size <= KEY_COPY_MAX_CONTENT:
+            info.update(key_copy_info(key, key_object))
+        new = self.store.update_info(old, info)
+        if (purge or self.hard_delete) and new.version_id != old.version_id:
+            self.purge_older_versions(old.name, new)
+        return self.make_entry(entry.path, new, key)
+
     def purge_older_versions(self, name: str, keep: ObjectInfo) -> int:
         """Delete every version of ``name`` but ``keep``; returns how many were deleted."""
         deleted = 0
@@ -945,6 +1018,10 @@ class PairStore:
             meta, error = self.decode_meta(content.info)
             if error is None:  # (a value that does not decode is carried as it is)
                 extra["info"] = self.info_with_meta(content.info, meta.updated(ctime_ns=ctime_ns))
+        # The key object's copy in the content's info names the new key object version.
+        carried = retagged(extra.get("info", content.info), key, new_key)
+        if carried is not None:
+            extra["info"] = carried
         new_content = self.store.copy(content, self.content_object_name(new), **extra)
         long_info = self._long_info(new)
         if long_info or LONG_NAME_INFO in new_content.info:

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TextIO
 
+from b2cryptfs.bucket.keycopy import has_stale_copy
 from b2cryptfs.bucket.layout import INFO_RECIPIENT_LIST, INFO_RECIPIENTS
 from b2cryptfs.bucket.namekey import rewrap_name_key
 from b2cryptfs.bucket.pairs import INFO_FORMAT, FileEntry, PairStore
@@ -208,6 +209,10 @@ def rotate_one(
         fingerprint = recipients_fingerprint(_recipients_for(known, targets))
         if info.get(INFO_RECIPIENTS) == fingerprint:
             # Wrapped for this set by an earlier run; purging may be what it did not finish.
+            if not dry_run and has_stale_copy(entry.key, entry.content):
+                # Cut short between the re-wrap and its copy: make the copy now.
+                key_object = pairs.read_key_object(entry.key)
+                pairs.refresh_key_copy(entry, entry.key, key_object, purge=purge)
             if purge and not dry_run:
                 pairs.purge_older_versions(name, entry.key)
             return CURRENT
@@ -221,7 +226,9 @@ def rotate_one(
     targets = _recipients_for(fmt, targets)
     new_key = codec.rewrap(key_object, pairs.identities, targets)
     if not dry_run:
-        pairs.rewrap_key(name, new_key, _info_for(fmt, targets), purge=purge)
+        uploaded = pairs.rewrap_key(name, new_key, _info_for(fmt, targets), purge=purge)
+        # A small file's content carries a copy of its key object: made for the new one.
+        pairs.refresh_key_copy(entry, uploaded, new_key, purge=purge)
     return ROTATED
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import itertools
 import logging
 import math
@@ -346,6 +347,10 @@ def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
 # Reads up to this size (key objects, names, the first range of a content object) are
 # handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
 _COPY_MAX = 256 * 1024
+# Uploads up to this size (and without a progress listener) go in one b2_upload_file from
+# memory (B2Store._upload_small), far below any part size. Not empty ones: requests would
+# send an empty stream chunked, which B2 refuses.
+_SMALL_UPLOAD = 1024 * 1024
 
 
 def _raw_body(resp: Any) -> Any:
@@ -890,6 +895,23 @@ class B2Store:
                 self._cancel_unfinished(full, sha1)
             raise
 
+    def _upload_small(self, full: str, data: bytes, sha1: str, info: dict[str, str]):
+        """One b2_upload_file of a body held in memory, straight through b2sdk's session
+        (its pool of upload URLs, its auth retries): none of the upload manager's planning
+        and threads, which cost more CPU than a few KiB's transfer does."""
+        validate_info(info)
+        session = self.api.session
+        name = self._rel(full)
+
+        def once() -> ObjectInfo:
+            # A fresh stream each try; a URL that failed is not given back to the pool.
+            d = session.upload_file(
+                self.bucket_id, full, len(data), CONTENT_TYPE, sha1, dict(info), io.BytesIO(data)
+            )
+            return self._obj(d)
+
+        return self._retry(once, f"upload {name}")
+
     def _cancel_unfinished(self, full: str, sha1: str) -> None:
         """Best effort: do not leave the parts of a failed large upload billed forever.
 
@@ -917,14 +939,22 @@ class B2Store:
                 sha1, size = _sha1_file(path)
             else:
                 size = os.path.getsize(path)  # hashed by the caller: one read, the upload's
+            small = 0 < size <= _SMALL_UPLOAD and progress is None
+            if small:
+                with open(path, "rb") as f:
+                    data = f.read()
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if small and len(data) == size:
+            return self._upload_small(full, data, sha1, info)
         source = UploadSourceLocalFile(path, content_sha1=sha1)
         return self._upload(full, source, size, sha1, info, progress)
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
         full = self._full(name)
         sha1 = hashlib.sha1(data).hexdigest()
+        if 0 < len(data) <= _SMALL_UPLOAD:
+            return self._upload_small(full, bytes(data), sha1, info)
         return self._upload(full, UploadSourceBytes(data, content_sha1=sha1), len(data), sha1, info)
 
     def copy(

@@ -22,6 +22,11 @@ log = logging.getLogger("b2cryptfs.vfs.outbox")
 _MAX_BACKOFF = 60.0
 # Seals closer together than this (seconds) are a burst, which uploads yield to.
 BURST_GAP = 0.05
+# Workers that take only small entries (content up to SMALL_ENTRY bytes), beside the
+# configured ones: a small file's upload is two round trips with next to no transfer, so
+# more of them in flight use the link's latency, not its bandwidth or the memory.
+SMALL_WORKERS = 4
+SMALL_ENTRY = 64 * 1024
 
 
 class UploadWorkers:
@@ -48,14 +53,19 @@ class UploadWorkers:
     def _wake(self) -> None:
         raise NotImplementedError
 
-    def _eligible(self, now: float) -> tuple[OutboxEntry | None, float]:
-        """The next entry to upload, and when to look again if none is ready."""
+    def _eligible(self, now: float, small: bool = False) -> tuple[OutboxEntry | None, float]:
+        """The next entry to upload (``small``: of the small ones only), and when to look
+        again if none is ready."""
         busy = {e.path for e in self._running if e.state == UPLOADING and e.seq in self._entries}
         busy |= self.tidier.busy | self._held
         later = float("inf")
         burst_ends = self._last_seal + BURST_GAP if not self.draining else now
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
+                continue
+            if small and e.content_size > SMALL_ENTRY:
+                # Not for this worker; the path's later entries wait behind it all the same.
+                busy.add(e.path)
                 continue
             if e.not_before <= now and (burst_ends <= now or e.yields_until <= now):
                 return e, now
@@ -74,26 +84,30 @@ class UploadWorkers:
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
+            small_threads = trio.CapacityLimiter(max(1, SMALL_WORKERS))
+            for _ in range(SMALL_WORKERS if self.workers > 0 else 0):
+                nursery.start_soon(self._worker, small_threads)
             nursery.start_soon(self.tidier.run)
             task_status.started()
 
-    async def _worker(self) -> None:
+    async def _worker(self, small_threads: trio.CapacityLimiter | None = None) -> None:
+        """One worker; with ``small_threads`` (its own threads), for small entries only."""
         while True:
-            entry, when = self._eligible(trio.current_time())
+            entry, when = self._eligible(trio.current_time(), small=small_threads is not None)
             if entry is None:
                 wakeup = self._wakeup
                 with trio.move_on_at(when):
                     await wakeup.wait()
                 continue
-            await self._upload(entry)
+            await self._upload(entry, small_threads or self.limiter)
 
-    async def _upload(self, entry: OutboxEntry) -> None:
+    async def _upload(self, entry: OutboxEntry, limiter: trio.CapacityLimiter) -> None:
         entry.state = UPLOADING
         entry.touched = True
         self._running.add(entry)
         try:
             result = await trio.to_thread.run_sync(
-                self._upload_blocking, entry, limiter=self.limiter, **ABANDON_ON_CANCEL
+                self._upload_blocking, entry, limiter=limiter, **ABANDON_ON_CANCEL
             )
         except TransientError as exc:
             entry.attempts += 1

@@ -1,6 +1,7 @@
 """What writing small files costs: requests at the loopback server, syncs in the daemon.
 
-Steady state (the directory listed once) a written file is two uploads and no list call.
+Steady state (the directory listed once) a written file is two uploads and no list call;
+upload URLs are reused across files (not one b2_get_upload_url each).
 The close that seals it syncs nothing (the committer makes its outbox entry durable soon
 after); with --sync-close, and at fsync(2), sealing syncs three times (the content file, the
 manifest, the directory: man mount.b2cryptfs(8), UNMOUNTING AND THE OUTBOX).
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
 from reliability_util import wait_outbox_empty
+
+from b2cryptfs.bucket.keycopy import KEY_COPY_INFO
 
 pytestmark = requires_fuse
 
@@ -184,3 +187,38 @@ def test_sync_close_syncs_three_times_and_fsync_waits_for_the_disk(
         dump = "\n".join(f"{t:.6f} {ln}" for t, ln in calls) + f"\n{written=} {synced=}"
         assert len(_file_syncs(_syncs(calls, before=synced))) == 2, dump
         assert any("outbox>" in ln for ln in _syncs(calls, before=synced)), dump
+
+
+SMALL_FILES = 40
+
+
+def test_small_files_cost_two_uploads_each_and_few_upload_urls(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
+        (mnt / "d").mkdir()
+        wait_outbox_empty(tmp_path / "cache1")
+        b2_server.reset_stats()
+        for i in range(SMALL_FILES):
+            (mnt / "d" / f"s{i:03d}").write_bytes(bytes([i]) * 4096)
+        wait_outbox_empty(tmp_path / "cache1")
+        stats = b2_server.stats()
+    uploads = stats.get("b2_upload_file", 0)
+    # (the directory's new mtime may add an upload of its own)
+    assert 2 * SMALL_FILES <= uploads <= 2 * SMALL_FILES + 2, stats
+    # At most one per upload thread (8), with room for a retried one; not one per file.
+    assert stats.get("b2_get_upload_url", 0) <= 12, stats
+    assert not any(k.startswith("b2_list") for k in stats), stats
+    versions = [
+        v
+        for v in b2_server.file_versions(spec.bucket)
+        if v["fileName"].startswith("d/s") and v["action"] == "upload"
+    ]
+    contents = [v for v in versions if not v["fileName"].endswith(".key.enc")]
+    assert len(versions) == 2 * SMALL_FILES and len(contents) == SMALL_FILES
+    # Each small content object carries its key object's copy (one download to read back).
+    assert all(KEY_COPY_INFO in v["fileInfo"] for v in contents)
