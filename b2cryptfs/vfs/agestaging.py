@@ -91,11 +91,11 @@ class AgeStaging(Staging):
         full = (index + 1) * BLOCK <= self.size
         if full and index not in self._used:
             self._used.add(index)  # before anything can fail: the nonce is spent now
-            sealed = self._cipher.seal_chunk(index, bytes(buf), False)
+            sealed = self._cipher.seal_chunk(index, buf, False)  # type: ignore[arg-type]
             private = None
         else:
             private = os.urandom(_PRIVATE_NONCE)
-            sealed = self._aead.encrypt(private, bytes(buf), self._aad(index))
+            sealed = self._aead.encrypt(private, buf, self._aad(index))
         try:
             _pwrite_all(self._file(), sealed, self._slot_offset(index))
         except BaseException:
