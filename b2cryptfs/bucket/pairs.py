@@ -91,6 +91,7 @@ from b2cryptfs.formats import (
     sniff_format,
 )
 from b2cryptfs.formats.age import stream as age_stream
+from b2cryptfs.formats.age.codec import AgeCodec
 from b2cryptfs.formats.names import MAX_PLAIN_SEGMENT, NameCipher
 from b2cryptfs.keys.types import Identity, Recipient
 from b2cryptfs.store.base import (
@@ -667,6 +668,17 @@ class PairStore:
         sealed = self.codec.seal(src, content_out, self.recipients)
         sealed.info.setdefault(INFO_FORMAT, self.format)
         return sealed
+
+    def seal_age_payload(self, file_key: bytes, plaintext_size: int) -> Sealed:
+        """What sealing makes besides the content, for an age payload of ``plaintext_size``
+        bytes that the caller encrypts under ``file_key`` itself (vfs/agestaging.py)."""
+        if not self.can_write:
+            raise UsageError("no public key to encrypt to (give --public-key or --private-key)")
+        if not isinstance(self.codec, AgeCodec):
+            raise UsageError(f"the {self.format} format has no age payload")
+        key_object = self.codec.key_object(file_key, self.recipients)
+        content_size = age_stream.payload_size(plaintext_size)
+        return Sealed(key_object, plaintext_size, content_size, {INFO_FORMAT: self.format})
 
     def collision_names(self, path: str) -> list[tuple[str, str]]:
         """(object that must not exist, the file it would belong to) for creating ``path``."""

@@ -17,6 +17,7 @@ import trio
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.errors import B2CryptfsError
+from b2cryptfs.vfs.agestaging import AgeStaging, seal_in_place
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.metadata import killed_privs
 from b2cryptfs.vfs.namespace import Node
@@ -65,13 +66,19 @@ class Content(Part):
         node.cache_version = None
         return handle.fh
 
+    def _new_staging(self) -> Staging:
+        # In the age format the staging file is laid out as the payload it is sealed into.
+        if self.ctx.pairs.format == "age":
+            return AgeStaging(self.ctx.cache.staging)
+        return Staging(self.ctx.cache.staging)
+
     async def truncate_to_empty(self, node: Node, meta: Meta | None = None) -> None:
         """Start the node's content over, empty and dirty (O_TRUNC, or a new file); ``meta``:
         what the file had (its staging content is sealed with it)."""
         async with node.lock:
             if node.staging is None:
                 node.meta = meta
-                self.table.set_staging(node, Staging(self.ctx.cache.staging))
+                self.table.set_staging(node, self._new_staging())
             else:
                 node.staging.truncate(0)
             node.dirty = True
@@ -133,7 +140,7 @@ class Content(Part):
         view = None if node.unlinked else await self.overlay.view(node.path)
 
         async def fill() -> Staging:
-            staging = Staging(self.ctx.cache.staging)
+            staging = self._new_staging()
             try:
                 if need_content and view is not None and not (view.exact and view.size == 0):
                     read, size = await self.reader.blocking_reader(view)
@@ -194,7 +201,9 @@ class Content(Part):
             meta = (node.meta or UNKNOWN).updated(mtime_ns=node.content_mtime_ns)
 
             def write_content(out: ContentFile) -> WrittenContent:
-                sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
+                sealed = seal_in_place(pairs, staging, out)
+                if sealed is None:
+                    sealed = pairs.seal(staging.stream(), out)  # type: ignore[arg-type]
                 return WrittenContent(
                     sealed.key_object, sealed.info, pairs.format, sealed.plaintext_size, meta
                 )

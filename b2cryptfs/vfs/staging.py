@@ -57,7 +57,7 @@ class Staging:
         if buf is not None:
             return buf
         if index not in self._on_disk:
-            return bytearray(BLOCK)
+            return bytearray(self._missing(index))
         return bytearray(self._decrypt(index))
 
     def _peek(self, index: int) -> bytes | bytearray:
@@ -66,8 +66,12 @@ class Staging:
         if buf is not None:
             return buf
         if index not in self._on_disk:
-            return _ZEROS
+            return self._missing(index)
         return self._decrypt(index)
+
+    def _missing(self, index: int) -> bytes:
+        """A block that is neither in memory nor in the file: a hole."""
+        return _ZEROS
 
     def _decrypt(self, index: int) -> bytes:
         raw = os.pread(self._fd, SLOT, index * SLOT)
@@ -100,6 +104,10 @@ class Staging:
             os.unlink(path)
             self._fd = fd
         return self._fd
+
+    @staticmethod
+    def _slot_offset(index: int) -> int:
+        return index * SLOT
 
     def _write_block(self, index: int, buf: bytearray) -> None:
         nonce = os.urandom(_NONCE)
@@ -168,7 +176,7 @@ class Staging:
                 del self._dirty[index]
             self._on_disk = {i for i in self._on_disk if i < keep_blocks}
             if self._fd >= 0:
-                os.ftruncate(self._fd, keep_blocks * SLOT)
+                os.ftruncate(self._fd, self._slot_offset(keep_blocks))
             within = size % BLOCK
             if within:
                 # Zero the tail of the last block so that a later extension reads zeros.

@@ -54,9 +54,15 @@ class AgeCodec(Codec):
 
     def seal(self, src: BinaryIO, dst: BinaryIO, recipients: Sequence[AnyRecipient]) -> Sealed:
         file_key = os.urandom(FILE_KEY_SIZE)
-        key_object = header.serialize(wrap_file_key(file_key, recipients), file_key)
+        key_object = self.key_object(file_key, recipients)
         plaintext_size, content_size = stream.encrypt(src, dst, file_key)
         return Sealed(key_object, plaintext_size, content_size)
+
+    @staticmethod
+    def key_object(file_key: bytes, recipients: Sequence[AnyRecipient]) -> bytes:
+        """The key object (age header) of a payload encrypted under ``file_key``: the
+        payload does not depend on the recipients, so it may be written first."""
+        return header.serialize(wrap_file_key(file_key, recipients), file_key)
 
     def open(
         self,
