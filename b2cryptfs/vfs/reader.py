@@ -18,7 +18,7 @@ from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.localcontent import LocalContent
 from b2cryptfs.vfs.namespace import split
-from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher
+from b2cryptfs.vfs.openfile import AHEAD_GROUP_BYTES, MAX_READAHEAD_BYTES, ChunkFetcher
 from b2cryptfs.vfs.outboxfiles import UPLOADING
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.versions import Versions
@@ -184,8 +184,11 @@ class Reader:
             last = (offset + got - 1) // cs
             if handle.ahead_upto - last <= handle.readahead // 2:
                 first = max(last + 1, handle.ahead_upto)
-                self.fetcher.prefetch(rc, first, last + handle.readahead, handle.readahead)
-                handle.ahead_upto = last + handle.readahead + 1
+                # In whole read-ahead requests: no small request for a remainder.
+                unit = max(1, AHEAD_GROUP_BYTES // cs)
+                step = -(-(last + handle.readahead + 1 - first) // unit) * unit
+                self.fetcher.prefetch(rc, first, first + step - 1, handle.readahead)
+                handle.ahead_upto = first + step
 
     async def blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
         """A blocking read function over a view's committed content, and its size."""
