@@ -1,4 +1,5 @@
-"""Reading file content: remote versions through the ciphertext cache, and outbox entries.
+"""Reading remote file content: versions through the ciphertext cache (outbox entries are
+read by vfs/localcontent.py).
 
 A :class:`RemoteContent` is one opened remote version (its reader holds the unwrapped file
 key, in memory only). Reads fetch only the chunks they need: from a small in-memory map,
@@ -18,7 +19,6 @@ daemon's RSS, so a chunk leaves the in-memory map once it has been decrypted for
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,37 +40,6 @@ MAX_READAHEAD_BYTES = 16 << 20
 MEMORY_BYTES = 2 * MAX_READAHEAD_BYTES
 _PLAIN_CHUNKS = 8  # decrypted chunks kept per open version
 _THREAD_DECRYPT = 3  # decrypt in a worker thread from this many chunks on
-
-
-class LocalFileSource:
-    """A ContentSource over a local ciphertext file (an outbox entry's content).
-
-    The file is opened once: an upload finishing and deleting it does not disturb readers.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._fd = -1  # (an upload may have removed the file: __del__ then has nothing to do)
-        self._fd = os.open(path, os.O_RDONLY)
-        self.size = os.fstat(self._fd).st_size
-
-    def fetch(self, start: int, end: int) -> bytes:
-        parts = []
-        pos = start
-        while pos < end:
-            data = os.pread(self._fd, end - pos, pos)
-            if not data:
-                break
-            parts.append(data)
-            pos += len(data)
-        return b"".join(parts)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
 
 
 @dataclass(eq=False)
@@ -133,6 +102,21 @@ class ChunkFetcher:
                 missing.append(i)
         if not missing:
             return out
+        # The opening's range holds the first chunk: a first read of several chunks asks
+        # only for the others (no byte downloaded twice).
+        recalled = {}
+        for i in missing:
+            s, e = rc.reader.chunk_span(i)
+            blob = rc.source.recall(s, e)
+            if blob is not None:
+                recalled[i] = blob
+        if recalled:
+            out.update(recalled)
+            if self.disk is not None:
+                self.nursery.start_soon(self._keep, rc, recalled)
+            missing = [i for i in missing if i not in recalled]
+            if not missing:
+                return out
         disk = self.disk
         idle = [i for i in missing if (vid, i) not in self._inflight]
         if disk is not None and idle and any((vid, i) in disk for i in idle):
@@ -239,11 +223,22 @@ class ChunkFetcher:
                 if self._inflight.get((vid, i)) is fetch:
                     del self._inflight[(vid, i)]
             fetch.event.set()
-        if disk is not None and fresh:
+        if fresh:
+            await self._keep(rc, fresh)
+
+    async def _keep(self, rc: RemoteContent, fresh: dict[int, bytes]) -> None:
+        """Store downloaded chunks in the disk cache, one extent per run."""
+        disk, vid = self.disk, rc.version_id
+        if disk is None:
+            return
+        self._running += 1
+        try:
             runs = self._groups(rc, list(fresh), 1 << 62)
             await trio.to_thread.run_sync(
                 lambda: [disk.put_run(vid, r[0], [fresh[i] for i in r]) for r in runs]
             )
+        finally:
+            self._running -= 1
 
     async def _fetch_direct(self, rc: RemoteContent, group: list[int]) -> dict[int, bytes]:
         """One range request for a run of chunks, from the store (never a cache)."""
@@ -375,18 +370,3 @@ class ChunkFetcher:
         if len(cipher) >= _THREAD_DECRYPT:
             return await trio.to_thread.run_sync(work)
         return work()
-
-
-@dataclass(eq=False)
-class LocalContent:
-    """An outbox entry opened for reading: its content file and key object, decrypted here."""
-
-    reader: ContentReader
-    source: LocalFileSource
-    version: str
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self.reader.read(offset, length)
-
-    def close(self) -> None:
-        self.source.close()

@@ -16,8 +16,9 @@ import trio
 from b2cryptfs.errors import IntegrityError, NotFound
 from b2cryptfs.vfs.context import VfsContext
 from b2cryptfs.vfs.fserror import OpError
+from b2cryptfs.vfs.localcontent import LocalContent
 from b2cryptfs.vfs.namespace import split
-from b2cryptfs.vfs.openfile import MAX_READAHEAD_BYTES, ChunkFetcher, LocalContent
+from b2cryptfs.vfs.openfile import AHEAD_GROUP_BYTES, MAX_READAHEAD_BYTES, ChunkFetcher
 from b2cryptfs.vfs.outboxfiles import UPLOADING
 from b2cryptfs.vfs.overlay import Overlay
 from b2cryptfs.vfs.versions import Versions
@@ -25,7 +26,7 @@ from b2cryptfs.vfs.views import FileView, Handle
 
 # A read within this many chunks of where the last one ended still counts as sequential.
 _SEQUENTIAL_SLACK_CHUNKS = 4
-_FIRST_WINDOW_CHUNKS = 8
+_FIRST_WINDOW_CHUNKS = 32
 # How often an open follows a file that another mount keeps replacing.
 _REPINS = 3
 # A file overwritten again and again may lose the pending version an open looked at before
@@ -151,6 +152,9 @@ class Reader:
         if ready is not None:
             self._read_ahead(handle, offset, len(ready))
             return ready
+        # Before waiting: the read-ahead goes out with this read's own request, not one
+        # round trip after it (a sequential reader that waits would wait at every step).
+        self._read_ahead(handle, offset, max(0, min(size, rc.size - offset)))
         try:
             data = await self.ctx.bounded(
                 f"read of {node.path}", lambda: self.fetcher.read(rc, offset, size)
@@ -163,7 +167,6 @@ class Reader:
             # versions): an error, never bytes of another version; not ENOENT, the name is
             # still there.
             raise OpError(errno.EIO, f"{node.path}: {exc}") from None
-        self._read_ahead(handle, offset, len(data))
         return data
 
     def _read_ahead(self, handle: Handle, offset: int, got: int) -> None:
@@ -181,8 +184,11 @@ class Reader:
             last = (offset + got - 1) // cs
             if handle.ahead_upto - last <= handle.readahead // 2:
                 first = max(last + 1, handle.ahead_upto)
-                self.fetcher.prefetch(rc, first, last + handle.readahead, handle.readahead)
-                handle.ahead_upto = last + handle.readahead + 1
+                # In whole read-ahead requests: no small request for a remainder.
+                unit = max(1, AHEAD_GROUP_BYTES // cs)
+                step = -(-(last + handle.readahead + 1 - first) // unit) * unit
+                self.fetcher.prefetch(rc, first, first + step - 1, handle.readahead)
+                handle.ahead_upto = first + step
 
     async def blocking_reader(self, view: FileView) -> tuple[Callable[[int, int], bytes], int]:
         """A blocking read function over a view's committed content, and its size."""

@@ -19,7 +19,8 @@ from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.cache.readers import MemoryLRU
 from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.vfs.fserror import OpError
-from b2cryptfs.vfs.openfile import LocalContent, LocalFileSource, RemoteContent
+from b2cryptfs.vfs.localcontent import LocalContent, LocalFileSource
+from b2cryptfs.vfs.openfile import RemoteContent
 from b2cryptfs.vfs.outbox import OutboxEntry
 
 log = logging.getLogger("b2cryptfs.vfs.state")

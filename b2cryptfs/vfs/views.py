@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from b2cryptfs.bucket.meta import UNKNOWN, Meta
 from b2cryptfs.bucket.pairs import FileEntry
+from b2cryptfs.vfs.localcontent import LocalContent
 from b2cryptfs.vfs.namespace import Node
-from b2cryptfs.vfs.openfile import LocalContent, RemoteContent
+from b2cryptfs.vfs.openfile import RemoteContent
 from b2cryptfs.vfs.outbox import OutboxEntry
 
 

@@ -8,6 +8,7 @@ eviction, damage, and whole files read through the vfs in both formats, cold and
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -243,3 +244,41 @@ def test_readers_of_one_file_at_different_places(tmp_path: Path) -> None:
             assert results[2] == data[3_000_001:]
 
     run(main)
+
+
+class RangeStore(RecordingStore):
+    """A real DirStore that records every range read: (object name, offset, length)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.ranges: list[tuple[str, int, int]] = []
+
+    def read(self, obj, offset=0, length=None):  # type: ignore[no-untyped-def]
+        data = super().read(obj, offset, length)
+        self.ranges.append((obj.name, offset, len(data)))
+        return data
+
+
+def test_a_sequential_read_downloads_each_byte_once_in_few_requests(tmp_path: Path) -> None:
+    store = RangeStore(str(tmp_path / "store"))
+    size = openfile.MAX_READAHEAD_BYTES * 3 + 4321
+    data = os.urandom(size)
+
+    async def body() -> None:
+        async with open_vfs(tmp_path, store=store, identity=x25519_identity()) as vfs:
+            await write_file(vfs, "f.bin", data)
+            await vfs.outbox.drain()
+            store.ranges.clear()
+            # In the kernel's read size: the read-ahead, not the reads, sizes the requests.
+            assert await read_file(vfs, "f.bin", chunk=128 * 1024) == data
+            await vfs.fetcher.idle()
+
+    run(body)
+    spans = sorted((off, off + n) for name, off, n in store.ranges if name == "f.bin.enc")
+    # Back to back from the first byte to the last: no byte twice (the opening's first
+    # chunk is not asked for again by the first read), none left out.
+    assert spans[0][0] == 0 and spans[-1][1] > size
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end == start, spans
+    # Requests of about 2 MiB or more on average (a few smaller ones while the window opens).
+    assert len(spans) <= size // (2 << 20) + 8, len(spans)
