@@ -286,6 +286,9 @@ def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
         # The first calls without b2sdk, which is imported once the mount is up.
         boot = (args.store, (account, lambda auth: open_authorized_store(args, auth)))
     opening = StoreOpening(lambda: open_store(args), b2=args.store.startswith("b2://"), boot=boot)
+    from b2cryptfs.keys import rsacheck
+
+    rsacheck.defer_checks()  # at the key's first decryption, after the root is listed
     recipients, identities = load_keys_from_args(
         args, need_read=args.read_only, need_write=not args.read_only
     )
