@@ -43,6 +43,7 @@ from b2cryptfs.errors import (
 )
 from b2cryptfs.formats import b64lines, evp
 from b2cryptfs.formats.base import Codec, ContentReader, ContentSource, Sealed
+from b2cryptfs.keys.rsacheck import ensure_checked
 from b2cryptfs.keys.types import Identity, Recipient, RsaIdentity, RsaRecipient
 
 INFO_KCV = "b2cryptfs-kcv"
@@ -100,6 +101,7 @@ def _unwrap(key_object: bytes, identity: RsaIdentity) -> bytes | None:
     """The RSA plaintext, or None when this key cannot have produced the key object."""
     if len(key_object) != (identity.private_key.key_size + 7) // 8:
         return None
+    ensure_checked(identity.private_key)
     try:
         return identity.private_key.decrypt(key_object, asympadding.PKCS1v15())
     except ValueError:

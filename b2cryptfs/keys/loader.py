@@ -103,7 +103,21 @@ def _load_private(
 
 
 def _load_pem_private(block: bytes, path: str, passphrase: Callable[[], bytes] | None) -> object:
-    return _load_private(lambda pw: serialization.load_pem_private_key(block, pw), path, passphrase)
+    from b2cryptfs.keys import rsacheck
+
+    if not rsacheck.deferring():
+        return _load_private(
+            lambda pw: serialization.load_pem_private_key(block, pw), path, passphrase
+        )
+    key = _load_private(
+        lambda pw: serialization.load_pem_private_key(
+            block, pw, unsafe_skip_rsa_key_validation=True
+        ),
+        path,
+        passphrase,
+    )
+    rsacheck.defer(key, path)  # checked before its first decryption
+    return key
 
 
 def _load_openssh_private(

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from b2cryptfs.errors import FormatError, KeyFileError
 from b2cryptfs.formats.age import b64
 from b2cryptfs.formats.age.header import Stanza
+from b2cryptfs.keys.rsacheck import ensure_checked
 from b2cryptfs.keys.types import RsaIdentity, RsaRecipient
 
 STANZA_TYPE = "ssh-rsa"
@@ -80,6 +81,7 @@ def unwrap(stanza: Stanza, identity: RsaIdentity, tag: str | None = None) -> byt
         raise FormatError("age header: ssh-rsa stanza must have exactly one argument")
     if stanza.args[0] != (tag or ssh_tag(identity.private_key.public_key())):
         return None
+    ensure_checked(identity.private_key)
     try:
         return identity.private_key.decrypt(stanza.body, _oaep())
     except ValueError:
