@@ -29,10 +29,8 @@ from b2cryptfs.cli.common import add_key_options, load_keys_from_args
 from b2cryptfs.cli.mountopts import duration_arg, size_arg, translate_o_options
 from b2cryptfs.cli.mountprep import (
     MountError,
-    b2_boot_account,
     check_fuse_device,
     check_mountpoint,
-    open_authorized_store,
     open_store,
     prepare_cache_dir,
 )
@@ -280,12 +278,7 @@ def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
 
     # The store opens (round trips) while the keys load (CPU); a key error is still reported
     # first: a wrong passphrase is the most common mistake and needs no network.
-    account = b2_boot_account(args)
-    boot = None
-    if account is not None:
-        # The first calls without b2sdk, which is imported once the mount is up.
-        boot = (args.store, (account, lambda auth: open_authorized_store(args, auth)))
-    opening = StoreOpening(lambda: open_store(args), b2=args.store.startswith("b2://"), boot=boot)
+    opening = StoreOpening(lambda: open_store(args), b2=args.store.startswith("b2://"))
     from b2cryptfs.keys import rsacheck
 
     rsacheck.defer_checks()  # at the key's first decryption, after the root is listed
@@ -388,40 +381,20 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
         # Under systemd (Type=notify), STATUS= lines tell how the uploads fare.
         notify = daemon.sd_notify if os.environ.get("NOTIFY_SOCKET") else None
         if prepared.opening:
-            stores: list[Store] = []
-
-            def opened() -> OpenedMount:
-                found = prepared.opened()
-                stores.append(found[0])
-                return found
-
             # Mounted at once; requests wait until the store is open, ready() follows then.
             # The mount's line comes with it: a store that fails shows its error alone.
             def described_ready() -> None:
                 log.info("%s", describe(prepared.config))
                 ready()
-                _preload(stores[0])
 
-            run_mount(prepared.config, None, described_ready, notify, opening=opened)
+            run_mount(prepared.config, None, described_ready, notify, opening=prepared.opened)
         else:
             log.info("%s", describe(prepared.config))
             store, pairs, root = prepared.opened()
-
-            def ready_then_preload() -> None:
-                ready()
-                _preload(store)
-
-            run_mount(prepared.config, store, ready_then_preload, notify, pairs=pairs, root=root)
+            run_mount(prepared.config, store, ready, notify, pairs=pairs, root=root)
         log.info("unmounted %s", prepared.config.mountpoint)
 
     return serve
-
-
-def _preload(store: Store) -> None:
-    """A B2 store opened without b2sdk loads it now, in the background (the mount is up)."""
-    preload = getattr(store, "preload", None)
-    if preload is not None:
-        preload()
 
 
 def _run_foreground(prepared: Prepared, prog: str) -> int:

@@ -71,46 +71,6 @@ def open_store(args: argparse.Namespace) -> Store:
     return open_store_from_args(args, args.store, **MOUNT_B2_RETRIES, retry_time=retry_time)
 
 
-def b2_boot_account(args: argparse.Namespace) -> tuple[str, str, str] | None:
-    """(key id, key, realm) of a ``b2://`` store given by the environment or a credentials
-    file, as B2Store would take them; None where b2sdk must find them (the b2 tool's saved
-    account, an incomplete pair: its errors are b2sdk's path's) or for other stores."""
-    if not args.store.startswith("b2://") or getattr(args, "b2_account_info", None):
-        return None
-    realm = getattr(args, "b2_realm", None)
-    credentials = getattr(args, "b2_credentials", None)
-    if credentials:
-        try:
-            creds = load_credentials_file(credentials)
-        except UsageError:
-            return None  # reported by open_store
-        key_id, key = creds["B2_APPLICATION_KEY_ID"], creds["B2_APPLICATION_KEY"]
-        realm = realm or creds.get("B2_ENVIRONMENT")
-    else:
-        key_id = os.environ.get("B2_APPLICATION_KEY_ID") or ""
-        key = os.environ.get("B2_APPLICATION_KEY") or ""
-    if not (key_id and key):
-        return None
-    return key_id, key, realm or os.environ.get("B2_ENVIRONMENT") or "production"
-
-
-def open_authorized_store(args: argparse.Namespace, auth: object) -> Store:
-    """The B2Store of ``open_store(args)`` made from an authorization already made (see
-    b2cryptfs.store.b2boot): same retries and timeouts, no request."""
-    from b2cryptfs.store import open_store as open_url
-
-    timeout = getattr(args, "io_timeout", None)
-    return open_url(
-        args.store,
-        realm=auth.realm,  # type: ignore[attr-defined]
-        key_id=auth.key_id,  # type: ignore[attr-defined]
-        key=auth.key,  # type: ignore[attr-defined]
-        authorized=auth,
-        **MOUNT_B2_RETRIES,
-        retry_time=0.9 * timeout if timeout else None,
-    )
-
-
 def prepare_cache_dir(root: str, store_url: str) -> str:
     """Create the cache root and make sure this store's cache directory is usable and free.
 

@@ -56,45 +56,7 @@ class Opened:
     root_listed_at: float
 
 
-# A B2 store's first calls without b2sdk (b2cryptfs.store.b2boot): (key id, key, realm)
-# and what makes the b2sdk store from the authorization.
-Boot = tuple[tuple[str, str, str], Callable[[Any], Store]]
-
-
-def _booted(spec: str, boot: Boot) -> Opened | None:
-    """The store opened with the b2sdk-free first calls, or None (b2sdk opens it)."""
-    from b2cryptfs.bucket.namekey import find_name_root
-    from b2cryptfs.store import split_b2_url
-    from b2cryptfs.store.b2boot import BootLister, LazyB2Store
-    from b2cryptfs.store.b2boot import boot as boot_calls
-
-    (key_id, key, realm), make = boot
-    bucket, prefix = split_b2_url(spec)
-
-    def calls(lister: BootLister) -> tuple[NameRoot, Listing, float]:
-        # The name key's look-up and the root listing are independent: both go out.
-        name_root = _Job(lambda: find_name_root(lister.twin()), "store-open-namekey")
-        started = time.monotonic()
-        root = lister.list_dir("")
-        return name_root.result(), root, started
-
-    done = boot_calls(bucket, prefix, realm, key_id, key, calls)
-    if done is None:
-        return None
-    auth, (name_root, root, started) = done
-    return Opened(LazyB2Store(auth, prefix, make), name_root, root, started)
-
-
-def _open_and_check(
-    open_store: Callable[[], Store],
-    imported: threading.Event,
-    boot: tuple[str, Boot] | None = None,
-) -> Opened:
-    if boot is not None:
-        imported.set()  # b2sdk is not imported before the mount is up
-        opened = _booted(*boot)
-        if opened is not None:
-            return opened
+def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) -> Opened:
     try:
         if not imported.is_set():
             # b2sdk first: its import is most of what this thread does with the interpreter;
@@ -118,18 +80,11 @@ def _open_and_check(
 class StoreOpening:
     """``open_store()`` and the checks a mount makes of the store, started at once."""
 
-    def __init__(
-        self,
-        open_store: Callable[[], Store],
-        *,
-        b2: bool = True,
-        boot: tuple[str, Boot] | None = None,
-    ) -> None:
-        """``boot``: (store URL, Boot) to make a B2 store's first calls without b2sdk."""
+    def __init__(self, open_store: Callable[[], Store], *, b2: bool = True) -> None:
         self._imported = threading.Event()
         if not b2:
             self._imported.set()  # b2sdk is not wanted
-        self._job = _Job(lambda: _open_and_check(open_store, self._imported, boot), "store-open")
+        self._job = _Job(lambda: _open_and_check(open_store, self._imported), "store-open")
 
     def wait_imported(self) -> None:
         """Until the store's modules are imported (b2sdk for B2): a caller that imports its

@@ -466,12 +466,8 @@ class B2Store:
         retry_time: float | None = DEFAULT_RETRY_TIME,
         op_attempts: int | None = None,
         workers: int = 4,
-        authorized: Any = None,
     ) -> None:
         """Authorize and look the bucket up (fails early with a clear error).
-
-        ``authorized``: a :class:`b2cryptfs.store.b2boot.Authorized` already made (the
-        mount's first calls): it is given to b2sdk as is, with no call of its own.
 
         ``part_size``/``min_part_size``/``max_part_size`` default to what B2 recommends
         (100 MB / 5 MB / 5 GB): a file becomes a large file from part_size + min_part_size
@@ -504,9 +500,6 @@ class B2Store:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
         self.api, self._http = _make_api(max_tries, backoff, workers)
-        if authorized is not None:
-            self._take_authorization(authorized)
-            return
         try:
             self.api.authorize_account(realm, key_id, key)
         except (b2exc.Unauthorized, b2exc.AccessDenied):
@@ -527,28 +520,6 @@ class B2Store:
         # nothing above it: listings and stats there answer what the key can see.
         allowed = self.api.account_info.get_allowed() or {}
         self.allowed_prefix: str = allowed.get("namePrefix") or ""
-
-    def _take_authorization(self, auth: Any) -> None:
-        """b2sdk's account info and bucket cache filled from ``auth`` (no request)."""
-        self.api.account_info.set_auth_data(
-            account_id=auth.account_id,
-            auth_token=auth.auth_token,
-            api_url=auth.api_url,
-            download_url=auth.download_url,
-            recommended_part_size=auth.recommended_part_size,
-            absolute_minimum_part_size=auth.absolute_minimum_part_size,
-            application_key=auth.key,
-            realm=auth.realm,
-            s3_api_url=auth.s3_api_url,
-            allowed=dict(auth.allowed),
-            application_key_id=auth.key_id,
-        )
-        self.api.cache.save_bucket(
-            self.api.BUCKET_CLASS(self.api, auth.bucket_id, name=self.bucket_name)
-        )
-        self.bucket = self.api.get_bucket_by_name(self.bucket_name)  # from the cache
-        self.bucket_id = self.bucket.id_
-        self.allowed_prefix = auth.allowed.get("namePrefix") or ""
 
     def _above_allowed(self, full: str) -> bool:
         """``full`` is outside the key's prefix but leads to it (e.g. "" for "a/b/")."""
