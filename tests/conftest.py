@@ -44,3 +44,6 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 # Fixtures of the loopback B2 server (b2_server, b2_bucket, b2_cli_env).
 from b2fixtures import *  # noqa: E402,F401,F403
+
+# Fixtures of the pair-layer tests (ident, any_store, counting_store).
+from pair_fixtures import *  # noqa: E402,F401,F403

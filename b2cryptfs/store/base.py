@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 # B2's limits on file info, which every store enforces so that DirStore tests catch what B2
 # would refuse.
@@ -42,28 +42,35 @@ class ObjectInfo:
     action: str = "upload"
 
 
-_new = object.__new__
+_T = TypeVar("_T")
+
+
+def filled(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """``cls(**fields)`` for a frozen dataclass at a third of the cost: made once per listed
+    object (4,000 for a directory of 2,000 files), where the dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``. Filling the instance's dict directly gives the same
+    object (equal, hashable, still frozen); ``fields`` must name every field."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def listed_object(
     name: str, size: int, version_id: str, mtime_ms: int, upload_ms: int, info: dict[str, str]
 ) -> ObjectInfo:
-    """A live ObjectInfo, made at a third of the cost of ``ObjectInfo(...)``.
-
-    A listing makes one per object (4,000 for a directory of 2,000 files), and a frozen
-    dataclass's ``__init__`` sets each field through ``object.__setattr__``. Filling the
-    instance's dict directly gives the same object (equal, hashable, still frozen).
-    """
-    obj = _new(ObjectInfo)
-    d = obj.__dict__
-    d["name"] = name
-    d["size"] = size
-    d["version_id"] = version_id
-    d["mtime_ms"] = mtime_ms
-    d["upload_ms"] = upload_ms
-    d["info"] = info
-    d["action"] = "upload"
-    return obj
+    """A live ObjectInfo, made as :func:`filled` does."""
+    return filled(
+        ObjectInfo,
+        {
+            "name": name,
+            "size": size,
+            "version_id": version_id,
+            "mtime_ms": mtime_ms,
+            "upload_ms": upload_ms,
+            "info": info,
+            "action": "upload",
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -15,38 +15,13 @@ from b2cryptfs.cli.rotate import RecipientPlan, rotate_one
 from b2cryptfs.errors import B2CryptfsError, PairMismatch
 from b2cryptfs.formats import get_codec
 from b2cryptfs.keys.types import X25519Identity
-from b2cryptfs.store.dirstore import DirStore
 
 DATA = os.urandom(4096)
 
 
-class ReadCounting:
-    """A real store whose reads of key objects are counted (every other call goes on)."""
-
-    def __init__(self, store) -> None:
-        self._store = store
-        self.reads = 0
-
-    def read(self, obj, *args, **kwargs):
-        self.reads += obj.name.endswith(".key.enc")
-        return self._store.read(obj, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
 @pytest.fixture
-def ident() -> X25519Identity:
-    return X25519Identity(os.urandom(32))
-
-
-@pytest.fixture(params=["dir", "b2"])
-def store(request, tmp_path):
-    if request.param == "dir":
-        root = tmp_path / "store"
-        root.mkdir()
-        return ReadCounting(DirStore(str(root)))
-    return ReadCounting(request.getfixturevalue("b2_bucket").store())
+def store(counting_store):
+    return counting_store
 
 
 def pairs_for(store, *idents: X25519Identity) -> PairStore:
@@ -59,9 +34,9 @@ def read_fresh(store, ident, name: str) -> tuple[bytes, int]:
     """(plaintext, key object reads) of ``name`` opened from a fresh listing."""
     pairs = pairs_for(store, ident)
     entry = pairs.list_dir("").files[name]
-    store.reads = 0
+    store.key_reads = 0
     reader = pairs.open(entry)
-    return bytes(reader.read(0, reader.plaintext_size)), store.reads
+    return bytes(reader.read(0, reader.plaintext_size)), store.key_reads
 
 
 def test_a_small_file_reads_with_one_download(store, ident):

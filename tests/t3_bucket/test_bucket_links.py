@@ -18,38 +18,13 @@ from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import B2CryptfsError
 from b2cryptfs.formats import get_codec
 from b2cryptfs.keys.types import X25519Identity
-from b2cryptfs.store.dirstore import DirStore
 
 TARGET = "../some/where/target"
 
 
-class ReadCounting:
-    """A real store whose object reads are counted (every other call goes straight on)."""
-
-    def __init__(self, store) -> None:
-        self._store = store
-        self.reads = 0
-
-    def read(self, *args, **kwargs):
-        self.reads += 1
-        return self._store.read(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
 @pytest.fixture
-def ident() -> X25519Identity:
-    return X25519Identity(os.urandom(32))
-
-
-@pytest.fixture(params=["dir", "b2"])
-def store(request, tmp_path):
-    if request.param == "dir":
-        root = tmp_path / "store"
-        root.mkdir()
-        return ReadCounting(DirStore(str(root)))
-    return ReadCounting(request.getfixturevalue("b2_bucket").store())
+def store(counting_store):
+    return counting_store
 
 
 def pairs_for(store, *idents: X25519Identity, encrypted: bool = False) -> PairStore:

@@ -17,7 +17,6 @@ from b2cryptfs.bucket.namekey import open_pair_store
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import IntegrityError, NameTooLong
 from b2cryptfs.formats.names import NameCipher
-from b2cryptfs.keys.types import X25519Identity
 from b2cryptfs.store.base import MTIME_KEY
 from b2cryptfs.store.dirstore import DirStore
 
@@ -26,17 +25,8 @@ FILE_META = Meta(stat.S_IFREG | 0o4750, 1234, 5678, T, T - 86_400_000_000_000, N
 
 
 @pytest.fixture
-def ident() -> X25519Identity:
-    return X25519Identity(os.urandom(32))
-
-
-@pytest.fixture(params=["dir", "b2"])
-def store(request, tmp_path):
-    if request.param == "dir":
-        root = tmp_path / "store"
-        root.mkdir()
-        return DirStore(str(root))
-    return request.getfixturevalue("b2_bucket").store()
+def store(any_store):
+    return any_store
 
 
 def pair_store(store, ident, encrypted: bool) -> PairStore:
