@@ -8,9 +8,8 @@ durable soon after, and :meth:`Outbox.close` at a clean stop marks them all dura
 Workers upload entries oldest first, key object first, one at a time per path; a newer entry
 replaces a queued one. Only a file that may still be written waits the settle delay
 (vfs/settle.py); the others yield to a burst of closes (one within ``BURST_GAP`` of the
-last), for at most the settle delay, and go one at a time while closes go on
-(vfs/outboxworkers.py): uploads share the CPU and the interpreter with the writer, and a
-program writing many small files should not wait for them. Transient failures are retried with backoff; any other failure is logged and the entry stays
+last), for at most the settle delay: uploads share the CPU and the interpreter with the
+writer, and a program writing many small files should not wait for them. Transient failures are retried with backoff; any other failure is logged and the entry stays
 on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
 
