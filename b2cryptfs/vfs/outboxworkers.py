@@ -27,12 +27,6 @@ BURST_GAP = 0.05
 # more of them in flight use the link's latency, not its bandwidth or the memory.
 SMALL_WORKERS = 4
 SMALL_ENTRY = 64 * 1024
-# While files are still being sealed (one within this many seconds), at most one upload is
-# in flight: entries past their settle delay still go, but the upload threads share the one
-# interpreter with the closes, and as closes slow down more entries pass their delay and
-# more uploads start (a 400-file burst on a loaded machine went from 1.4 to 4.4 s). Longer
-# than BURST_GAP: a short stall in a burst does not let every worker in at once.
-CLOSES_QUIET = 2 * BURST_GAP
 
 
 class UploadWorkers:
@@ -62,9 +56,6 @@ class UploadWorkers:
     def _eligible(self, now: float, small: bool = False) -> tuple[OutboxEntry | None, float]:
         """The next entry to upload (``small``: of the small ones only), and when to look
         again if none is ready."""
-        quiet = self._last_seal + CLOSES_QUIET
-        if quiet > now and not self.draining and any(e.state == UPLOADING for e in self._running):
-            return None, quiet  # (an upload's end wakes the workers too)
         busy = {e.path for e in self._running if e.state == UPLOADING and e.seq in self._entries}
         busy |= self.tidier.busy | self._held
         later = float("inf")
