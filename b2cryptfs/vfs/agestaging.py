@@ -49,17 +49,26 @@ class AgeStaging(Staging):
         self._fresh_key()
 
     def _fresh_key(self) -> None:
-        self.file_key = os.urandom(FILE_KEY_SIZE)
-        nonce = os.urandom(stream.NONCE_SIZE)
-        self._cipher = stream.PayloadCipher(self.file_key, nonce)
+        # The key and nonce are picked when the first block leaves memory (_cipher): most
+        # files stay in memory, are sealed the generic way and never need them.
+        self._payload_cipher: stream.PayloadCipher | None = None
+        self.file_key = b""
         self._private: dict[int, bytes] = {}  # block in the private form: its nonce
         self._used: set[int] = set()  # indices sealed as non-final chunks (never again)
         self._used_last: set[int] = set()  # indices sealed as final chunks
         # SHA-1 of the payload's prefix written in order (nonce, chunk 0, 1, ...), and of
         # that prefix without its last chunk; _hashed < 0: the order was broken.
-        self._sha = hashlib.sha1(nonce)
-        self._sha_prev = self._sha.copy()
         self._hashed = 0
+
+    @property
+    def _cipher(self) -> stream.PayloadCipher:
+        if self._payload_cipher is None:
+            self.file_key = os.urandom(FILE_KEY_SIZE)
+            nonce = os.urandom(stream.NONCE_SIZE)
+            self._payload_cipher = stream.PayloadCipher(self.file_key, nonce)
+            self._sha = hashlib.sha1(nonce)
+            self._sha_prev = self._sha.copy()
+        return self._payload_cipher
 
     # --- the file --------------------------------------------------------------------------
 
