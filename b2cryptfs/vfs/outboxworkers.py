@@ -84,7 +84,7 @@ class UploadWorkers:
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
-            small_threads = trio.CapacityLimiter(max(1, SMALL_WORKERS))
+            small_threads = trio.CapacityLimiter(SMALL_WORKERS)
             for _ in range(SMALL_WORKERS if self.workers > 0 else 0):
                 nursery.start_soon(self._worker, small_threads)
             nursery.start_soon(self.tidier.run)
