@@ -15,35 +15,18 @@ copy goes with the old version, and purging removes both alike.
 
 from __future__ import annotations
 
-import base64
-import binascii
-
+from b2cryptfs.bucket.infocopy import COPY_MAX_CHARS, decode_copy, encode_copy
 from b2cryptfs.store.base import ObjectInfo
 
 LINK_KEY_INFO = "b2cryptfs-link-key"
 LINK_INFO = "b2cryptfs-link"
-# Characters per copy: far below B2's 7,000 bytes of file info, and small enough for a
-# DirStore's xattr (ext4 keeps all of a file's attributes in one 4 KiB block): targets of up
-# to about 1,500 bytes, key objects for up to four RSA-2048 or a dozen X25519 recipients.
-INLINE_MAX = 2048
-
-
-def _encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(text: str) -> bytes | None:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
 
 
 def link_copies(key_object: bytes, content: bytes) -> tuple[dict[str, str], dict[str, str]]:
     """(key object info, content object info) entries holding the copies; empty when either
-    copy would be over :data:`INLINE_MAX` (the link is then read from its objects)."""
-    key_text, content_text = _encode(key_object), _encode(content)
-    if len(key_text) > INLINE_MAX or len(content_text) > INLINE_MAX:
+    copy would be over :data:`COPY_MAX_CHARS` (the link is then read from its objects)."""
+    key_text, content_text = encode_copy(key_object), encode_copy(content)
+    if len(key_text) > COPY_MAX_CHARS or len(content_text) > COPY_MAX_CHARS:
         return {}, {}
     return {LINK_KEY_INFO: key_text}, {LINK_INFO: content_text}
 
@@ -56,7 +39,7 @@ def inline_pair(key: ObjectInfo | None, content: ObjectInfo) -> tuple[bytes, byt
     key_text, content_text = key.info.get(LINK_KEY_INFO), content.info.get(LINK_INFO)
     if not key_text or not content_text:
         return None
-    key_bytes, content_bytes = _decode(key_text), _decode(content_text)
+    key_bytes, content_bytes = decode_copy(key_text), decode_copy(content_text)
     if key_bytes is None or content_bytes is None:
         return None
     if len(key_bytes) != key.size or len(content_bytes) != content.size:

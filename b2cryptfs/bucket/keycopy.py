@@ -16,17 +16,15 @@ key object (crash order), so the version id is known when the copy is made.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 
+from b2cryptfs.bucket.infocopy import COPY_MAX_CHARS, decode_copy, encode_copy
 from b2cryptfs.store.base import ObjectInfo
 
 KEY_COPY_INFO = "b2cryptfs-key-copy"
 # Content objects up to this size carry the copy: there the key object's download is a large
 # part of a read. A bigger file's read is its content's transfer; it is left as it was.
 KEY_COPY_MAX_CONTENT = 64 * 1024
-# Characters per copy: a key object for up to four RSA-2048 or a dozen X25519 recipients.
-KEY_COPY_MAX_CHARS = 2048
 _TAG_CHARS = 12
 
 
@@ -38,8 +36,8 @@ def _tag(version_id: str) -> str:
 def key_copy_info(key: ObjectInfo, key_object: bytes) -> dict[str, str]:
     """The content object's info entry holding a copy of ``key_object`` as stored in the key
     object version ``key``; empty when the copy would be too long."""
-    text = base64.urlsafe_b64encode(key_object).rstrip(b"=").decode("ascii")
-    if len(text) > KEY_COPY_MAX_CHARS:
+    text = encode_copy(key_object)
+    if len(text) > COPY_MAX_CHARS:
         return {}
     return {KEY_COPY_INFO: f"{_tag(key.version_id)}.{text}"}
 
@@ -53,11 +51,8 @@ def copied_key(key: ObjectInfo | None, content: ObjectInfo) -> bytes | None:
     tag, _, text = value.partition(".")
     if len(tag) != _TAG_CHARS or tag != _tag(key.version_id):
         return None
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    return data if len(data) == key.size else None
+    data = decode_copy(text)
+    return data if data is not None and len(data) == key.size else None
 
 
 def has_stale_copy(key: ObjectInfo | None, content: ObjectInfo) -> bool:
