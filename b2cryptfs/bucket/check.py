@@ -9,17 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from b2cryptfs.bucket.layout import INFO_FORMAT, KEY_SUFFIX, key_name
+from b2cryptfs.bucket.keycopy import has_stale_copy
+from b2cryptfs.bucket.layout import KEY_SUFFIX, key_name
 from b2cryptfs.bucket.layout import classify as classify_name
 from b2cryptfs.bucket.longnames import LONG_PREFIX
-from b2cryptfs.bucket.pairs import PairStore
+from b2cryptfs.bucket.pairs import FileEntry, PairStore
 from b2cryptfs.errors import B2CryptfsError, PairMismatch
 from b2cryptfs.store.base import ObjectInfo
 
 
 @dataclass(frozen=True)
 class Problem:
-    # orphan-key | missing-key | broken-pair | stale-key | unreadable | stray | bad-meta
+    # orphan-key | missing-key | broken-pair | stale-key | stale-copy | unreadable | stray |
+    # bad-meta
     kind: str
     name: str  # the object (or file path) concerned, in plaintext where names are encrypted
     detail: str
@@ -122,32 +124,48 @@ def check(pairs: PairStore, prefix: str = "", verify: bool = False) -> Iterator[
         if path not in keys:
             yield Problem("missing-key", path, "content object without its key object", False)
             continue
-        if not verify:
-            continue
-        entry = pairs.make_entry(path, objects[files[path]], objects[keys[path]])
+        content, key = objects[files[path]], objects[keys[path]]
+        if verify:
+            problem = _open_problem(pairs, pairs.make_entry(path, content, key))
+            if problem is not None:
+                yield problem  # a stale-key repair remakes the copy too
+                continue
+        if has_stale_copy(key, content):
+            yield Problem("stale-copy", path, _STALE_COPY, True)
+
+
+_STALE_COPY = (
+    "content carries a copy of an older key object version (each read downloads the key object)"
+)
+
+
+def _open_problem(pairs: PairStore, entry: FileEntry) -> Problem | None:
+    """What opening the pair with its newest key object finds wrong, or None."""
+    try:
+        pairs.open_version(entry, entry.key)
+    except PairMismatch:
         try:
-            pairs.open_version(entry, entry.key)
-        except PairMismatch:
-            try:
-                pairs.open(entry)
-            except B2CryptfsError as exc:
-                yield Problem("broken-pair", path, str(exc), False)
-            else:
-                yield Problem(
-                    "stale-key", path, "newest key object does not match; an older one does", True
-                )
+            pairs.open(entry)
         except B2CryptfsError as exc:
-            yield Problem("unreadable", path, str(exc), False)
+            return Problem("broken-pair", entry.path, str(exc), False)
+        return Problem(
+            "stale-key", entry.path, "newest key object does not match; an older one does", True
+        )
+    except B2CryptfsError as exc:
+        return Problem("unreadable", entry.path, str(exc), False)
+    return None
 
 
 def repair(pairs: PairStore, problem: Problem) -> None:
-    """Fix one repairable problem: drop an orphan, or restore the matching key version."""
+    """Fix one repairable problem: drop an orphan, restore the matching key version, or
+    remake a stale copy of the key object (from the listed key object, which it stands for)."""
     if problem.kind == "orphan-key":
         pairs._remove(problem.object_name or problem.name)
-    elif problem.kind == "stale-key":
-        entry = pairs.stat_file(problem.name)
-        if entry is None:
-            return
-        key_object = pairs.matching_key_object(entry)
-        fmt = entry.format or "age"
-        pairs.rewrap_key(pairs.key_object_name(entry.path), key_object, {INFO_FORMAT: fmt})
+        return
+    entry = pairs.stat_file(problem.name)
+    if entry is None or entry.key is None:
+        return
+    if problem.kind == "stale-key":
+        pairs.restore_key(entry, pairs.matching_key_object(entry), entry.format or "age")
+    elif problem.kind == "stale-copy":
+        pairs.refresh_key_copy(entry, entry.key, pairs.read_key_object(entry.key))

@@ -899,6 +899,13 @@ class PairStore:
             self.purge_older_versions(name, uploaded)
         return uploaded
 
+    def restore_key(self, entry: FileEntry, key_object: bytes, fmt: str) -> FileEntry:
+        """Upload ``key_object`` (an older version that matches the content) as the newest key
+        object of ``entry``, and remake the content's copy of it: a copy left tagged for the
+        replaced version would cost every read a second download."""
+        uploaded = self.rewrap_key(self.key_object_name(entry.path), key_object, {INFO_FORMAT: fmt})
+        return self.refresh_key_copy(entry, uploaded, key_object)
+
     def refresh_key_copy(
         self, entry: FileEntry, key: ObjectInfo, key_object: bytes, *, purge: bool = False
     ) -> FileEntry:
@@ -987,7 +994,7 @@ class PairStore:
                 matching = self.matching_key_object(entry)
             except PairMismatch:
                 return None  # a broken pair: fsck reports it, nothing here can mend it
-            self.rewrap_key(key.name, matching, {INFO_FORMAT: fmt})
+            self.restore_key(entry, matching, fmt)
             return "restored the matching key object version"
         return None
 

@@ -18,15 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fsck",
         help="check object pairs; --repair removes orphans",
         description="List every object under the location and report orphan key objects, "
-        "content objects without keys, stray objects, and directory or root objects whose "
-        "metadata does not decode (bad-meta). With --private-key, also open every "
+        "content objects without keys, stray objects, directory or root objects whose "
+        "metadata does not decode (bad-meta), and small files whose copy of their key object "
+        "is of an older version (stale-copy). With --private-key, also open every "
         "pair to prove it matches. Exit status: 0 clean, 1 problems remain, 2 usage error.",
     )
     p.add_argument("location", metavar="STORE[/PREFIX]")
     p.add_argument(
         "--repair",
         action="store_true",
-        help="remove orphan key objects and restore the matching version of stale key objects",
+        help="remove orphan key objects, remake stale copies and restore the matching version "
+        "of stale key objects",
     )
     p.add_argument(
         "--cache-dir",

@@ -127,3 +127,64 @@ def test_fsck_finds_orphans_and_keyless_content(tmp_path, two_keys, env, b2_buck
     cli(env, "fsck", "--repair", b2_bucket.url, check=False)
     assert store.stat("x/orphan.key.enc") is None
     assert store.stat("x/ok.enc") is not None and store.stat("x/ok.key.enc") is not None
+
+
+def _copy_is_current(store, path):
+    from b2cryptfs.bucket.keycopy import copied_key
+
+    content, key = store.stat(f"{path}.enc"), store.stat(f"{path}.key.enc")
+    return copied_key(key, content) == store.read(key)
+
+
+def test_fsck_reports_and_remakes_a_stale_key_copy(tmp_path, two_keys, env, b2_bucket):
+    """A small file's content carries a copy of its key object; once the key object is a
+    newer version (here: the same bytes again, as another tool might write it), the copy is
+    stale and every read downloads the key object as well. fsck says so and remakes it."""
+    (priv, pub, _), _ = two_keys
+    src = tmp_path / "small"
+    src.write_bytes(os.urandom(4000))
+    cli(env, "put", "--public-key", pub, src, f"{b2_bucket.url}/s")
+    store = b2_bucket.store()
+    assert _copy_is_current(store, "s")
+    assert cli(env, "fsck", b2_bucket.url).stdout.decode().splitlines() == ["clean"]
+    key = store.stat("s.key.enc")
+    store.upload_bytes("s.key.enc", store.read(key), dict(key.info))
+    assert not _copy_is_current(store, "s")
+
+    for args in ([], ["--private-key", priv]):
+        report = cli(env, "fsck", *args, b2_bucket.url, check=False)
+        assert report.returncode == 1, report.stdout
+        assert report.stdout.decode().splitlines()[0].startswith("stale-copy   s: ")
+    fixed = cli(env, "fsck", "--repair", b2_bucket.url).stdout.decode()
+    assert fixed.startswith("stale-copy") and "[repaired]" in fixed
+    assert _copy_is_current(store, "s")
+    after = cli(env, "fsck", "--private-key", priv, b2_bucket.url)
+    assert after.stdout.decode().splitlines() == ["clean"]
+    assert cli(env, "cat", "--private-key", priv, f"{b2_bucket.url}/s").stdout == src.read_bytes()
+
+
+def test_restoring_a_small_files_key_object_remakes_its_copy(tmp_path, two_keys, env, b2_bucket):
+    """fsck --repair of a stale key (an overwrite cut short after its key object) uploads the
+    matching key object again: the content's copy is made for that new version too."""
+    (priv, pub, _), _ = two_keys
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    first.write_bytes(os.urandom(3000))
+    second.write_bytes(os.urandom(3000))
+    cli(env, "put", "--public-key", pub, first, f"{b2_bucket.url}/f")
+    store = b2_bucket.store()
+    from b2cryptfs.bucket.pairs import PairStore, key_name
+    from b2cryptfs.keys.loader import load_recipients
+
+    pairs = PairStore(store, recipients=load_recipients(str(pub)))
+    with open(second, "rb") as src, open(tmp_path / "sealed", "wb") as out:
+        sealed = pairs.seal(src, out)
+    store.upload_bytes(key_name("f"), sealed.key_object, {})
+
+    check = cli(env, "fsck", "--private-key", priv, b2_bucket.url, check=False)
+    assert check.returncode == 1
+    assert [ln.split()[0] for ln in check.stdout.decode().splitlines()] == ["stale-key", "1"]
+    cli(env, "fsck", "--repair", "--private-key", priv, b2_bucket.url)
+    assert _copy_is_current(store, "f")
+    after = cli(env, "fsck", "--private-key", priv, b2_bucket.url)
+    assert after.stdout.decode().splitlines() == ["clean"]
+    assert cli(env, "cat", "--private-key", priv, f"{b2_bucket.url}/f").stdout == first.read_bytes()
