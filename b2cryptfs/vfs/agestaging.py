@@ -31,7 +31,7 @@ from b2cryptfs.formats import Sealed
 from b2cryptfs.formats.age import stream
 from b2cryptfs.formats.age.wrap import FILE_KEY_SIZE
 from b2cryptfs.vfs.outboxcontent import ContentFile
-from b2cryptfs.vfs.staging import BLOCK, Staging
+from b2cryptfs.vfs.staging import BLOCK, RUN, Block, Staging
 
 _ENC = stream.ENC_CHUNK_SIZE
 _PRIVATE_NONCE = 12
@@ -46,6 +46,7 @@ class AgeStaging(Staging):
         self._base_fd = -1  # the file handed to the outbox last (read only)
         self._base_cipher: stream.PayloadCipher | None = None
         self._base_limit = 0  # blocks below this not in memory or the file come from it
+        self._out: memoryview | None = None  # where blocks are sealed (_write_blocks)
         self._fresh_key()
 
     def _fresh_key(self) -> None:
@@ -96,33 +97,47 @@ class AgeStaging(Staging):
     def fd(self) -> int:
         return self._fd
 
-    def _write_block(self, index: int, buf: bytearray | bytes) -> None:
-        full = (index + 1) * BLOCK <= self.size
-        if full and index not in self._used:
-            self._used.add(index)  # before anything can fail: the nonce is spent now
-            sealed = self._cipher.seal_chunk(index, buf, False)  # type: ignore[arg-type]
-            private = None
-        else:
-            private = os.urandom(_PRIVATE_NONCE)
-            sealed = self._aead.encrypt(private, buf, self._aad(index))
+    def _write_block(self, index: int, buf: Block) -> None:
+        self._write_blocks([(index, buf)])
+
+    def _write_blocks(self, blocks: list[tuple[int, Block]]) -> None:
+        # Sealed into one buffer used again and again, then one pwrite (the slots adjoin).
+        fd = self._file()
+        if self._out is None:
+            self._out = memoryview(bytearray(RUN * _ENC))
+        out = self._out[: len(blocks) * _ENC]
+        nonces: list[bytes | None] = []
+        for k, (index, buf) in enumerate(blocks):
+            slot = out[k * _ENC : (k + 1) * _ENC]
+            full = (index + 1) * BLOCK <= self.size
+            if full and index not in self._used:
+                self._used.add(index)  # before anything can fail: the nonce is spent now
+                nonces.append(None)
+                self._cipher.seal_chunk_into(index, buf, False, slot)  # type: ignore[arg-type]
+            else:
+                private = os.urandom(_PRIVATE_NONCE)
+                nonces.append(private)
+                self._aead.encrypt_into(private, buf, self._aad(index), slot)
         try:
-            _pwrite_all(self._file(), sealed, self._slot_offset(index))
+            _pwrite_all(fd, out, self._slot_offset(blocks[0][0]))
         except BaseException:
-            # The slot may be torn: the block lives in memory until written again.
-            self._on_disk.discard(index)
-            self._private.pop(index, None)
-            if index not in self._dirty:
-                self._dirty[index] = bytearray(buf)
+            # The slots may be torn: the blocks live in memory until written again.
+            for index, buf in blocks:
+                self._on_disk.discard(index)
+                self._private.pop(index, None)
+                if index not in self._dirty:
+                    self._dirty[index] = bytearray(buf)
             raise
-        self._on_disk.add(index)
-        if private is None:
-            self._private.pop(index, None)
-            if index == self._hashed:
-                self._sha_prev = self._sha.copy()
-                self._sha.update(sealed)
-                self._hashed += 1
-        else:
-            self._private[index] = private
+        for k, ((index, _), private) in enumerate(zip(blocks, nonces, strict=True)):
+            self._on_disk.add(index)
+            if private is None:
+                self._private.pop(index, None)
+                if index == self._hashed:
+                    self._sha_prev = self._sha.copy()
+                    self._sha.update(out[k * _ENC : (k + 1) * _ENC])
+                    self._hashed += 1
+            else:
+                self._private[index] = private
 
     def _decrypt(self, index: int) -> bytes:
         raw = os.pread(self._fd, _ENC, self._slot_offset(index))
@@ -211,6 +226,7 @@ class AgeStaging(Staging):
         self._fresh_key()
 
     def close(self) -> None:
+        self._out = None
         if not self.closed and self._base_fd >= 0:
             os.close(self._base_fd)
             self._base_fd = -1
@@ -234,7 +250,7 @@ def seal_in_place(pairs: PairStore, staging: Staging, out: ContentFile) -> Seale
     return sealed
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         done = os.pwrite(fd, view, offset)

@@ -40,6 +40,7 @@ class NonceLedger:
 def ledger(monkeypatch: pytest.MonkeyPatch) -> NonceLedger:
     book = NonceLedger()
     init, seal = stream.PayloadCipher.__init__, stream.PayloadCipher.seal_chunk
+    seal_into = stream.PayloadCipher.seal_chunk_into
 
     def watched_init(self, file_key: bytes, nonce: bytes) -> None:  # type: ignore[no-untyped-def]
         init(self, file_key, nonce)
@@ -50,8 +51,14 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> NonceLedger:
         book.payload_chunks += 1
         return seal(self, index, plaintext, last)
 
+    def watched_seal_into(self, index: int, plaintext: bytes, last: bool, out) -> None:  # type: ignore[no-untyped-def]
+        book.record((*self.ledger_key, stream.chunk_nonce(index, last)), bytes(plaintext))
+        book.payload_chunks += 1
+        seal_into(self, index, plaintext, last, out)
+
     monkeypatch.setattr(stream.PayloadCipher, "__init__", watched_init)
     monkeypatch.setattr(stream.PayloadCipher, "seal_chunk", watched_seal)
+    monkeypatch.setattr(stream.PayloadCipher, "seal_chunk_into", watched_seal_into)
     return book
 
 
@@ -64,6 +71,10 @@ class WatchedAead:
     def encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
         self._book.record((self._tag, nonce), bytes(data))
         return self._aead.encrypt(nonce, data, aad)
+
+    def encrypt_into(self, nonce: bytes, data: bytes, aad: bytes, out) -> None:  # type: ignore[no-untyped-def]
+        self._book.record((self._tag, nonce), bytes(data))
+        self._aead.encrypt_into(nonce, data, aad, out)
 
     def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
         return self._aead.decrypt(nonce, data, aad)
