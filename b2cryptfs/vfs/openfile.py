@@ -212,7 +212,10 @@ class ChunkFetcher:
                 fresh.update(await self._fetch_direct(rc, run_))
             data.update(fresh)
             fetch.data = data
-            plain = await trio.to_thread.run_sync(_decrypt_some, rc, data) if prefetch else {}
+            # In the thread unless a reader waits already (it would wait one hand-off more).
+            plain = {}
+            if prefetch and not fetch.event.statistics().tasks_waiting:
+                plain = await trio.to_thread.run_sync(_decrypt_some, rc, data)
             for i, d in data.items():
                 if i in plain:
                     self.ahead.put((vid, i), plain[i])
@@ -356,10 +359,6 @@ class ChunkFetcher:
                 need.append(i)
         if need:
             cipher = await self.get(rc, need)
-            for i in need:  # decrypted by a read-ahead that was under way
-                if (p := self._decrypted(rc, i)) is not None:
-                    plain[i] = p
-                    cipher.pop(i, None)
             try:
                 plain.update(await self._decrypt(rc, cipher))
             except IntegrityError as exc:
