@@ -72,12 +72,6 @@ class ByteBoundLRU:
         if old is not None:
             self._total -= len(old)
 
-    def pop(self, key: object) -> bytes | None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._total -= len(old)
-        return old
-
     def __contains__(self, key: object) -> bool:
         return key in self._items
 

@@ -84,8 +84,6 @@ class ChunkFetcher:
         self.limiter = limiter
         self.nursery = nursery
         self.memory = ByteBoundLRU(MEMORY_BYTES)
-        # Read-ahead decrypted in its worker thread (not in the event loop) until read.
-        self.ahead = ByteBoundLRU(MEMORY_BYTES)
         self._inflight: dict[tuple[str, int], _Fetch] = {}
         self._running = 0
 
@@ -154,7 +152,7 @@ class ChunkFetcher:
         want = [
             i
             for i in range(max(0, first), min(last, rc.reader.chunk_count - 1) + 1)
-            if all((vid, i) not in m for m in (self.memory, self._inflight, self.ahead))
+            if (vid, i) not in self.memory and (vid, i) not in self._inflight
         ]
         if not want:
             return
@@ -212,15 +210,8 @@ class ChunkFetcher:
                 fresh.update(await self._fetch_direct(rc, run_))
             data.update(fresh)
             fetch.data = data
-            # In the thread unless a reader waits already (it would wait one hand-off more).
-            plain = {}
-            if prefetch and not fetch.event.statistics().tasks_waiting:
-                plain = await trio.to_thread.run_sync(_decrypt_some, rc, data)
             for i, d in data.items():
-                if i in plain:
-                    self.ahead.put((vid, i), plain[i])
-                else:
-                    self.memory.put((vid, i), d)
+                self.memory.put((vid, i), d)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters
             fetch.error = exc
             if prefetch:
@@ -288,17 +279,10 @@ class ChunkFetcher:
 
     def forget_chunk(self, vid: str, index: int) -> None:
         self.memory.discard((vid, index))
-        self.ahead.discard((vid, index))
         if self.disk is not None:
             self.disk.discard(vid, index)
 
     # --- reading -----------------------------------------------------------------------
-
-    def _decrypted(self, rc: RemoteContent, i: int) -> bytes | None:
-        p = rc.plain.get(i)
-        if p is None and (p := self.ahead.pop((rc.version_id, i))) is not None:
-            rc.plain.put(i, p)
-        return p
 
     def read_ready(self, rc: RemoteContent, offset: int, length: int) -> bytes | None:
         """The plaintext if every chunk it needs is in memory (decrypted here, in the event
@@ -314,7 +298,7 @@ class ChunkFetcher:
         vid = rc.version_id
         memory = self.memory
         for i in range(first, last + 1):
-            p = self._decrypted(rc, i)
+            p = rc.plain.get(i)
             if p is None:
                 cipher = memory.get((vid, i))
                 if cipher is None:
@@ -352,7 +336,7 @@ class ChunkFetcher:
         plain: dict[int, bytes] = {}
         need = []
         for i in range(first, last + 1):
-            p = self._decrypted(rc, i)
+            p = rc.plain.get(i)
             if p is not None:
                 plain[i] = p
             else:
@@ -386,14 +370,3 @@ class ChunkFetcher:
         if len(cipher) >= _THREAD_DECRYPT:
             return await trio.to_thread.run_sync(work)
         return work()
-
-
-def _decrypt_some(rc: RemoteContent, cipher: dict[int, bytes]) -> dict[int, bytes]:
-    """Plaintext of the chunks that decrypt; a failing one is left to the read path."""
-    out = {}
-    for i, c in cipher.items():
-        try:
-            out[i] = rc.reader.decrypt_chunk(i, c)
-        except IntegrityError:
-            pass
-    return out
