@@ -1,9 +1,11 @@
-"""Finding the mount's device in mountinfo, and writing its read-ahead (fs/readahead.py),
-against files written here (the FUSE test sets the real one as root)."""
+"""The mount's read-ahead (fs/readahead.py): its device found in a mountinfo file and the write
+into a bdi directory made here (the FUSE test sets the real one as root), and the option."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from b2cryptfs.fs import readahead
 
@@ -36,3 +38,17 @@ def test_set_read_ahead_writes_the_bdi_file_or_gives_up_quietly(tmp_path: Path) 
     # No such bdi (or /sys read-only, or not root): False, no exception.
     assert not readahead.set_read_ahead("/mnt/my files", 1024, bdi, str(info))
     assert not readahead.set_read_ahead("/mnt/none", 1024, bdi, str(info))
+
+
+def test_the_option_in_both_spellings() -> None:
+    from b2cryptfs.cli.mount import _parser, apply_o_options
+    from b2cryptfs.errors import UsageError
+
+    parse = _parser("mount.b2cryptfs").parse_args
+    assert parse(["s", "m"]).read_ahead == 1024
+    assert parse(["s", "m", "--read-ahead", "0"]).read_ahead == 0
+    args = parse(["s", "m", "-o", "read_ahead=2048,ro"])
+    apply_o_options(args)
+    assert args.read_ahead == 2048 and args.read_only
+    with pytest.raises(UsageError, match="KiB"):
+        parse(["s", "m", "--read-ahead", "1M"])
