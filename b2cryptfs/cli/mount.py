@@ -75,6 +75,12 @@ def _umask(text: str) -> int:
     return value
 
 
+def _kib(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of KiB: {text!r} (examples: 0, 1024)")
+    return int(text)
+
+
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", metavar="STORE", help="b2://BUCKET[/PREFIX] or a directory")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
@@ -142,6 +148,14 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OCTAL",
         help="mode bits cleared for files and directories without stored modes "
         "(default: files 0644, directories 0755)",
+    )
+    g.add_argument(
+        "--read-ahead",
+        type=_kib,
+        default=MountConfig.read_ahead_kib,
+        metavar="KIB",
+        help="the kernel's read-ahead for the mount, also the largest read request it sends "
+        f"(root only; 0: the kernel's own; default: {MountConfig.read_ahead_kib})",
     )
     c = parser.add_argument_group("cache")
     c.add_argument(
@@ -320,6 +334,7 @@ def prepare(args: argparse.Namespace, *, early: bool = False) -> Prepared:
         cache_size=args.cache_size,
         dir_cache_time=args.dir_cache_time,
         io_timeout=args.io_timeout,
+        read_ahead_kib=args.read_ahead,
         read_only=args.read_only,
         allow_other=args.allow_other,
         hard_delete=args.hard_delete,

@@ -28,6 +28,7 @@ VALUE_OPTIONS = {
     "cache_size": "--cache-size",
     "dir_cache_time": "--dir-cache-time",
     "io_timeout": "--io-timeout",
+    "read_ahead": "--read-ahead",
     "log_file": "--log-file",
     "pid_file": "--pid-file",
     "b2_realm": "--b2-realm",

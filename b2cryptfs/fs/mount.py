@@ -27,7 +27,7 @@ from b2cryptfs.bucket.factory import make_pairs
 from b2cryptfs.bucket.pairs import DirListing, PairStore
 from b2cryptfs.cache.cachedir import CacheDir
 from b2cryptfs.errors import B2CryptfsError, MountError, UsageError
-from b2cryptfs.fs import memdebug
+from b2cryptfs.fs import memdebug, readahead
 from b2cryptfs.fs.gate import GatedOperations
 from b2cryptfs.fs.operations import Operations
 from b2cryptfs.store.base import Store
@@ -112,16 +112,19 @@ def run_mount(
             ops: Operations = Operations(vfs)  # type: ignore[arg-type]
         else:
             vfs, ops = None, GatedOperations()
+        # Resolved now: once the mount is live, resolving it is a request to this daemon.
+        fd_mount = mountpoint.startswith("/dev/fd/")
+        mount_path = mountpoint if fd_mount else os.path.realpath(mountpoint)
         try:
             pyfuse3.init(ops, mountpoint, fuse_options(config))
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         try:
             if vfs is not None:
-                trio.run(_serve, vfs, ready, notify, root)
+                trio.run(_serve, vfs, ops, mount_path, ready, notify, root)
             else:
                 assert opening is not None and isinstance(ops, GatedOperations)
-                trio.run(_serve_early, ops, opening, config, cache, ready, notify)
+                trio.run(_serve_early, ops, mount_path, opening, config, cache, ready, notify)
         finally:
             _close_session()
     finally:
@@ -257,6 +260,8 @@ async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
 
 async def _serve(
     vfs: Vfs,
+    ops: Operations,
+    mount_path: str,
     ready: Callable[[], None],
     notify: Callable[[str], None] | None = None,
     root: tuple[DirListing, float] | None = None,
@@ -266,11 +271,12 @@ async def _serve(
         await vfs.start(nursery)
         return vfs
 
-    await _run(start, ready, notify)
+    await _run(start, ready, notify, ops, mount_path, vfs.config.read_ahead_kib)
 
 
 async def _serve_early(
     ops: GatedOperations,
+    mount_path: str,
     opening: StoreOpener,
     config: MountConfig,
     cache: CacheDir,
@@ -286,7 +292,7 @@ async def _serve_early(
         ops.open_gate(vfs)
         return vfs
 
-    await _run(start, ready, notify, gate=ops)
+    await _run(start, ready, notify, ops, mount_path, config.read_ahead_kib, gate=ops)
 
 
 def _take_root_listing(vfs: Vfs, root: tuple[DirListing, float] | None) -> None:
@@ -301,6 +307,9 @@ async def _run(
     start: Callable[[trio.Nursery], Awaitable[Vfs]],
     ready: Callable[[], None],
     notify: Callable[[str], None] | None,
+    ops: Operations,
+    mount_path: str,
+    read_ahead_kib: int,
     gate: GatedOperations | None = None,
 ) -> None:
     """Serve the mount; ``start`` makes the vfs ready (with a ``gate``: while requests
@@ -331,6 +340,7 @@ async def _run(
             ready()
 
         nursery.start_soon(_watch_signals, stopping)
+        nursery.start_soon(readahead.widen_after_init, ops.initialized, mount_path, read_ahead_kib)
         if gate is None:
             await start_then_ready()
         else:
@@ -340,6 +350,7 @@ async def _run(
         finally:
             # Unmount first: nobody serves requests from here on.
             _close_session()
+        log.debug("served %d READ requests, %d bytes asked", ops.read_requests, ops.read_bytes)
         if failed:
             raise failed[0]
         if not started:

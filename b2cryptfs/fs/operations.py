@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 import pyfuse3
+import trio
 
 from b2cryptfs.bucket.layout import decode_leaf
 from b2cryptfs.errors import InvalidName
@@ -83,6 +84,15 @@ class Operations(pyfuse3.Operations):
     def __init__(self, vfs: Vfs) -> None:
         super().__init__()
         self.vfs = vfs
+        # Set by init(): libfuse replies to the kernel's INIT right after it returns.
+        self.initialized = trio.Event()
+        # READ requests served and bytes asked: how the kernel cuts reads (a debug line at
+        # the unmount; tests check the read-ahead with it).
+        self.read_requests = 0
+        self.read_bytes = 0
+
+    def init(self) -> None:
+        self.initialized.set()
 
     # --- names and attributes ----------------------------------------------------------
 
@@ -195,6 +205,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        self.read_requests += 1
+        self.read_bytes += size
         return await self.vfs.read(fh, off, size)
 
     @handler

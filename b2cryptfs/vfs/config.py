@@ -36,6 +36,9 @@ class MountConfig:
     fsname: str = ""  # shown in /proc/mounts; defaults to store_url
     # Create a name key if the store has none (an existing one is always honoured).
     encrypt_names: bool = False
+    # The kernel's read-ahead for the mount, set once it is made (fs/readahead.py); it is
+    # also the largest READ the kernel sends. 0: the kernel's own (128 KiB); root only.
+    read_ahead_kib: int = 1024
     fuse_options: list[str] = field(default_factory=list)  # extra, e.g. auto_unmount
     # Owner and mode bits shown for files without stored ownership metadata (mount options
     # uid=, gid=, umask=); None: the mounting user, 0644 files and 0755 directories.

@@ -282,3 +282,46 @@ def test_a_sequential_read_downloads_each_byte_once_in_few_requests(tmp_path: Pa
         assert end == start, spans
     # Requests of about 2 MiB or more on average (a few smaller ones while the window opens).
     assert len(spans) <= size // (2 << 20) + 8, len(spans)
+
+
+def test_a_cached_chunk_that_fails_authentication_is_fetched_again(tmp_path: Path) -> None:
+    """A cached chunk damaged in place (its length intact, so the cache hands it out) fails
+    authentication when decrypted: it is dropped and read from the store again."""
+    ident = x25519_identity()
+    store = RecordingStore(str(tmp_path / "store"))
+    data = os.urandom(6 * 1024 * 1024 + 77)
+    name = "f.enc"
+
+    async def first() -> None:
+        async with open_vfs(tmp_path, store=store, identity=ident) as vfs:
+            await write_file(vfs, "f", data)
+            await vfs.outbox.drain()
+            fh, _ = await vfs.open(await ino_of(vfs, "f"), os.O_RDONLY)
+            assert await vfs.read(fh, 0, 128 * 1024) == data[: 128 * 1024]
+            off = 128 * 1024
+            while piece := await vfs.read(fh, off, 1 << 20):
+                assert piece == data[off : off + len(piece)]
+                off += len(piece)
+            assert off == len(data)
+            await vfs.release(fh)
+            await vfs.fetcher.idle()
+
+    async def second() -> None:
+        async with open_vfs(tmp_path, store=store, identity=ident) as vfs:
+            store.reads.clear()
+            assert await read_file(vfs, "f", chunk=1 << 20) == data
+            assert store.reads[name] >= 2  # the opening, then the damaged chunk again
+
+    run(first)
+    # Damage every cached extent in place (same length, so the cache still hands it out).
+    damaged = 0
+    for path in files_under(tmp_path / "cache"):
+        if path.stat().st_size > 100_000 and "chunks" in path.parts:
+            with open(path, "r+b") as f:
+                f.seek(70_000)
+                byte = f.read(1)
+                f.seek(70_000)
+                f.write(bytes([byte[0] ^ 1]))
+            damaged += 1
+    assert damaged
+    run(second)
