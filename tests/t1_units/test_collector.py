@@ -1,11 +1,12 @@
-"""The cycle collector pause around listings (vfs/collector.py): nested and concurrent
-blocks, and a collector that was off before stays off."""
+"""The cycle collector pauses (vfs/collector.py), around listings and for a mount's start-up:
+nested and concurrent blocks, and a collector that was off before stays off."""
 
 from __future__ import annotations
 
 import gc
 import threading
 
+from b2cryptfs.vfs import collector
 from b2cryptfs.vfs.collector import collector_paused
 
 
@@ -53,6 +54,48 @@ def test_a_collector_that_was_off_stays_off() -> None:
     try:
         with collector_paused():
             pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_startup_pause_ends_at_the_freeze() -> None:
+    assert gc.isenabled()
+    collector.pause_for_startup()
+    try:
+        assert not gc.isenabled()
+        collector.pause_for_startup()  # a second call changes nothing
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a listing's block does not end the start-up pause
+        collector.freeze_startup_heap()
+        assert gc.isenabled()
+        collector.end_startup_pause()  # no pause left: nothing to do
+        assert gc.isenabled()
+    finally:
+        collector.end_startup_pause()
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_listing_running_at_the_freeze_keeps_the_collector_off_until_it_ends() -> None:
+    collector.pause_for_startup()
+    try:
+        with collector_paused():
+            collector.freeze_startup_heap()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+    finally:
+        collector.end_startup_pause()
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_the_startup_pause_leaves_an_off_collector_off() -> None:
+    gc.disable()
+    try:
+        collector.pause_for_startup()
+        collector.end_startup_pause()
         assert not gc.isenabled()
     finally:
         gc.enable()
