@@ -88,8 +88,9 @@ def freeze_startup_heap() -> None:
     ready; they are still freed by reference counting), and end the start-up pause."""
     gc.freeze()
     end_startup_pause()
-    log.debug(
-        "start-up heap frozen: %d objects left out of later collector passes; collector %s",
-        gc.get_freeze_count(),
-        "on" if gc.isenabled() else "off",
-    )
+    if log.isEnabledFor(logging.DEBUG):  # the count walks every frozen object
+        log.debug(
+            "start-up heap frozen: %d objects left out of later collector passes; collector %s",
+            gc.get_freeze_count(),
+            "on" if gc.isenabled() else "off",
+        )
