@@ -446,8 +446,8 @@ def _setup_daemon_logging(prepared: Prepared, debug: bool) -> Callable[[], None]
 def handle(args: argparse.Namespace, prog: str = "b2cryptfs") -> int:
     """The ``mount`` subcommand; returns the exit status."""
     debug = False
-    # Start-up makes mostly objects that live as long as the daemon: no collector passes over
-    # them until the mount is ready (fs.mount ends the pause; so does any return from here).
+    # Start-up makes mostly objects that live as long as the daemon: only young collector
+    # passes until the mount is ready (fs.mount ends the pause; so does any return from here).
     collector.pause_for_startup()
     try:
         apply_o_options(args, prog=prog if prog != "b2cryptfs" else "b2cryptfs mount")

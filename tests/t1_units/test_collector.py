@@ -59,43 +59,35 @@ def test_a_collector_that_was_off_stays_off() -> None:
         gc.enable()
 
 
-def test_startup_pause_ends_at_the_freeze() -> None:
-    assert gc.isenabled()
+def test_startup_pause_keeps_only_young_passes_until_the_freeze() -> None:
+    before = gc.get_threshold()
     collector.pause_for_startup()
     try:
-        assert not gc.isenabled()
+        young, older, oldest = gc.get_threshold()
+        assert young == before[0] and older > 1_000_000 and oldest > 1_000_000
+        assert gc.isenabled()  # young passes still run
         collector.pause_for_startup()  # a second call changes nothing
         with collector_paused():
-            pass
-        assert not gc.isenabled()  # a listing's block does not end the start-up pause
-        collector.freeze_startup_heap()
-        assert gc.isenabled()
-        collector.end_startup_pause()  # no pause left: nothing to do
-        assert gc.isenabled()
-    finally:
-        collector.end_startup_pause()
-        gc.unfreeze()
-        gc.enable()
-
-
-def test_a_listing_running_at_the_freeze_keeps_the_collector_off_until_it_ends() -> None:
-    collector.pause_for_startup()
-    try:
-        with collector_paused():
-            collector.freeze_startup_heap()
             assert not gc.isenabled()
-        assert gc.isenabled()
+        assert gc.isenabled() and gc.get_threshold()[1] > 1_000_000  # still paused
+        collector.freeze_startup_heap()
+        assert gc.get_threshold() == before
+        collector.end_startup_pause()  # no pause left: nothing to do
+        assert gc.get_threshold() == before
     finally:
         collector.end_startup_pause()
         gc.unfreeze()
-        gc.enable()
+        gc.set_threshold(*before)
 
 
-def test_the_startup_pause_leaves_an_off_collector_off() -> None:
-    gc.disable()
+def test_end_without_a_startup_pause_changes_nothing() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(500, 7, 3)
     try:
+        collector.end_startup_pause()
+        assert gc.get_threshold() == (500, 7, 3)
         collector.pause_for_startup()
         collector.end_startup_pause()
-        assert not gc.isenabled()
+        assert gc.get_threshold() == (500, 7, 3)  # what was set before the pause
     finally:
-        gc.enable()
+        gc.set_threshold(*before)
