@@ -37,6 +37,7 @@ from b2cryptfs.cli.mountprep import (
 from b2cryptfs.cli.storeopen import StoreOpening
 from b2cryptfs.errors import B2CryptfsError, UsageError
 from b2cryptfs.store.base import Store
+from b2cryptfs.vfs import collector
 from b2cryptfs.vfs.config import MountConfig
 
 if TYPE_CHECKING:
@@ -460,6 +461,9 @@ def _setup_daemon_logging(prepared: Prepared, debug: bool) -> Callable[[], None]
 def handle(args: argparse.Namespace, prog: str = "b2cryptfs") -> int:
     """The ``mount`` subcommand; returns the exit status."""
     debug = False
+    # Start-up makes mostly objects that live as long as the daemon: only young collector
+    # passes until the mount is ready (fs.mount ends the pause; so does any return from here).
+    collector.pause_for_startup()
     try:
         apply_o_options(args, prog=prog if prog != "b2cryptfs" else "b2cryptfs mount")
         debug = args.debug
@@ -492,6 +496,8 @@ def handle(args: argparse.Namespace, prog: str = "b2cryptfs") -> int:
         # An unexpected system error is still one line (with a traceback only for --debug).
         _print_error(prog, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), debug)
         return 1
+    finally:
+        collector.end_startup_pause()
 
 
 def _print_error(prog: str, message: str, debug: bool) -> None:

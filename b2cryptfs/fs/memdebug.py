@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import tracemalloc
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,8 @@ def start_from_env() -> None:
     directory = os.environ.get(ENV_DIR)
     if not directory:
         return
+    import tracemalloc  # here: every mount imports this module, few trace (and it costs ms)
+
     every = float(os.environ.get(ENV_EVERY, "30"))
     os.makedirs(directory, exist_ok=True)
     if not tracemalloc.is_tracing():

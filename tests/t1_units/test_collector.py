@@ -1,11 +1,12 @@
-"""The cycle collector pause around listings (vfs/collector.py): nested and concurrent
-blocks, and a collector that was off before stays off."""
+"""The cycle collector pauses (vfs/collector.py), around listings and for a mount's start-up:
+nested and concurrent blocks, and a collector that was off before stays off."""
 
 from __future__ import annotations
 
 import gc
 import threading
 
+from b2cryptfs.vfs import collector
 from b2cryptfs.vfs.collector import collector_paused
 
 
@@ -56,3 +57,37 @@ def test_a_collector_that_was_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_startup_pause_keeps_only_young_passes_until_the_freeze() -> None:
+    before = gc.get_threshold()
+    collector.pause_for_startup()
+    try:
+        young, older, oldest = gc.get_threshold()
+        assert young == before[0] and older > 1_000_000 and oldest > 1_000_000
+        assert gc.isenabled()  # young passes still run
+        collector.pause_for_startup()  # a second call changes nothing
+        with collector_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() and gc.get_threshold()[1] > 1_000_000  # still paused
+        collector.freeze_startup_heap()
+        assert gc.get_threshold() == before
+        collector.end_startup_pause()  # no pause left: nothing to do
+        assert gc.get_threshold() == before
+    finally:
+        collector.end_startup_pause()
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_end_without_a_startup_pause_changes_nothing() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(500, 7, 3)
+    try:
+        collector.end_startup_pause()
+        assert gc.get_threshold() == (500, 7, 3)
+        collector.pause_for_startup()
+        collector.end_startup_pause()
+        assert gc.get_threshold() == (500, 7, 3)  # what was set before the pause
+    finally:
+        gc.set_threshold(*before)
