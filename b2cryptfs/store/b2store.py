@@ -51,6 +51,7 @@ from b2cryptfs.errors import (
     TransientError,
     UsageError,
 )
+from b2cryptfs.store.b2wire import Wire
 from b2cryptfs.store.base import (
     MAX_INFO_BYTES,
     MAX_INFO_ENTRIES,
@@ -246,6 +247,17 @@ def _http_session() -> requests.Session:
         if bundle:
             session.verify = bundle
     return session
+
+
+def _make_wire(http: Any) -> Wire | None:
+    """The lean client for data requests (b2wire), or None where requests must make them:
+    with proxy variables set (requests applies them and their no_proxy rules)."""
+    session = getattr(http, "session", None)
+    if session is None or getattr(session, "trust_env", True):
+        return None
+    verify = session.verify
+    cafile = verify if isinstance(verify, str) else requests.certs.where()
+    return Wire(http.user_agent, cafile)
 
 
 def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
@@ -500,6 +512,7 @@ class B2Store:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
         self.api, self._http = _make_api(max_tries, backoff, workers)
+        self._wire = _make_wire(self._http)
         try:
             self.api.authorize_account(realm, key_id, key)
         except (b2exc.Unauthorized, b2exc.AccessDenied):
@@ -775,6 +788,8 @@ class B2Store:
         def once() -> None:
             url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
+            if self._wire is not None:
+                return lean(url, begin)
             try:
                 with session.download_file_from_url(url, (begin, end - 1)) as resp:
                     body = _raw_body(resp)
@@ -796,7 +811,46 @@ class B2Store:
                 raise
             _check_delivered(pos[0], begin, start, end)
 
+        def lean(url: str, begin: int) -> None:
+            assert self._wire is not None
+            rng = {"Range": f"bytes={begin}-{end - 1}"}
+            conn, resp = self._authorized(
+                lambda t: self._wire.request("GET", url, {**rng, "Authorization": t})
+            )
+            try:
+                # A server that ignored the Range header (200) sends the leading bytes too.
+                skip = begin if resp.status == 200 else 0
+                while skip:
+                    got = len(resp.read(min(skip, FETCH_CHUNK)))
+                    if not got:
+                        break
+                    skip -= got
+                while pos[0] < end:
+                    n = resp.readinto(free_space())
+                    if not n:
+                        break
+                    pos[0] += n
+            except Exception as exc:
+                self._wire.forget(conn)
+                if pos[0] > begin:
+                    raise _Progress() from exc
+                raise b2exc.B2ConnectionError(f"read cut: {exc!r}") from None
+            if not resp.isclosed() or resp.will_close:
+                self._wire.forget(conn)  # bytes left unread: the connection cannot serve again
+            _check_delivered(pos[0], begin, start, end)
+
         return once
+
+    def _authorized(self, call: Callable[[str], T]) -> T:
+        """``call(account token)``, once more after a re-authorization if B2 refused the
+        token (as b2sdk's own calls do)."""
+        info = self.api.account_info
+        try:
+            return call(info.get_account_auth_token())
+        except b2exc.InvalidAuthToken:
+            if not self.api.authorize_automatically():
+                raise
+        return call(info.get_account_auth_token())
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
@@ -904,6 +958,8 @@ class B2Store:
         name = self._rel(full)
 
         def once() -> ObjectInfo:
+            if self._wire is not None:
+                return self._obj(self._upload_lean(full, data, sha1, info))
             # A fresh stream each try; a URL that failed is not given back to the pool.
             d = session.upload_file(
                 self.bucket_id, full, len(data), CONTENT_TYPE, sha1, dict(info), io.BytesIO(data)
@@ -911,6 +967,33 @@ class B2Store:
             return self._obj(d)
 
         return self._retry(once, f"upload {name}")
+
+    def _upload_lean(self, full: str, data: bytes, sha1: str, info: dict[str, str]) -> dict:
+        """One b2_upload_file over b2wire with a URL of b2sdk's pool, given back only
+        after it served (a URL that failed is dropped, as b2sdk does)."""
+        assert self._wire is not None
+        session = self.api.session
+        raw = session.raw_api
+        raw.check_b2_filename(full)
+        account = self.api.account_info
+        url, token = account.take_bucket_upload_url(self.bucket_id)
+        if url is None or token is None:
+            got = session.get_upload_url(self.bucket_id)
+            url, token = got["uploadUrl"], got["authorizationToken"]
+        headers = raw.get_upload_file_headers(
+            upload_auth_token=token,
+            file_name=full,
+            content_length=len(data),
+            content_type=CONTENT_TYPE,
+            content_sha1=sha1,
+            file_info=dict(info),
+            server_side_encryption=None,
+            file_retention=None,
+            legal_hold=None,
+        )
+        d = self._wire.post_json(url, headers, data)
+        account.put_bucket_upload_url(self.bucket_id, url, token)
+        return d
 
     def _cancel_unfinished(self, full: str, sha1: str) -> None:
         """Best effort: do not leave the parts of a failed large upload billed forever.
