@@ -11,8 +11,12 @@
 - Directory listings use ``b2_list_file_names`` with ``delimiter="/"`` and pages of 10,000,
   so a directory of 10,000 files costs one call (ten billed transactions) and sub-folders
   are not walked. b2sdk's listings have no delimiter (``Bucket.ls`` skips ahead instead:
-  a call per sub-folder that outgrows a page), so these calls are made with b2sdk's public
-  ``B2Http`` client (same retries and re-authorization as its own calls).
+  a call per sub-folder that outgrows a page), so these calls are made here, with the same
+  retries and re-authorization as b2sdk's own calls.
+- Range reads, one-request uploads and listings go over store/b2wire.py (http.client, a
+  kept-alive connection per thread) rather than requests, whose fixed cost per request is
+  several times a small transfer's; b2sdk still builds their headers, owns the URLs and
+  tokens and interprets error replies. With proxy variables set, requests makes them.
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
   download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
   private classmethod is overridden, checked by ``check_b2sdk_internals``.
@@ -30,6 +34,7 @@ import bisect
 import hashlib
 import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -211,14 +216,19 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     class TunedHttp(B2Http):
         @classmethod
         def _translate_and_retry(cls, fcn, try_count, post_params=None):
+            return cls.retrying(lambda: cls._translate_errors(fcn, post_params), try_count)
+
+        @staticmethod
+        def retrying(call: Callable[[], T], try_count: int) -> T:
+            """``call()`` with these retries (b2wire's requests use them too)."""
             if getattr(_transfer, "active", False):
-                return cls._translate_errors(fcn, post_params)
+                return call()
             if max_tries is not None:
                 try_count = max(1, min(try_count, max_tries))
             wait = backoff
             for _ in range(try_count - 1):
                 try:
-                    return cls._translate_errors(fcn, post_params)
+                    return call()
                 except b2exc.B2Error as e:
                     if not e.should_retry_http():
                         raise
@@ -226,7 +236,7 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
                     log.info("B2 call failed (%s); retrying in %.1f s", e, delay)
                     time.sleep(min(float(delay), 64.0))
                     wait = min(wait * 1.5, 64.0) * (1 + random.random() / 10)
-            return cls._translate_errors(fcn, post_params)
+            return call()
 
     return TunedHttp
 
@@ -647,10 +657,18 @@ class B2Store:
         """
         info = self.api.account_info
 
+        wire = self._wire
+        retrying = getattr(self._http, "retrying", None)
+
         def call() -> dict[str, Any]:
             url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
             headers = {"Authorization": info.get_account_auth_token()}
-            return self._http.post_json_return_json(url, headers, params)
+            if wire is None or retrying is None:
+                return self._http.post_json_return_json(url, headers, params)
+            # A reply of 10,000 names is megabytes: read in one piece, not through requests.
+            body = json.dumps(params).encode()
+            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+            return retrying(lambda: wire.post_json(url, headers, body), B2Http.TRY_COUNT_OTHER)
 
         for _ in range(2):
             try:

@@ -38,6 +38,20 @@ def test_small_reads_and_uploads_keep_one_connection(b2_bucket):
     assert listed["t3.enc"]["contentLength"] == len(data[3])
 
 
+def test_listings_keep_one_connection(b2_bucket):
+    store = b2_bucket.store()
+    for i in range(5):
+        store.upload_bytes(f"d/f{i}.enc", b"x", {"k": "v"})
+    server = b2_bucket.server
+    server.reset_stats()
+    for _ in range(10):
+        listing = store.list_dir("d/")
+        assert sorted(o.name for o in listing.objects) == [f"d/f{i}.enc" for i in range(5)]
+        assert listing.objects[0].info == {"k": "v"}
+    assert server.stats().get("b2_list_file_names") == 10
+    assert server.connections() <= 3  # the reset's, this call's and the store's one
+
+
 def test_a_deleted_version_reads_as_not_found(b2_bucket):
     store = b2_bucket.store()
     obj = store.upload_bytes("gone.enc", b"x" * 100, {})
