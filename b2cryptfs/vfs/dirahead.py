@@ -27,6 +27,7 @@ from b2cryptfs.vfs.versions import Versions
 log = logging.getLogger("b2cryptfs.vfs.state")
 
 AHEAD_FILES = 4
+_DIRS = 16  # directories whose order is remembered (a tree reader is in one at a time)
 
 
 class DirAhead:
@@ -48,6 +49,9 @@ class DirAhead:
         if got is not None and got[0] == id(ds) and got[1] == len(ds.files):
             return got[2]
         names = sorted(ds.files)
+        self._order.pop(dirpath, None)
+        while len(self._order) >= _DIRS:
+            del self._order[next(iter(self._order))]
         self._order[dirpath] = (id(ds), len(ds.files), names)
         return names
 
@@ -56,7 +60,9 @@ class DirAhead:
         if self._nursery is None:
             return
         dirpath, leaf = split(path)
-        last = self._last.get(dirpath)
+        last = self._last.pop(dirpath, None)
+        while len(self._last) >= _DIRS:
+            del self._last[next(iter(self._last))]
         self._last[dirpath] = leaf
         if last is None:
             return
