@@ -56,7 +56,6 @@ from b2cryptfs.errors import (
     TransientError,
     UsageError,
 )
-from b2cryptfs.store.b2wire import Wire
 from b2cryptfs.store.base import (
     MAX_INFO_BYTES,
     MAX_INFO_ENTRIES,
@@ -85,6 +84,7 @@ try:
         B2Api,
         B2Http,
         B2HttpApiConfig,
+        B2RawHTTPApi,
         B2Session,
         InMemoryAccountInfo,
         InMemoryCache,
@@ -95,6 +95,8 @@ try:
     )
     from b2sdk.v2 import exception as b2exc
     from b2sdk.version import VERSION as b2sdk_version
+
+    from b2cryptfs.store.b2wire import Wire  # imports b2sdk too: inside the same hiding
 finally:
     for _name in _HIDDEN:
         del sys.modules[_name]
@@ -264,6 +266,15 @@ def _make_wire(http: Any) -> Wire | None:
     with proxy variables set (requests applies them and their no_proxy rules)."""
     session = getattr(http, "session", None)
     if session is None or getattr(session, "trust_env", True):
+        return None
+    # What b2wire takes from b2sdk; a b2sdk without it keeps its own path.
+    needs = [(http, "user_agent"), (B2Http, "TRY_COUNT_OTHER"), (B2Session, "get_upload_url")]
+    needs += [(B2RawHTTPApi, n) for n in ("get_upload_file_headers", "check_b2_filename")]
+    needs += [(InMemoryAccountInfo, n) for n in ("take_bucket_upload_url", "put_bucket_upload_url")]
+    if not all(hasattr(obj, name) for obj, name in needs):
+        log.warning(
+            "b2sdk %s lacks what b2wire needs: data requests go through requests", b2sdk_version
+        )
         return None
     verify = session.verify
     cafile = verify if isinstance(verify, str) else requests.certs.where()
