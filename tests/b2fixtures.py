@@ -109,6 +109,10 @@ class B2ServerHandle:
         """Requests per endpoint (b2_list_file_names, b2_upload_file, ...) since the reset."""
         return self._request("GET", "/test/stats")["requests"]
 
+    def connections(self) -> int:
+        """TCP connections the server accepted since the reset (this call's own included)."""
+        return self._request("GET", "/test/stats")["connections"]
+
     def fault_counts(self) -> dict[str, int]:
         return self._request("GET", "/test/stats")["faults"]
 

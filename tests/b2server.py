@@ -17,7 +17,8 @@ BUCKET=...``; it then serves until killed.
 
 Test-only endpoints (no authentication; loopback only):
 
-- ``GET /test/stats`` -> ``{"requests": {endpoint: count}, "faults": {endpoint: count}}``
+- ``GET /test/stats`` -> ``{"requests": {endpoint: count}, "faults": {endpoint: count},
+  "connections": N}`` (N: TCP connections accepted, the test endpoints' own included).
 - ``POST /test/reset`` clears the counters.
 - ``POST /test/faults`` with ``{"kind": "b2_upload_file", "fault": "503", "count": 2}`` makes
   the next 2 requests of that kind fail. Faults: ``503``, ``429`` (``retry_after`` seconds,
@@ -395,6 +396,7 @@ class Control:
         self.requests: collections.Counter[str] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
         self.pending: list[dict] = []
+        self.connections = 0  # TCP connections accepted (clients should keep theirs alive)
         self.latency_ms = latency_ms
         self.bandwidth_mbps = bandwidth_mbps
 
@@ -433,12 +435,14 @@ class Control:
                 requests=dict(self.requests),
                 faults=dict(self.injected),
                 pending=[dict(e) for e in self.pending],
+                connections=self.connections,
             )
 
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.injected.clear()
+            self.connections = 0
 
 
 def _endpoint(kind: str) -> str:
@@ -1292,6 +1296,11 @@ class B2HTTPServer(ThreadingHTTPServer):
         self.base_url = f"http://{host}:{port}"
         self.sim.API_URL = self.base_url
         self.sim.DOWNLOAD_URL = self.base_url
+
+    def process_request(self, request, client_address) -> None:
+        with self.ctl.lock:
+            self.ctl.connections += 1
+        super().process_request(request, client_address)
 
     def handle_error(self, request, client_address) -> None:
         # A client hanging up (or a "drop" fault) is routine here, not worth a traceback.

@@ -11,8 +11,12 @@
 - Directory listings use ``b2_list_file_names`` with ``delimiter="/"`` and pages of 10,000,
   so a directory of 10,000 files costs one call (ten billed transactions) and sub-folders
   are not walked. b2sdk's listings have no delimiter (``Bucket.ls`` skips ahead instead:
-  a call per sub-folder that outgrows a page), so these calls are made with b2sdk's public
-  ``B2Http`` client (same retries and re-authorization as its own calls).
+  a call per sub-folder that outgrows a page), so these calls are made here, with the same
+  retries and re-authorization as b2sdk's own calls.
+- Range reads, one-request uploads and listings go over store/b2wire.py (http.client, a
+  kept-alive connection per thread) rather than requests, whose fixed cost per request is
+  several times a small transfer's; b2sdk still builds their headers, owns the URLs and
+  tokens and interprets error replies. With proxy variables set, requests makes them.
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
   download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
   private classmethod is overridden, checked by ``check_b2sdk_internals``.
@@ -30,6 +34,7 @@ import bisect
 import hashlib
 import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -79,6 +84,7 @@ try:
         B2Api,
         B2Http,
         B2HttpApiConfig,
+        B2RawHTTPApi,
         B2Session,
         InMemoryAccountInfo,
         InMemoryCache,
@@ -89,6 +95,8 @@ try:
     )
     from b2sdk.v2 import exception as b2exc
     from b2sdk.version import VERSION as b2sdk_version
+
+    from b2cryptfs.store.b2wire import Wire  # imports b2sdk too: inside the same hiding
 finally:
     for _name in _HIDDEN:
         del sys.modules[_name]
@@ -210,14 +218,19 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     class TunedHttp(B2Http):
         @classmethod
         def _translate_and_retry(cls, fcn, try_count, post_params=None):
+            return cls.retrying(lambda: cls._translate_errors(fcn, post_params), try_count)
+
+        @staticmethod
+        def retrying(call: Callable[[], T], try_count: int) -> T:
+            """``call()`` with these retries (b2wire's requests use them too)."""
             if getattr(_transfer, "active", False):
-                return cls._translate_errors(fcn, post_params)
+                return call()
             if max_tries is not None:
                 try_count = max(1, min(try_count, max_tries))
             wait = backoff
             for _ in range(try_count - 1):
                 try:
-                    return cls._translate_errors(fcn, post_params)
+                    return call()
                 except b2exc.B2Error as e:
                     if not e.should_retry_http():
                         raise
@@ -225,7 +238,7 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
                     log.info("B2 call failed (%s); retrying in %.1f s", e, delay)
                     time.sleep(min(float(delay), 64.0))
                     wait = min(wait * 1.5, 64.0) * (1 + random.random() / 10)
-            return cls._translate_errors(fcn, post_params)
+            return call()
 
     return TunedHttp
 
@@ -246,6 +259,26 @@ def _http_session() -> requests.Session:
         if bundle:
             session.verify = bundle
     return session
+
+
+def _make_wire(http: Any) -> Wire | None:
+    """The lean client for data requests (b2wire), or None where requests must make them:
+    with proxy variables set (requests applies them and their no_proxy rules)."""
+    session = getattr(http, "session", None)
+    if session is None or getattr(session, "trust_env", True):
+        return None
+    # What b2wire takes from b2sdk; a b2sdk without it keeps its own path.
+    needs = [(http, "user_agent"), (B2Http, "TRY_COUNT_OTHER"), (B2Session, "get_upload_url")]
+    needs += [(B2RawHTTPApi, n) for n in ("get_upload_file_headers", "check_b2_filename")]
+    needs += [(InMemoryAccountInfo, n) for n in ("take_bucket_upload_url", "put_bucket_upload_url")]
+    if not all(hasattr(obj, name) for obj, name in needs):
+        log.warning(
+            "b2sdk %s lacks what b2wire needs: data requests go through requests", b2sdk_version
+        )
+        return None
+    verify = session.verify
+    cafile = verify if isinstance(verify, str) else requests.certs.where()
+    return Wire(http.user_agent, cafile)
 
 
 def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
@@ -500,6 +533,7 @@ class B2Store:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
         self.api, self._http = _make_api(max_tries, backoff, workers)
+        self._wire = _make_wire(self._http)
         try:
             self.api.authorize_account(realm, key_id, key)
         except (b2exc.Unauthorized, b2exc.AccessDenied):
@@ -634,10 +668,18 @@ class B2Store:
         """
         info = self.api.account_info
 
+        wire = self._wire
+        retrying = getattr(self._http, "retrying", None)
+
         def call() -> dict[str, Any]:
             url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
             headers = {"Authorization": info.get_account_auth_token()}
-            return self._http.post_json_return_json(url, headers, params)
+            if wire is None or retrying is None:
+                return self._http.post_json_return_json(url, headers, params)
+            # A reply of 10,000 names is megabytes: read in one piece, not through requests.
+            body = json.dumps(params).encode()
+            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+            return retrying(lambda: wire.post_json(url, headers, body), B2Http.TRY_COUNT_OTHER)
 
         for _ in range(2):
             try:
@@ -775,6 +817,8 @@ class B2Store:
         def once() -> None:
             url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
+            if self._wire is not None:
+                return lean(url, begin)
             try:
                 with session.download_file_from_url(url, (begin, end - 1)) as resp:
                     body = _raw_body(resp)
@@ -796,7 +840,46 @@ class B2Store:
                 raise
             _check_delivered(pos[0], begin, start, end)
 
+        def lean(url: str, begin: int) -> None:
+            assert self._wire is not None
+            rng = {"Range": f"bytes={begin}-{end - 1}"}
+            conn, resp = self._authorized(
+                lambda t: self._wire.request("GET", url, {**rng, "Authorization": t})
+            )
+            try:
+                # A server that ignored the Range header (200) sends the leading bytes too.
+                skip = begin if resp.status == 200 else 0
+                while skip:
+                    got = len(resp.read(min(skip, FETCH_CHUNK)))
+                    if not got:
+                        break
+                    skip -= got
+                while pos[0] < end:
+                    n = resp.readinto(free_space())
+                    if not n:
+                        break
+                    pos[0] += n
+            except Exception as exc:
+                self._wire.forget(conn)
+                if pos[0] > begin:
+                    raise _Progress() from exc
+                raise b2exc.B2ConnectionError(f"read cut: {exc!r}") from None
+            if not resp.isclosed() or resp.will_close:
+                self._wire.forget(conn)  # bytes left unread: the connection cannot serve again
+            _check_delivered(pos[0], begin, start, end)
+
         return once
+
+    def _authorized(self, call: Callable[[str], T]) -> T:
+        """``call(account token)``, once more after a re-authorization if B2 refused the
+        token (as b2sdk's own calls do)."""
+        info = self.api.account_info
+        try:
+            return call(info.get_account_auth_token())
+        except b2exc.InvalidAuthToken:
+            if not self.api.authorize_automatically():
+                raise
+        return call(info.get_account_auth_token())
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
@@ -904,6 +987,8 @@ class B2Store:
         name = self._rel(full)
 
         def once() -> ObjectInfo:
+            if self._wire is not None:
+                return self._obj(self._upload_lean(full, data, sha1, info))
             # A fresh stream each try; a URL that failed is not given back to the pool.
             d = session.upload_file(
                 self.bucket_id, full, len(data), CONTENT_TYPE, sha1, dict(info), io.BytesIO(data)
@@ -911,6 +996,33 @@ class B2Store:
             return self._obj(d)
 
         return self._retry(once, f"upload {name}")
+
+    def _upload_lean(self, full: str, data: bytes, sha1: str, info: dict[str, str]) -> dict:
+        """One b2_upload_file over b2wire with a URL of b2sdk's pool, given back only
+        after it served (a URL that failed is dropped, as b2sdk does)."""
+        assert self._wire is not None
+        session = self.api.session
+        raw = session.raw_api
+        raw.check_b2_filename(full)
+        account = self.api.account_info
+        url, token = account.take_bucket_upload_url(self.bucket_id)
+        if url is None or token is None:
+            got = session.get_upload_url(self.bucket_id)
+            url, token = got["uploadUrl"], got["authorizationToken"]
+        headers = raw.get_upload_file_headers(
+            upload_auth_token=token,
+            file_name=full,
+            content_length=len(data),
+            content_type=CONTENT_TYPE,
+            content_sha1=sha1,
+            file_info=dict(info),
+            server_side_encryption=None,
+            file_retention=None,
+            legal_hold=None,
+        )
+        d = self._wire.post_json(url, headers, data)
+        account.put_bucket_upload_url(self.bucket_id, url, token)
+        return d
 
     def _cancel_unfinished(self, full: str, sha1: str) -> None:
         """Best effort: do not leave the parts of a failed large upload billed forever.

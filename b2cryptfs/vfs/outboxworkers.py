@@ -25,7 +25,7 @@ BURST_GAP = 0.05
 # Workers that take only small entries (content up to SMALL_ENTRY bytes), beside the
 # configured ones: a small file's upload is two round trips with next to no transfer, so
 # more of them in flight use the link's latency, not its bandwidth or the memory.
-SMALL_WORKERS = 4
+SMALL_WORKERS = 8
 SMALL_ENTRY = 64 * 1024
 
 

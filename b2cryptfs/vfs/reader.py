@@ -15,6 +15,7 @@ import trio
 
 from b2cryptfs.errors import IntegrityError, NotFound
 from b2cryptfs.vfs.context import VfsContext
+from b2cryptfs.vfs.dirahead import DirAhead
 from b2cryptfs.vfs.fserror import OpError
 from b2cryptfs.vfs.localcontent import LocalContent
 from b2cryptfs.vfs.namespace import split
@@ -50,9 +51,11 @@ class Reader:
         self.overlay = overlay
         self.versions = versions
         self._fetcher: ChunkFetcher | None = None
+        self.ahead = DirAhead(overlay.listings, versions)
 
     def start(self, nursery: trio.Nursery) -> None:
         self._fetcher = ChunkFetcher(self.ctx.disk_cache, self.ctx.store_limiter, nursery)
+        self.ahead.start(nursery)
 
     @property
     def fetcher(self) -> ChunkFetcher:
@@ -90,6 +93,7 @@ class Reader:
                 view = fresh
         else:
             raise OpError(errno.EIO, f"{handle.node.path}: replaced again at every open")
+        self.ahead.opened(handle.node.path)
         return view.remote.content.version_id
 
     async def _local_or_settled(

@@ -1,0 +1,231 @@
+"""B2's data requests (a range download, a one-request upload) straight over http.client.
+
+Through b2sdk, requests and urllib3 one such request costs about 1.5-2 ms of the interpreter
+(URL parsing and re-encoding, cookie jars, header merging, settings looked up at every
+call), several times what a 4 KiB body costs to move; a mount reading or writing many small
+files is bound by it. Here each thread keeps one kept-alive connection per host and a
+request is written and read with http.client alone. Everything else stays b2sdk's: the
+headers of an upload (its raw API builds them), the URLs and tokens (its account info and
+upload URL pool) and the meaning of an error reply (its ``interpret_b2_error``), so callers
+see the same b2sdk exceptions as on its own path. Network failures come out as b2sdk's
+connection and timeout errors (transient to B2Store's retries).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from b2sdk.v2 import exception as b2exc
+from b2sdk.v2.exception import interpret_b2_error
+
+# b2sdk's own read timeout for data calls (B2Http.TIMEOUT).
+TIMEOUT = 128.0
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class _Headers(dict):
+    """A reply's headers by lower-case name (repeats joined with ", ")."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        value = super().get(name.lower())
+        return default if value is None else [value]
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's reply with a plain header reader: the standard one parses every
+    header block with the email package, a third of a small download's interpreter time
+    (B2 sends a dozen headers, the file info among them)."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._status_line()
+            headers = self._header_block()
+            if status != 100:  # a "100 Continue" is followed by the real reply
+                break
+        self.code = self.status = status
+        self.reason = reason
+        self.version = 10 if version in ("HTTP/1.0", "HTTP/0.9") else 11
+        self.headers = self.msg = headers  # type: ignore[assignment]
+        self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        self.chunk_left = None
+        connection = headers.get("connection", "").lower()
+        if self.version == 11:
+            self.will_close = "close" in connection
+        else:
+            self.will_close = "keep-alive" not in connection and not headers.get("keep-alive")
+        self.length = None
+        length = headers.get("content-length")
+        if length and not self.chunked and length.strip().isdigit():
+            self.length = int(length)
+        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True  # the body ends where the connection does
+
+    def _status_line(self) -> tuple[str, int, str]:
+        line = self.fp.readline(_MAX_LINE + 1)
+        if not line:
+            # The server closed the connection before answering (an idle keep-alive).
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("status line")
+        parts = line.decode("iso-8859-1").split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise http.client.BadStatusLine(line.decode("iso-8859-1", "replace"))
+        if not parts[0].startswith(("HTTP/1.", "HTTP/0.9")):
+            raise http.client.UnknownProtocol(parts[0])
+        return parts[0], int(parts[1]), parts[2].strip() if len(parts) > 2 else ""
+
+    def _header_block(self) -> _Headers:
+        headers = _Headers()
+        last = None
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.fp.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise http.client.LineTooLong("header line")
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            text = line.decode("iso-8859-1")
+            if text[0] in " \t" and last is not None:  # a folded continuation line
+                headers[last] = f"{headers[last]} {text.strip()}"
+                continue
+            name, sep, value = text.partition(":")
+            if not sep:
+                continue  # not a header: skipped, as the email parser does with defects
+            last = name.strip().lower()
+            value = value.strip()
+            old = dict.get(headers, last)
+            headers[last] = value if old is None else f"{old}, {value}"
+        raise http.client.HTTPException(f"more than {_MAX_HEADERS} headers")
+
+
+class Wire:
+    """Kept-alive HTTP/1.1 connections, one per host and thread, for B2 data requests."""
+
+    def __init__(self, user_agent: str, cafile: str | None) -> None:
+        self.user_agent = user_agent
+        self._cafile = cafile
+        self._tls: ssl.SSLContext | None = None
+        self._local = threading.local()
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._cafile)
+        return self._tls
+
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """(this thread's connection to ``netloc``, whether it served a request before)."""
+        pool: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "pool", {}
+        )
+        conn = pool.get((scheme, netloc))
+        if conn is not None:
+            return conn, True
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=self._context())
+        elif scheme == "http":
+            conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT)
+        else:
+            raise b2exc.B2ConnectionError(f"unsupported URL scheme {scheme!r}")
+        conn.response_class = _Response
+        pool[(scheme, netloc)] = conn
+        return conn, False
+
+    def forget(self, conn: http.client.HTTPConnection) -> None:
+        """Close ``conn`` and drop it (a reply not read to its end leaves it unusable)."""
+        pool = self._local.__dict__.get("pool", {})
+        for k, c in list(pool.items()):
+            if c is conn:
+                del pool[k]
+        conn.close()
+
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send one request; (connection, response) of a 200/206 reply, its body unread.
+
+        An error reply raises b2sdk's exception for it. A reused connection that the
+        server closed meanwhile (idle keep-alive) is replaced once, at once."""
+        parts = urlsplit(url)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        hdrs = {**headers, "User-Agent": self.user_agent}
+        for fresh_try in (False, True):
+            conn, reused = self._connection(parts.scheme, parts.netloc)
+            try:
+                conn.request(method, target, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                break
+            except _STALE as exc:
+                self.forget(conn)
+                if reused and not fresh_try:
+                    continue
+                raise b2exc.B2ConnectionError(f"{method} {parts.netloc}: {exc!r}") from None
+            except TimeoutError as exc:
+                self.forget(conn)
+                raise b2exc.B2RequestTimeout(f"{method} {parts.netloc}: {exc!r}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.forget(conn)
+                raise b2exc.B2ConnectionError(f"{method} {parts.netloc}: {exc!r}") from None
+        if resp.status in (200, 206):
+            return conn, resp
+        try:
+            content = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.forget(conn)
+            raise b2exc.B2ConnectionError(f"{method} {parts.netloc}: {exc!r}") from None
+        if resp.will_close:
+            self.forget(conn)
+        raise _error(resp, content)
+
+    def post_json(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """POST ``body``; the JSON object of the 200 reply."""
+        conn, resp = self.request("POST", url, headers, body)
+        try:
+            content = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.forget(conn)
+            raise b2exc.B2ConnectionError(f"POST reply cut: {exc!r}") from None
+        if resp.will_close:
+            self.forget(conn)
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise b2exc.B2ConnectionError("POST reply is not JSON") from None
+
+
+def _error(resp: http.client.HTTPResponse, content: bytes) -> b2exc.B2Error:
+    """b2sdk's exception for an error reply (as its B2Http reads one)."""
+    try:
+        error = json.loads(content.decode("utf-8")) if content else {}
+        if not isinstance(error, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        error = {
+            "message": content.decode("utf-8", errors="replace"),
+            "code": "non_json_response",
+        }
+    try:
+        status = int(error.get("status", resp.status))
+    except (TypeError, ValueError):
+        status = resp.status
+    if status != resp.status:
+        status = resp.status
+    return interpret_b2_error(
+        status,
+        str(error["code"]) if "code" in error else None,
+        str(error["message"]) if "message" in error else None,
+        {k.lower(): v for k, v in resp.getheaders()},  # b2sdk looks up 'retry-after'
+        None,
+    )

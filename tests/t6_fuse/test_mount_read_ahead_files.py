@@ -1,0 +1,88 @@
+"""Read-ahead across a directory (vfs/dirahead.py), counted at the loopback server: small
+files read in listing order are opened ahead, AHEAD_FILES at a time, each downloaded once;
+opens out of order download nothing extra; a reader that stops early leaves at most
+AHEAD_FILES downloads unused."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mountutil import Keys, b2_store, mounted, requires_fuse, rsa_keys  # noqa: F401
+from reliability_util import wait_outbox_empty
+
+from b2cryptfs.vfs.dirahead import AHEAD_FILES
+
+pytestmark = requires_fuse
+
+FILES = 24
+DOWNLOADS = ("b2_download_file_by_id", "b2_download_file_by_name")
+
+
+def downloads(server) -> int:
+    stats = server.stats()
+    return sum(stats.get(k, 0) for k in DOWNLOADS)
+
+
+def settled_downloads(server, at_least: int = 0, quiet: float = 0.6) -> int:
+    """The download count once it reached ``at_least`` and then stayed put ``quiet`` s."""
+    deadline = time.monotonic() + 30
+    last, since = downloads(server), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = downloads(server)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now >= at_least and time.monotonic() - since >= quiet:
+            return now
+    return last
+
+
+def test_small_files_read_in_order_are_opened_ahead_once(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    texts = {f"f{i:02d}.txt": bytes([65 + i]) * (500 + i) for i in range(FILES)}
+    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
+        (mnt / "d").mkdir()
+        for name, data in texts.items():
+            (mnt / "d" / name).write_bytes(data)
+        wait_outbox_empty(tmp_path / "cache1")
+    names = sorted(texts)
+    with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
+        b2_server.reset_stats()
+        for name in names[:2]:
+            assert (mnt / "d" / name).read_bytes() == texts[name]
+        # The second open follows the first in the listing: the next ones are opened ahead.
+        assert settled_downloads(b2_server, 2 + AHEAD_FILES) == 2 + AHEAD_FILES
+        for name in names[2:]:
+            assert (mnt / "d" / name).read_bytes() == texts[name]
+        # Every file downloaded once, none twice, none in vain.
+        assert settled_downloads(b2_server) == FILES
+
+
+def test_opens_out_of_order_open_nothing_ahead(
+    rsa_keys: Keys,  # noqa: F811
+    tmp_path: Path,
+    b2_server,
+) -> None:
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    texts = {f"f{i:02d}.txt": bytes([65 + i]) * 700 for i in range(FILES)}
+    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
+        (mnt / "d").mkdir()
+        for name, data in texts.items():
+            (mnt / "d" / name).write_bytes(data)
+        wait_outbox_empty(tmp_path / "cache1")
+    with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
+        b2_server.reset_stats()
+        for name in ("f10.txt", "f03.txt", "f20.txt", "f19.txt", "f05.txt"):
+            assert (mnt / "d" / name).read_bytes() == texts[name]
+        assert settled_downloads(b2_server) == 5
+        # In order from here: the read-ahead starts, and stops with the listing's end.
+        for name in ("f21.txt", "f22.txt", "f23.txt"):
+            assert (mnt / "d" / name).read_bytes() == texts[name]
+        assert settled_downloads(b2_server) == 8
