@@ -180,25 +180,25 @@ class Wire:
                 raise b2exc.B2ConnectionError(f"{method} {parts.netloc}: {exc!r}") from None
         if resp.status in (200, 206):
             return conn, resp
+        raise _error(resp, self.body(conn, resp, f"{method} {parts.netloc}"))
+
+    def body(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, what: str
+    ) -> bytes:
+        """The whole body of ``resp``; the connection is dropped when it cannot serve again."""
         try:
             content = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             self.forget(conn)
-            raise b2exc.B2ConnectionError(f"{method} {parts.netloc}: {exc!r}") from None
+            raise b2exc.B2ConnectionError(f"{what}: reply cut: {exc!r}") from None
         if resp.will_close:
             self.forget(conn)
-        raise _error(resp, content)
+        return content
 
     def post_json(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         """POST ``body``; the JSON object of the 200 reply."""
         conn, resp = self.request("POST", url, headers, body)
-        try:
-            content = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.forget(conn)
-            raise b2exc.B2ConnectionError(f"POST reply cut: {exc!r}") from None
-        if resp.will_close:
-            self.forget(conn)
+        content = self.body(conn, resp, "POST")
         try:
             return json.loads(content)
         except ValueError:

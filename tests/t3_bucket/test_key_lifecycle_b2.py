@@ -78,25 +78,31 @@ def test_rotate_without_purge_says_old_versions_remain(tmp_path, two_keys, env, 
     assert len(key_versions(b2_bucket, "a.key.enc")) == 2
 
 
+def _put_then_cut_overwrite(tmp_path, env, b2_bucket, pub, size):
+    """``f`` put with random bytes (returned as its file), then the first step of an
+    overwrite only: a new version sealed and just its key object uploaded."""
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    first.write_bytes(os.urandom(size))
+    second.write_bytes(os.urandom(size))
+    cli(env, "put", "--public-key", pub, first, f"{b2_bucket.url}/f")
+    from b2cryptfs.bucket.pairs import PairStore, key_name
+    from b2cryptfs.keys.loader import load_recipients
+
+    store = b2_bucket.store()
+    pairs = PairStore(store, recipients=load_recipients(str(pub)))
+    with open(second, "rb") as src, open(tmp_path / "sealed", "wb") as out:
+        sealed = pairs.seal(src, out)
+    store.upload_bytes(key_name("f"), sealed.key_object, {})
+    return first
+
+
 def test_new_key_object_beside_old_content_falls_back_to_older_version(
     tmp_path, two_keys, env, b2_bucket
 ):
     """A crash between the two uploads of an overwrite leaves the new key beside the old
     content: readers use the older key version, and fsck --repair restores it."""
     (priv, pub, _), _ = two_keys
-    first, second = tmp_path / "v1", tmp_path / "v2"
-    first.write_bytes(os.urandom(70_000))
-    second.write_bytes(os.urandom(70_000))
-    cli(env, "put", "--public-key", pub, first, f"{b2_bucket.url}/f")
-    # The overwrite's first step only: seal v2 and upload just its key object.
-    store = b2_bucket.store()
-    from b2cryptfs.bucket.pairs import PairStore, key_name
-    from b2cryptfs.keys.loader import load_recipients
-
-    pairs = PairStore(store, recipients=load_recipients(str(pub)))
-    with open(second, "rb") as src, open(tmp_path / "sealed", "wb") as out:
-        sealed = pairs.seal(src, out)
-    store.upload_bytes(key_name("f"), sealed.key_object, {})
+    first = _put_then_cut_overwrite(tmp_path, env, b2_bucket, pub, 70_000)
 
     got = cli(env, "cat", "--private-key", priv, f"{b2_bucket.url}/f")
     assert got.stdout == first.read_bytes()
@@ -167,18 +173,8 @@ def test_restoring_a_small_files_key_object_remakes_its_copy(tmp_path, two_keys,
     """fsck --repair of a stale key (an overwrite cut short after its key object) uploads the
     matching key object again: the content's copy is made for that new version too."""
     (priv, pub, _), _ = two_keys
-    first, second = tmp_path / "v1", tmp_path / "v2"
-    first.write_bytes(os.urandom(3000))
-    second.write_bytes(os.urandom(3000))
-    cli(env, "put", "--public-key", pub, first, f"{b2_bucket.url}/f")
+    first = _put_then_cut_overwrite(tmp_path, env, b2_bucket, pub, 3000)
     store = b2_bucket.store()
-    from b2cryptfs.bucket.pairs import PairStore, key_name
-    from b2cryptfs.keys.loader import load_recipients
-
-    pairs = PairStore(store, recipients=load_recipients(str(pub)))
-    with open(second, "rb") as src, open(tmp_path / "sealed", "wb") as out:
-        sealed = pairs.seal(src, out)
-    store.upload_bytes(key_name("f"), sealed.key_object, {})
 
     check = cli(env, "fsck", "--private-key", priv, b2_bucket.url, check=False)
     assert check.returncode == 1
