@@ -112,9 +112,11 @@ def test_file_meta_round_trip(store, ident, tmp_path, encrypted):
     assert set(again.list_dir("d").files) == {"g"}
     assert again.list_dir("d").files["g"].meta == changed
 
-    # Key rotation re-wraps the key object only: the metadata stays.
+    # Key rotation re-wraps the key object (and remakes the small content's copy of it, as
+    # rotate does): the metadata stays.
     key_obj = again.matching_key_object(renamed)
-    again.rewrap_key(again.key_object_name("d/g"), key_obj, {"b2cryptfs-format": "age"})
+    uploaded = again.rewrap_key(again.key_object_name("d/g"), key_obj, {"b2cryptfs-format": "age"})
+    again.refresh_key_copy(again.list_dir("d").files["g"], uploaded, key_obj)
     assert again.list_dir("d").files["g"].meta == changed
     assert read_all(again, "d/g") == b"hello"
     assert list(check(again, verify=True)) == []
