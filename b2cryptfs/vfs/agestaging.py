@@ -31,7 +31,7 @@ from b2cryptfs.formats import Sealed
 from b2cryptfs.formats.age import stream
 from b2cryptfs.formats.age.wrap import FILE_KEY_SIZE
 from b2cryptfs.vfs.outboxcontent import ContentFile
-from b2cryptfs.vfs.staging import BLOCK, RUN, Block, Staging
+from b2cryptfs.vfs.staging import BLOCK, RUN, Block, Staging, runs
 
 _ENC = stream.ENC_CHUNK_SIZE
 _PRIVATE_NONCE = 12
@@ -183,10 +183,10 @@ class AgeStaging(Staging):
         ]
         if any(i in self._used for i in todo):
             return None
-        for i in todo:
-            buf = self._peek(i)
-            self._write_block(i, buf)
-            self._dirty.pop(i, None)
+        for run in runs(todo):
+            self._write_blocks([(i, self._peek(i)) for i in run])
+            for i in run:
+                self._dirty.pop(i, None)
         tail = bytes(self._peek(final))
         # The final block's slot is rewritten: from now on the block lives in memory.
         self._keep(final, bytearray(tail))

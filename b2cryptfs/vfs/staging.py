@@ -19,7 +19,7 @@ import itertools
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -34,6 +34,18 @@ _MAX_DIRTY = 16  # plaintext blocks kept in memory (1 MiB)
 _ZEROS = bytes(BLOCK)  # a hole
 RUN = 16  # blocks written together at most
 Block = bytes | bytearray  # a block's plaintext
+
+
+def runs(indices: Iterable[int]) -> Iterator[list[int]]:
+    """``indices`` cut into runs of neighbours (each next one 1 more), at most RUN long."""
+    run: list[int] = []
+    for index in indices:
+        if run and (index != run[-1] + 1 or len(run) == RUN):
+            yield run
+            run = []
+        run.append(index)
+    if run:
+        yield run
 
 
 class Staging:
@@ -98,11 +110,7 @@ class Staging:
         Neighbouring blocks go together (:meth:`_write_blocks`).
         """
         while len(self._dirty) > keep:
-            run = [next(iter(self._dirty))]
-            for index in itertools.islice(self._dirty, 1, len(self._dirty) - keep):
-                if index != run[-1] + 1 or len(run) == RUN:
-                    break
-                run.append(index)
+            run = next(runs(itertools.islice(self._dirty, len(self._dirty) - keep)))
             self._write_blocks([(i, self._dirty[i]) for i in run])
             for index in run:
                 del self._dirty[index]
