@@ -671,9 +671,9 @@ class B2Store:
         wire = self._wire
         retrying = getattr(self._http, "retrying", None)
 
-        def call() -> dict[str, Any]:
+        def call(token: str) -> dict[str, Any]:
             url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
-            headers = {"Authorization": info.get_account_auth_token()}
+            headers = {"Authorization": token}
             if wire is None or retrying is None:
                 return self._http.post_json_return_json(url, headers, params)
             # A reply of 10,000 names is megabytes: read in one piece, not through requests.
@@ -681,13 +681,7 @@ class B2Store:
             headers.update({"Content-Type": "application/json", "Accept": "application/json"})
             return retrying(lambda: wire.post_json(url, headers, body), B2Http.TRY_COUNT_OTHER)
 
-        for _ in range(2):
-            try:
-                return call()
-            except b2exc.InvalidAuthToken:
-                if not self.api.authorize_automatically():
-                    raise
-        return call()
+        return self._authorized(call)
 
     def _pages(self, endpoint: str, **params: Any) -> Iterator[dict[str, Any]]:
         params = {"bucketId": self.bucket_id, "maxFileCount": LIST_PAGE, **params}
@@ -871,14 +865,15 @@ class B2Store:
         return once
 
     def _authorized(self, call: Callable[[str], T]) -> T:
-        """``call(account token)``, once more after a re-authorization if B2 refused the
-        token (as b2sdk's own calls do)."""
+        """``call(account token)``, again after a re-authorization while B2 refuses the
+        token (twice at most, as b2sdk's own calls do)."""
         info = self.api.account_info
-        try:
-            return call(info.get_account_auth_token())
-        except b2exc.InvalidAuthToken:
-            if not self.api.authorize_automatically():
-                raise
+        for _ in range(2):
+            try:
+                return call(info.get_account_auth_token())
+            except b2exc.InvalidAuthToken:
+                if not self.api.authorize_automatically():
+                    raise
         return call(info.get_account_auth_token())
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
