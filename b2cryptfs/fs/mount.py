@@ -113,8 +113,8 @@ def run_mount(
         else:
             vfs, ops = None, GatedOperations()
         # Resolved now: once the mount is live, resolving it is a request to this daemon.
-        fd_mount = mountpoint.startswith("/dev/fd/")
-        mount_path = mountpoint if fd_mount else os.path.realpath(mountpoint)
+        # A file descriptor mount has no path to look up (its read-ahead stays as it is).
+        mount_path = None if mountpoint.startswith("/dev/fd/") else os.path.realpath(mountpoint)
         try:
             pyfuse3.init(ops, mountpoint, fuse_options(config))
         except RuntimeError as exc:
@@ -261,7 +261,7 @@ async def _stop_when_draining(vfs: Vfs, stopping: _Stopping) -> None:
 async def _serve(
     vfs: Vfs,
     ops: Operations,
-    mount_path: str,
+    mount_path: str | None,
     ready: Callable[[], None],
     notify: Callable[[str], None] | None = None,
     root: tuple[DirListing, float] | None = None,
@@ -276,7 +276,7 @@ async def _serve(
 
 async def _serve_early(
     ops: GatedOperations,
-    mount_path: str,
+    mount_path: str | None,
     opening: StoreOpener,
     config: MountConfig,
     cache: CacheDir,
@@ -308,7 +308,7 @@ async def _run(
     ready: Callable[[], None],
     notify: Callable[[str], None] | None,
     ops: Operations,
-    mount_path: str,
+    mount_path: str | None,
     read_ahead_kib: int,
     gate: GatedOperations | None = None,
 ) -> None:

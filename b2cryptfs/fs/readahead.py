@@ -78,14 +78,14 @@ def set_read_ahead(
     return True
 
 
-async def widen_after_init(initialized: trio.Event, mount_path: str, kib: int) -> None:
+async def widen_after_init(initialized: trio.Event, mount_path: str | None, kib: int) -> None:
     """Once INIT is answered, set the read-ahead.
 
     ``initialized`` is set by the Operations' init(), which libfuse calls just before it
     sends the reply, within the same trio step. This task then runs before the handler of
     any later request (no thread: reading /proc and writing /sys do not block), so even the
     first READ after the mount is cut to the new size."""
-    if kib <= 0 or mount_path.startswith("/dev/fd/"):
-        return  # 0: the kernel's value; a file descriptor mount has no path to look up
+    if kib <= 0 or mount_path is None:
+        return  # 0: the kernel's value; None: a file descriptor mount, no path to look up
     await initialized.wait()
     set_read_ahead(mount_path, kib)
