@@ -38,19 +38,25 @@ def settled_downloads(server, at_least: int = 0, quiet: float = 0.6) -> int:
     return last
 
 
+def _stored(texts: dict[str, bytes], keys: Keys, tmp_path: Path, b2_server) -> tuple:
+    """(store spec, mount point) once ``texts`` are stored as files of ``d`` by one mount."""
+    spec = b2_store(tmp_path, b2_server)
+    mnt = tmp_path / "mnt"
+    with mounted(spec, mnt, tmp_path / "cache1", keys.args()):
+        (mnt / "d").mkdir()
+        for name, data in texts.items():
+            (mnt / "d" / name).write_bytes(data)
+        wait_outbox_empty(tmp_path / "cache1")
+    return spec, mnt
+
+
 def test_small_files_read_in_order_are_opened_ahead_once(
     rsa_keys: Keys,  # noqa: F811
     tmp_path: Path,
     b2_server,
 ) -> None:
-    spec = b2_store(tmp_path, b2_server)
-    mnt = tmp_path / "mnt"
     texts = {f"f{i:02d}.txt": bytes([65 + i]) * (500 + i) for i in range(FILES)}
-    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
-        (mnt / "d").mkdir()
-        for name, data in texts.items():
-            (mnt / "d" / name).write_bytes(data)
-        wait_outbox_empty(tmp_path / "cache1")
+    spec, mnt = _stored(texts, rsa_keys, tmp_path, b2_server)
     names = sorted(texts)
     with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
         b2_server.reset_stats()
@@ -69,14 +75,8 @@ def test_opens_out_of_order_open_nothing_ahead(
     tmp_path: Path,
     b2_server,
 ) -> None:
-    spec = b2_store(tmp_path, b2_server)
-    mnt = tmp_path / "mnt"
     texts = {f"f{i:02d}.txt": bytes([65 + i]) * 700 for i in range(FILES)}
-    with mounted(spec, mnt, tmp_path / "cache1", rsa_keys.args()):
-        (mnt / "d").mkdir()
-        for name, data in texts.items():
-            (mnt / "d" / name).write_bytes(data)
-        wait_outbox_empty(tmp_path / "cache1")
+    spec, mnt = _stored(texts, rsa_keys, tmp_path, b2_server)
     with mounted(spec, mnt, tmp_path / "cache2", rsa_keys.args()):
         b2_server.reset_stats()
         for name in ("f10.txt", "f03.txt", "f20.txt", "f19.txt", "f05.txt"):
