@@ -7,14 +7,17 @@ first's successor in the cached listing), the next ``AHEAD_FILES`` small ones ar
 in the background (``Versions.remote``: the key unwrapped, the first range fetched), so
 the program's own opens find them ready. Only stored files with a key object copy (one
 download each, bucket/keycopy.py) are opened ahead, never a listing fetched for it; an
-open out of order stops it. At most ``AHEAD_FILES`` downloads go unused when the program
-stops early. Nothing is written, and every check of a normal open is made.
+open out of order stops it, and a file with a newer version in the outbox is skipped. At
+most ``AHEAD_FILES`` downloads go unused when the program stops early. Nothing is written,
+every check of a normal open is made, and a failure is left for the program's own open to
+report (nothing is logged for a file the program may never open).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -31,9 +34,12 @@ _DIRS = 16  # directories whose order is remembered (a tree reader is in one at 
 
 
 class DirAhead:
-    def __init__(self, listings: ListingCache, versions: Versions) -> None:
+    def __init__(
+        self, listings: ListingCache, versions: Versions, pending: Callable[[str], object]
+    ) -> None:
         self._listings = listings
         self._versions = versions
+        self._pending = pending  # the outbox's newer version of a path, if any
         self._nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(AHEAD_FILES)
         self._last: dict[str, str] = {}  # directory -> the leaf opened last there
@@ -79,6 +85,8 @@ class DirAhead:
             entry = ds.files.get(name)
             if entry is None or entry.key is None or KEY_COPY_INFO not in entry.content.info:
                 continue
+            if self._pending(entry.path) is not None:
+                continue  # an open reads the newer version waiting in the outbox instead
             vid = entry.content.version_id
             if vid in self._started or self._versions.readers.get(vid) is not None:
                 continue
@@ -88,6 +96,6 @@ class DirAhead:
     async def _open(self, entry: FileEntry) -> None:
         async with self._limiter:
             try:
-                await self._versions.remote(entry)
+                await self._versions.remote(entry, quiet=True)
             except Exception as exc:  # noqa: BLE001 - the program's own open will report it
                 log.debug("read-ahead open of %s failed: %s", entry.path, exc)

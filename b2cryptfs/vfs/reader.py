@@ -51,7 +51,7 @@ class Reader:
         self.overlay = overlay
         self.versions = versions
         self._fetcher: ChunkFetcher | None = None
-        self.ahead = DirAhead(overlay.listings, versions)
+        self.ahead = DirAhead(overlay.listings, versions, overlay.outbox.latest)
 
     def start(self, nursery: trio.Nursery) -> None:
         self._fetcher = ChunkFetcher(self.ctx.disk_cache, self.ctx.store_limiter, nursery)

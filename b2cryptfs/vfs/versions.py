@@ -45,7 +45,9 @@ class Versions:
         # Plaintext sizes learnt by opening (a seed openssl file's size is known only then).
         self.exact_sizes: dict[str, int] = {}
 
-    async def remote(self, entry: FileEntry) -> RemoteContent:
+    async def remote(self, entry: FileEntry, *, quiet: bool = False) -> RemoteContent:
+        """The reader of a stored version; ``quiet``: log nothing on failure (an open
+        made ahead of the program's, which reports it if it comes)."""
         vid = entry.content.version_id
         rc = self.readers.get(vid)
         if rc is not None:
@@ -53,6 +55,8 @@ class Versions:
         if not self._pairs.can_read:
             raise self._no_read_key(entry.path)
         if entry.key is None:
+            if quiet:
+                raise OpError(errno.EIO, f"{entry.path}: key object missing")
             self._warn_once(
                 f"nokey:{vid}",
                 "%s: its key object %s is missing: the file cannot be read",
@@ -71,7 +75,8 @@ class Versions:
                     f"open of {entry.path}", self._pairs.open, entry, source
                 )
             except B2CryptfsError as exc:
-                log.warning("%s: cannot open: %s", entry.path, exc)
+                if not quiet:
+                    log.warning("%s: cannot open: %s", entry.path, exc)
                 raise
             finally:
                 self._locks.pop(vid, None)
