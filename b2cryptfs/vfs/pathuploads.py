@@ -14,7 +14,9 @@ async def settle_path(outbox: Outbox, path: str) -> OutboxEntry | None:
         uploading = [e for e in entries if e.state == UPLOADING]
         if not uploading:
             return max(entries, key=lambda e: e.seq) if entries else None
-        await uploading[0].done.wait()
+        # The attempt, not success: an upload failing (store unreachable) is queued again
+        # after it, and the caller's edit or cancel must not wait for the store to return.
+        await uploading[0].attempted.wait()
 
 
 async def cancel_path(outbox: Outbox, path: str) -> None:

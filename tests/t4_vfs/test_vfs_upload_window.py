@@ -10,11 +10,17 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 import trio
 from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_identity
 
+from b2cryptfs.errors import TransientError
 from b2cryptfs.store.dirstore import DirStore
+from b2cryptfs.vfs.metadata import Caller
+from b2cryptfs.vfs.namespace import ROOT_INO
 from b2cryptfs.vfs.outboxfiles import UPLOADING, discard_files
+
+ROOT = Caller(0, 0)
 
 
 class HeldStore(DirStore):
@@ -63,5 +69,60 @@ def test_append_in_the_window_after_the_upload_removed_its_files(tmp_path: Path)
                 await vfs.flush(fh)
                 await vfs.release(fh)
             assert await read_file(vfs, "a") == old + extra
+
+    run(main)
+
+
+class OfflineStore(DirStore):
+    """A DirStore that is unreachable: each content upload fails, the first one only once
+    the test lets it (so a change can come while it is in flight)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root, create=True)
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
+        self.started.set()
+        assert self.release.wait(30), "the test never released the upload"
+        raise TransientError("store unreachable (test)")
+
+
+@pytest.mark.parametrize("change", ["unlink", "chmod", "utime"])
+def test_a_change_during_a_failing_upload_does_not_wait_for_the_store(
+    tmp_path: Path, change: str
+) -> None:
+    """Offline, an upload attempt fails and the entry is queued again: an unlink, chmod or
+    utime that came meanwhile waits for that attempt, not for the store to come back."""
+    store = OfflineStore(str(tmp_path / "store"))
+
+    async def main() -> None:
+        async with open_vfs(tmp_path, store=store, identity=x25519_identity(), drain=False) as vfs:
+            await write_file(vfs, "a", b"offline\n")
+            await trio.to_thread.run_sync(store.started.wait, 30)
+            ino = await ino_of(vfs, "a")
+
+            async def release_soon() -> None:
+                await trio.sleep(0.1)
+                store.release.set()
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(release_soon)
+                    if change == "unlink":
+                        await vfs.unlink(ROOT_INO, "a")
+                    elif change == "chmod":
+                        await vfs.setattr(ino, mode=0o600, caller=ROOT)
+                    else:
+                        await vfs.setattr(ino, mtime_ns=1_400_000_000_000_000_000, caller=ROOT)
+            if change == "unlink":
+                assert vfs.outbox.latest("a") is None
+            else:
+                entry = vfs.outbox.latest("a")
+                assert entry is not None and entry.meta is not None
+                if change == "chmod":
+                    assert entry.meta.mode & 0o777 == 0o600
+                else:
+                    assert entry.meta.mtime_ns == 1_400_000_000_000_000_000
 
     run(main)
