@@ -7,8 +7,8 @@ durable soon after, and :meth:`Outbox.close` at a clean stop marks them all dura
 
 Workers upload entries oldest first, key object first, one at a time per path; a newer entry
 replaces a queued one. Only a file that may still be written waits the settle delay
-(vfs/settle.py); the others yield to a burst of closes (one within ``BURST_GAP`` of the
-last), for at most the settle delay: uploads share the CPU and the interpreter with the
+(vfs/settle.py); the others yield to a burst of closes (two or more, each within
+``BURST_GAP`` of the last), for at most the settle delay: uploads share the CPU and the interpreter with the
 writer, and a program writing many small files should not wait for them. Transient failures are retried with backoff; any other failure is logged and the entry stays
 on disk for the next mount. Statistics and failure log lines: ``Outbox.stats``.
 """
@@ -99,6 +99,7 @@ class Outbox(UploadWorkers):
         self.tidier = Tidier(directory, pairs, limiter, self.entries_for)  # orphan keys
         self._held: set[str] = set()  # paths whose uploads must not start now (hold)
         self._last_seal = float("-inf")  # trio time of the last register()
+        self._burst_started = False  # that seal came within BURST_GAP of the one before
         self._running: set[OutboxEntry] = set()  # in _upload (few: one per worker)
 
     def put(
@@ -184,6 +185,9 @@ class Outbox(UploadWorkers):
         # Within a burst the workers look again when it may have ended (_eligible) anyway:
         # not woken by every seal, each to scan the whole queue.
         in_burst = now - self._last_seal < BURST_GAP and entry.yields_until > now
+        # A burst starts with the second seal within BURST_GAP: a lone close (dd, cp of
+        # one file) is uploaded at once, not BURST_GAP later.
+        self._burst_started = now - self._last_seal < BURST_GAP
         self._last_seal = now
         self._add(entry, wake=not in_burst)
 

@@ -44,6 +44,7 @@ class UploadWorkers:
     _running: set[OutboxEntry]
     _held: set[str]
     _last_seal: float
+    _burst_started: bool
     _wakeup: trio.Event
     _uploaded: deque[tuple[str, FileEntry]]
 
@@ -59,7 +60,8 @@ class UploadWorkers:
         busy = {e.path for e in self._running if e.state == UPLOADING and e.seq in self._entries}
         busy |= self.tidier.busy | self._held
         later = float("inf")
-        burst_ends = self._last_seal + BURST_GAP if not self.draining else now
+        in_burst = self._burst_started and not self.draining
+        burst_ends = self._last_seal + BURST_GAP if in_burst else now
         for e in self._entries.values():
             if e.state != QUEUED or e.path in busy:
                 continue

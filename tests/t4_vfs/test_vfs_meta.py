@@ -15,6 +15,7 @@ from vfs_testutil import ino_of, open_vfs, read_file, run, write_file, x25519_id
 
 from b2cryptfs.bucket.layout import ROOT_META_OBJECT
 from b2cryptfs.bucket.meta import Meta
+from b2cryptfs.errors import TransientError
 from b2cryptfs.store.dirstore import DirStore
 from b2cryptfs.vfs.core import Vfs
 from b2cryptfs.vfs.fserror import OpError
@@ -24,6 +25,19 @@ from b2cryptfs.vfs.namespace import ROOT_INO
 ALICE = Caller(1000, 1000, frozenset({1000, 50}))
 BOB = Caller(1001, 1001)
 ROOT = Caller(0, 0)
+
+
+class UnreachableStore(DirStore):
+    """A DirStore whose uploads fail as a network outage does, until ``reachable``."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root, create=True)
+        self.reachable = False
+
+    def upload_file(self, name, path, info, **kw):  # type: ignore[no-untyped-def]
+        if not self.reachable:
+            raise TransientError("store unreachable (test)")
+        return super().upload_file(name, path, info, **kw)
 
 
 class MetaCountingStore(DirStore):
@@ -375,8 +389,11 @@ def test_a_rename_before_the_upload_sets_the_ctime_it_is_uploaded_with(
 ) -> None:
     past = 1_300_000_000_000_000_000
 
+    store = UnreachableStore(str(tmp_path / "store"))
+
     async def main() -> None:
-        async with open_vfs(tmp_path, identity=ident, settle=3600) as vfs:
+        async with open_vfs(tmp_path, identity=ident, store=store, retry_base=0.05) as vfs:
+            # Its upload fails (the store is unreachable): the file stays queued.
             ino = await create_as(vfs, "f", 0o644, ALICE, b"data")
             await vfs.setattr(ino, mtime_ns=past, caller=ALICE)
             assert vfs.outbox.latest("f") is not None  # still queued
@@ -385,6 +402,7 @@ def test_a_rename_before_the_upload_sets_the_ctime_it_is_uploaded_with(
             assert vfs.outbox.latest("g") is not None  # the queued upload was retargeted
             g = await attr(vfs, "g")
             assert g.mtime_ns == past and g.ctime_ns >= before_rename
+            store.reachable = True
         async with open_vfs(tmp_path, identity=ident) as vfs:
             stored = await attr(vfs, "g")
             assert stored.mtime_ns == past and stored.ctime_ns == g.ctime_ns
