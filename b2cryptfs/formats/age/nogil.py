@@ -155,29 +155,35 @@ class RunAead:
                 )
             return
         lib, outl = _lib, ctypes.c_int()
-        with _address(src, False) as (sa, _), _address(out, True) as (oa, _):
-            ctx = lib.EVP_CIPHER_CTX_new()
-            if not ctx:
-                raise MemoryError("libcrypto: no cipher context")
-            try:
-                if (
-                    lib.EVP_EncryptInit_ex(ctx, lib.EVP_chacha20_poly1305(), None, self._key, None)
-                    != 1
-                ):
-                    raise RuntimeError("libcrypto: ChaCha20-Poly1305 init failed")
-                for k, (start, n) in enumerate(spans):
-                    at = oa + start + k * TAG_SIZE
-                    ok = lib.EVP_EncryptInit_ex(ctx, None, None, None, _checked_nonce(nonces[k]))
-                    aad = aads[k] if aads else None
-                    if aad:
-                        ok &= lib.EVP_EncryptUpdate(ctx, None, ctypes.byref(outl), aad, len(aad))
-                    ok &= lib.EVP_EncryptUpdate(ctx, at, ctypes.byref(outl), sa + start, n)
-                    ok &= lib.EVP_EncryptFinal_ex(ctx, at + n, ctypes.byref(outl))
-                    ok &= lib.EVP_CIPHER_CTX_ctrl(ctx, _GET_TAG, TAG_SIZE, at + n)
-                    if ok != 1:
-                        raise RuntimeError("libcrypto: ChaCha20-Poly1305 seal failed")
-            finally:
-                lib.EVP_CIPHER_CTX_free(ctx)
+        with (
+            _address(src, False) as (sa, _),
+            _address(out, True) as (oa, _),
+            self._context(lib.EVP_EncryptInit_ex) as ctx,
+        ):
+            for k, (start, n) in enumerate(spans):
+                at = oa + start + k * TAG_SIZE
+                ok = lib.EVP_EncryptInit_ex(ctx, None, None, None, _checked_nonce(nonces[k]))
+                aad = aads[k] if aads else None
+                if aad:
+                    ok &= lib.EVP_EncryptUpdate(ctx, None, ctypes.byref(outl), aad, len(aad))
+                ok &= lib.EVP_EncryptUpdate(ctx, at, ctypes.byref(outl), sa + start, n)
+                ok &= lib.EVP_EncryptFinal_ex(ctx, at + n, ctypes.byref(outl))
+                ok &= lib.EVP_CIPHER_CTX_ctrl(ctx, _GET_TAG, TAG_SIZE, at + n)
+                if ok != 1:
+                    raise RuntimeError("libcrypto: ChaCha20-Poly1305 seal failed")
+
+    @contextmanager
+    def _context(self, init: Any) -> Iterator[int]:
+        """A cipher context keyed for sealing or opening (``init``), freed afterwards."""
+        ctx = _lib.EVP_CIPHER_CTX_new()
+        if not ctx:
+            raise MemoryError("libcrypto: no cipher context")
+        try:
+            if init(ctx, _lib.EVP_chacha20_poly1305(), None, self._key, None) != 1:
+                raise RuntimeError("libcrypto: ChaCha20-Poly1305 init failed")
+            yield ctx
+        finally:
+            _lib.EVP_CIPHER_CTX_free(ctx)
 
     def open_into(
         self,
@@ -212,32 +218,23 @@ class RunAead:
                     raise ChunkAuthError(k) from None
             return
         lib, outl = _lib, ctypes.c_int()
-        with _address(src, False) as (sa, _), _address(out, True) as (oa, _):
-            ctx = lib.EVP_CIPHER_CTX_new()
-            if not ctx:
-                raise MemoryError("libcrypto: no cipher context")
-            try:
-                if (
-                    lib.EVP_DecryptInit_ex(ctx, lib.EVP_chacha20_poly1305(), None, self._key, None)
-                    != 1
-                ):
-                    raise RuntimeError("libcrypto: ChaCha20-Poly1305 init failed")
-                for k, (start, n) in enumerate(spans):
-                    at = sa + start + k * TAG_SIZE
-                    ok = lib.EVP_DecryptInit_ex(ctx, None, None, None, _checked_nonce(nonces[k]))
-                    ok &= lib.EVP_CIPHER_CTX_ctrl(ctx, _SET_TAG, TAG_SIZE, at + n)
-                    aad = aads[k] if aads else None
-                    if aad:
-                        ok &= lib.EVP_DecryptUpdate(ctx, None, ctypes.byref(outl), aad, len(aad))
-                    ok &= lib.EVP_DecryptUpdate(ctx, oa + start, ctypes.byref(outl), at, n)
-                    if (
-                        ok != 1
-                        or lib.EVP_DecryptFinal_ex(ctx, oa + start + n, ctypes.byref(outl)) != 1
-                    ):
-                        ctypes.memset(oa, 0, total)  # never leave unauthenticated plaintext
-                        raise ChunkAuthError(k)
-            finally:
-                lib.EVP_CIPHER_CTX_free(ctx)
+        with (
+            _address(src, False) as (sa, _),
+            _address(out, True) as (oa, _),
+            self._context(lib.EVP_DecryptInit_ex) as ctx,
+        ):
+            for k, (start, n) in enumerate(spans):
+                at = sa + start + k * TAG_SIZE
+                ok = lib.EVP_DecryptInit_ex(ctx, None, None, None, _checked_nonce(nonces[k]))
+                ok &= lib.EVP_CIPHER_CTX_ctrl(ctx, _SET_TAG, TAG_SIZE, at + n)
+                aad = aads[k] if aads else None
+                if aad:
+                    ok &= lib.EVP_DecryptUpdate(ctx, None, ctypes.byref(outl), aad, len(aad))
+                ok &= lib.EVP_DecryptUpdate(ctx, oa + start, ctypes.byref(outl), at, n)
+                final = ok == 1 and lib.EVP_DecryptFinal_ex(ctx, oa + start + n, ctypes.byref(outl))
+                if final != 1:
+                    ctypes.memset(oa, 0, total)  # never leave unauthenticated plaintext
+                    raise ChunkAuthError(k)
 
 
 def _checked_nonce(nonce: bytes) -> bytes:
