@@ -20,10 +20,13 @@ returns None and the caller re-encrypts everything under a fresh key (the generi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from b2cryptfs.bucket.pairs import PairStore
 from b2cryptfs.errors import IntegrityError, StagingError
@@ -46,7 +49,9 @@ class AgeStaging(Staging):
         self._base_fd = -1  # the file handed to the outbox last (read only)
         self._base_cipher: stream.PayloadCipher | None = None
         self._base_limit = 0  # blocks below this not in memory or the file come from it
-        self._out: memoryview | None = None  # where blocks are sealed (_write_blocks)
+        self._outs: list[memoryview] = []  # where blocks are sealed (_buffer)
+        self._job: tuple[list, Future, int] | None = None  # the run in flight (_spill)
+        self._inflight: dict[int, Block] = {}
         self._fresh_key()
 
     def _fresh_key(self) -> None:
@@ -58,7 +63,8 @@ class AgeStaging(Staging):
         self._used: set[int] = set()  # indices sealed as non-final chunks (never again)
         self._used_last: set[int] = set()  # indices sealed as final chunks
         # SHA-1 of the payload's prefix written in order (nonce, chunk 0, 1, ...), and of
-        # that prefix without its last chunk; _hashed < 0: the order was broken.
+        # that prefix without its last chunk; _hashed < 0: the order was broken. Taken by
+        # the spill thread (_write_and_hash), off the thread that answers WRITE.
         self._hashed = 0
 
     @property
@@ -101,43 +107,113 @@ class AgeStaging(Staging):
         self._write_blocks([(index, buf)])
 
     def _write_blocks(self, blocks: list[tuple[int, Block]]) -> None:
-        # Sealed into one buffer used again and again, then one pwrite (the slots adjoin).
-        fd = self._file()
-        if self._out is None:
-            self._out = memoryview(bytearray(RUN * _ENC))
-        out = self._out[: len(blocks) * _ENC]
-        nonces: list[bytes | None] = []
-        for k, (index, buf) in enumerate(blocks):
-            slot = out[k * _ENC : (k + 1) * _ENC]
+        # Here and now (sealing at close, a failed spill's retry): no hand-over.
+        self._settle()
+        plan = self._plan(blocks)
+        try:
+            out = self._buffer(0, len(plan))
+            _seal_into(plan, out, self._cipher, self._aead)
+            done = _write_and_hash(plan, self._file(), out, self._hashing())
+        except BaseException:
+            self._failed(plan)
+            raise
+        self._written(plan, done)
+
+    def _plan(self, blocks: list[tuple[int, Block]]) -> list[tuple[int, Block, bytes | None]]:
+        """Each block with its private nonce, or None: sealed as payload chunk ``index``.
+        The nonces are spent here, before anything can fail (the nonce rule)."""
+        plan: list[tuple[int, Block, bytes | None]] = []
+        for index, buf in blocks:
             full = (index + 1) * BLOCK <= self.size
             if full and index not in self._used:
-                self._used.add(index)  # before anything can fail: the nonce is spent now
-                nonces.append(None)
-                self._cipher.seal_chunk_into(index, buf, False, slot)  # type: ignore[arg-type]
+                self._used.add(index)
+                plan.append((index, buf, None))
             else:
-                private = os.urandom(_PRIVATE_NONCE)
-                nonces.append(private)
-                self._aead.encrypt_into(private, buf, self._aad(index), slot)
-        try:
-            _pwrite_all(fd, out, self._slot_offset(blocks[0][0]))
-        except BaseException:
-            # The slots may be torn: the blocks live in memory until written again.
-            for index, buf in blocks:
-                self._on_disk.discard(index)
-                self._private.pop(index, None)
-                if index not in self._dirty:
-                    self._dirty[index] = bytearray(buf)
-            raise
-        for k, ((index, _), private) in enumerate(zip(blocks, nonces, strict=True)):
+                plan.append((index, buf, os.urandom(_PRIVATE_NONCE)))
+        return plan
+
+    def _buffer(self, which: int, count: int) -> memoryview:
+        # Two, used again and again: one the spill thread writes, one sealed into meanwhile.
+        while len(self._outs) <= which:
+            self._outs.append(memoryview(bytearray(RUN * _ENC)))
+        return self._outs[which][: count * _ENC]
+
+    def _hashing(self) -> tuple | None:
+        return (self._hashed, self._sha, self._sha_prev) if self._hashed >= 0 else None
+
+    def _written(self, plan: list[tuple[int, Block, bytes | None]], hashing: tuple | None) -> None:
+        for index, _, private in plan:
             self._on_disk.add(index)
             if private is None:
                 self._private.pop(index, None)
-                if index == self._hashed:
-                    self._sha_prev = self._sha.copy()
-                    self._sha.update(out[k * _ENC : (k + 1) * _ENC])
-                    self._hashed += 1
             else:
                 self._private[index] = private
+        if hashing is not None and self._hashed >= 0:
+            self._hashed, self._sha, self._sha_prev = hashing
+
+    def _failed(self, plan: list[tuple[int, Block, bytes | None]]) -> None:
+        # The slots may be torn: the blocks live in memory until written again.
+        for index, buf, _ in plan:
+            self._on_disk.discard(index)
+            self._private.pop(index, None)
+            if index not in self._dirty:
+                self._dirty[index] = bytearray(buf)
+
+    # --- sealing while the writer goes on --------------------------------------------------
+
+    def _spill(self, keep: int) -> None:
+        """As Staging's, but while a run is written and hashed by the spill thread (pwrite
+        and hashlib release the GIL) the caller goes on and seals the next one; one run in
+        flight at a time, so memory stays bounded (two runs' buffers). A failed run's
+        blocks go back to memory and its OSError is raised by the next spill, flush or seal
+        (the one that waits for it)."""
+        while len(self._dirty) > keep:
+            run = next(runs(itertools.islice(self._dirty, len(self._dirty) - keep)))
+            if any(i in self._inflight for i in run):
+                # Newer versions of blocks in flight: should that run fail, its blocks
+                # must not come back over these (_failed), so it is waited for first.
+                self._settle()
+            plan = self._plan([(i, self._dirty.pop(i)) for i in run])
+            which = 1 - self._job[2] if self._job is not None else 0
+            try:
+                out = self._buffer(which, len(plan))
+                _seal_into(plan, out, self._cipher, self._aead)
+                fd = self._file()
+                self._settle()
+            except BaseException:
+                self._failed(plan)
+                raise
+            self._inflight = {index: buf for index, buf, _ in plan}
+            job = _spill_thread().submit(_write_and_hash, plan, fd, out, self._hashing())
+            self._job = (plan, job, which)
+
+    def _settle(self) -> None:
+        """Wait for the run in flight; raise its error (its blocks are back in memory)."""
+        if self._job is None:
+            return
+        (plan, future, _), self._job = self._job, None
+        try:
+            done = future.result()
+        except BaseException:
+            self._failed(plan)
+            raise
+        finally:
+            self._inflight = {}
+        self._written(plan, done)
+
+    def flush(self) -> None:
+        super().flush()
+        self._settle()
+
+    def _peek(self, index: int) -> Block:
+        if index not in self._dirty and index in self._inflight:
+            return self._inflight[index]  # (the spill thread only reads it)
+        return super()._peek(index)
+
+    def _load(self, index: int) -> bytearray:
+        if index not in self._dirty and index in self._inflight:
+            return bytearray(self._inflight[index])
+        return super()._load(index)
 
     def _decrypt(self, index: int) -> bytes:
         raw = os.pread(self._fd, _ENC, self._slot_offset(index))
@@ -158,6 +234,7 @@ class AgeStaging(Staging):
         return super()._missing(index)
 
     def truncate(self, size: int) -> None:
+        self._settle()
         super().truncate(size)
         keep_blocks = (size + BLOCK - 1) // BLOCK
         self._private = {i: n for i, n in self._private.items() if i < keep_blocks}
@@ -171,6 +248,7 @@ class AgeStaging(Staging):
         """Make the file the complete age payload of the content (blocking); return (its
         size, its SHA-1 in hex), or None when this staging cannot (it has no file, or an
         index would be sealed twice): the caller seals it the generic way then."""
+        self._settle()
         if self._fd < 0:
             return None
         final = max(1, (self.size + BLOCK - 1) // BLOCK) - 1
@@ -217,6 +295,7 @@ class AgeStaging(Staging):
         """The file is now the outbox's content file (sealed by :meth:`seal_payload` and
         given a name there): never write it again. Its blocks are read from it until
         written again; new blocks go to a new file under a new key."""
+        self._settle()  # (seal_payload did: nothing is in flight)
         final = max(1, (self.size + BLOCK - 1) // BLOCK) - 1
         if self._base_fd >= 0:
             os.close(self._base_fd)  # (everything it held was copied into this file)
@@ -226,7 +305,11 @@ class AgeStaging(Staging):
         self._fresh_key()
 
     def close(self) -> None:
-        self._out = None
+        try:
+            self._settle()
+        except OSError:
+            pass  # (nothing of it is wanted any more)
+        self._outs = []
         if not self.closed and self._base_fd >= 0:
             os.close(self._base_fd)
             self._base_fd = -1
@@ -248,6 +331,61 @@ def seal_in_place(pairs: PairStore, staging: Staging, out: ContentFile) -> Seale
     if out.adopt(staging.fd, size, sha1):
         staging.detach()
     return sealed
+
+
+_SPILL: ThreadPoolExecutor | None = None
+
+
+def _spill_thread() -> ThreadPoolExecutor:
+    # One for the process: runs of every staging take turns (none waits on another).
+    global _SPILL
+    if _SPILL is None:
+        _SPILL = ThreadPoolExecutor(1, thread_name_prefix="staging-spill")
+    return _SPILL
+
+
+def _seal_into(
+    plan: list[tuple[int, Block, bytes | None]],
+    out: memoryview,
+    cipher: stream.PayloadCipher,
+    aead: ChaCha20Poly1305,
+) -> None:
+    """Seal neighbouring blocks into their slots in ``out`` (the caller's thread:
+    cryptography keeps the GIL, so a thread would only take turns with it)."""
+    for k, (index, buf, private) in enumerate(plan):
+        slot = out[k * _ENC : (k + 1) * _ENC]
+        if private is None:
+            cipher.seal_chunk_into(index, buf, False, slot)  # type: ignore[arg-type]
+        else:
+            aead.encrypt_into(private, buf, Staging._aad(index), slot)
+
+
+def _write_and_hash(
+    plan: list[tuple[int, Block, bytes | None]],
+    fd: int,
+    out: memoryview,
+    hashing: tuple | None,
+) -> tuple | None:
+    """Write sealed neighbouring blocks with one pwrite and hash those that extend the
+    payload's hashed prefix (any thread: it changes only the file and the hash objects it
+    is given). Returns the prefix's new (end, SHA-1, SHA-1 without its last chunk), or
+    None."""
+    _pwrite_all(fd, out, plan[0][0] * _ENC + stream.NONCE_SIZE)
+    if hashing is None:
+        return None
+    hashed, sha, prev = hashing
+    first = next((k for k, (i, _, _) in enumerate(plan) if i == hashed), None)
+    if first is None:
+        return hashing
+    end = first  # the prefix goes on through payload chunks only
+    while end < len(plan) and plan[end][2] is None:
+        end += 1
+    if end > first:
+        # Two calls, not one a chunk: each return waits for the GIL.
+        sha.update(out[first * _ENC : (end - 1) * _ENC])
+        prev = sha.copy()
+        sha.update(out[(end - 1) * _ENC : end * _ENC])
+    return hashed + end - first, sha, prev
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:

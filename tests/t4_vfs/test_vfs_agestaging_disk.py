@@ -46,7 +46,7 @@ def sealed_plaintext(
         if sealed is None:
             sealed = pairs.seal(st.stream(), out)  # type: ignore[arg-type]
     data = dest.read_bytes()
-    assert hashlib.sha1(data).hexdigest() == out.sha1  # the hash the writer thread took
+    assert hashlib.sha1(data).hexdigest() == out.sha1  # the hash the spill thread took
     joined = tmp_path / f"{name}.age"
     joined.write_bytes(sealed.key_object + data)
     if AGE is None:
@@ -170,3 +170,20 @@ def test_rewrites_on_a_full_disk_keep_the_newest(tmp_path: Path) -> None:
                 assert st.read(0, len(model) + 1) == bytes(model)
             finally:
                 st.close()
+
+
+def test_blocks_written_again_while_their_run_fails_keep_the_newest(tmp_path: Path) -> None:
+    """A run that fails in the spill thread (ENOSPC) must not bring back its blocks' older
+    versions over ones written while it was in flight."""
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        (disk / "filler").write_bytes(b"\0" * (2 * MB - 64 * 1024))
+        st = AgeStaging(str(disk))
+        rng = random.Random(13)
+        try:
+            st.write(0, rng.randbytes(MB))
+            st.write(MB, rng.randbytes(MB))  # the first MiB's run goes out, and fails
+            newer = rng.randbytes(2 * MB)
+            assert st.write(0, newer) == len(newer)  # (its spill afterwards: best effort)
+            assert st.read(0, 2 * MB + 1) == newer
+        finally:
+            st.close()

@@ -198,3 +198,50 @@ def test_committer_syncs_in_batches_and_everything_at_close(tmp_path: Path) -> N
     c.add(files[4])
     c.close()
     assert c.pending() == 0 and c.batches == 2
+
+
+def _leave_big(tmp: Path, ident, data: bytes) -> Path:  # noqa: ANN001
+    """A killed mount's entry of a file big enough to be sealed in place: its manifest."""
+
+    async def killed() -> None:
+        async with open_vfs(tmp, identity=ident, settle=3600, drain=False) as vfs:
+            vfs.outbox.writing("big", True)
+            await write_file(vfs, "big", data)
+
+    run(killed)
+    [manifest] = (next((tmp / "cache").iterdir()) / "outbox").glob("*.json")
+    return manifest
+
+
+def test_an_entry_sealed_in_place_records_its_sha1_and_is_uploaded_intact(tmp_path: Path) -> None:
+    ident, big = _ident(), os.urandom(3 << 20)
+    manifest = _leave_big(tmp_path, ident, big)
+    m = json.loads(manifest.read_bytes())
+    content = manifest.with_suffix(".content").read_bytes()
+    # Taken by the spill thread while the file was written (vfs/agestaging.py).
+    assert m["content_sha1"] == hashlib.sha1(content).hexdigest()
+    assert m["content_size"] == len(content) > len(big)
+
+    async def next_mount() -> None:
+        async with open_vfs(tmp_path, identity=ident) as vfs:
+            assert await read_file(vfs, "big") == big
+
+    run(next_mount)
+    assert not manifest.exists()  # uploaded (it was not torn)
+
+
+def test_a_torn_page_of_an_entry_sealed_in_place_is_found_by_its_sha1(
+    tmp_path: Path, caplog
+) -> None:  # noqa: ANN001
+    ident = _ident()
+    manifest = _leave_big(tmp_path, ident, os.urandom(3 << 20))
+    content = manifest.with_suffix(".content")
+    with open(content, "r+b") as f:  # one page never written: the size is right
+        f.seek(1 << 20)
+        f.write(bytes(4096))
+    outbox = str(manifest.parent)
+    with caplog.at_level(logging.ERROR, logger="b2cryptfs"):
+        found, _ = scan_dir(outbox, verify=True)
+    assert found == [] and os.listdir(outbox) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "'big'" in errors[0] and "SHA-1" in errors[0], errors
