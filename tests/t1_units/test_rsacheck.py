@@ -65,3 +65,46 @@ def test_good_key_and_wrong_passphrase(tmp_path, deferring):
     stanza = sshrsa.wrap(b"k" * 16, identity.recipient())
     assert sshrsa.unwrap(stanza, identity) == b"k" * 16
     assert not rsacheck._pending  # checked once, then no more
+
+
+FIELDS = ("p", "q", "d", "dmp1", "dmq1", "iqmp", "e", "n")
+
+
+def _numbers_with(n: rsa.RSAPrivateNumbers, field: str, delta: int) -> rsa.RSAPrivateNumbers:
+    private = {k: getattr(n, k) for k in ("p", "q", "d", "dmp1", "dmq1", "iqmp")}
+    public = {"e": n.public_numbers.e, "n": n.public_numbers.n}
+    (private if field in private else public)[field] += delta
+    return rsa.RSAPrivateNumbers(**private, public_numbers=rsa.RSAPublicNumbers(**public))
+
+
+def _full_check_passes(numbers: rsa.RSAPrivateNumbers) -> bool:
+    try:
+        numbers.private_key()  # cryptography's RSA_check_key
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("bits", [2048, 3072])
+def test_cheap_check_refuses_every_damaged_number_the_full_check_refuses(bits):
+    import random
+
+    rng = random.Random(bits)
+    good = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
+    assert rsacheck.consistent(good) and _full_check_passes(good)
+    for field in FIELDS:
+        for delta in (1, -1, 2, 1 << rng.randrange(1, 64), -(1 << rng.randrange(64, 512))):
+            damaged = _numbers_with(good, field, delta)
+            if not _full_check_passes(damaged):
+                assert not rsacheck.consistent(damaged), (field, delta)
+
+
+def test_keys_made_by_openssl_pass_the_cheap_check(tmp_path):
+    import subprocess
+
+    for bits in (2048, 4096):
+        pem = subprocess.run(
+            ["openssl", "genrsa", str(bits)], check=True, capture_output=True
+        ).stdout
+        key = serialization.load_pem_private_key(pem, None)
+        assert rsacheck.consistent(key.private_numbers())
