@@ -136,7 +136,7 @@ class Reader:
             return True
         return any(not h.direct and h.version not in (None, handle.version) for h in others)
 
-    async def read(self, handle: Handle, offset: int, size: int) -> bytes:
+    async def read(self, handle: Handle, offset: int, size: int) -> bytes | memoryview:
         """Read the handle's pinned content (pinning it first if it has none yet)."""
         node = handle.node
         if handle.local is None and handle.remote is None and not handle.empty:
