@@ -271,6 +271,15 @@ def test_reads_of_several_chunks_reuse_reply_buffers_never_one_still_held(
             assert off == len(data)
             assert all(p == data[o : o + len(p)] for o, p in kept)
             assert reused >= 3
+            # A read that had to wait for its chunks (another handle, far from the first
+            # one's read-ahead) is decrypted into a reply buffer too.
+            fh, _ = await vfs.open(await ino_of(vfs, "f"), os.O_RDONLY)
+            far = len(data) - step - 4321
+            vfs.fetcher.memory.clear()
+            piece = await vfs.read(fh, far, step)
+            assert piece == data[far : far + step]
+            assert any(memoryview(piece).obj is b for b in vfs.fetcher.replies._bufs)
+            await vfs.release(fh)
 
     run(body)
 
