@@ -34,6 +34,9 @@ class MemoryLRU(Generic[T]):
     def pop(self, key: object) -> T | None:
         return self._items.pop(key, None)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items  # (not a use: the order stays)
+
     def clear(self) -> None:
         self._items.clear()
 

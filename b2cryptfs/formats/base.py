@@ -67,6 +67,11 @@ class ContentReader(ABC):
         Raises :class:`b2cryptfs.errors.IntegrityError` when authentication fails.
         """
 
+    def decrypt_chunk_into(self, index: int, ciphertext: bytes, out: memoryview) -> None:
+        """``decrypt_chunk`` written into ``out`` (exactly the chunk's plaintext length);
+        a format that can decrypts straight into it. On failure ``out`` holds nothing usable."""
+        out[:] = self.decrypt_chunk(index, ciphertext)
+
     def read(self, offset: int, length: int) -> bytes:
         """Plaintext ``[offset, offset+length)``, clipped at the end of the file."""
         end = min(offset + length, self.plaintext_size)

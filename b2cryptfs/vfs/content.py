@@ -122,7 +122,7 @@ class Content(Part):
         """Must the kernel send this handle's reads here, past its page cache?"""
         return self.handle(fh).direct
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.handle(fh)
         node = handle.node
         if not handle.readable:

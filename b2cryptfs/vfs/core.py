@@ -237,7 +237,7 @@ class Vfs:
     def direct_io(self, fh: int) -> bool:
         return self.content.direct_io(fh)
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         return await self.content.read(fh, offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

@@ -52,3 +52,37 @@ def test_the_option_in_both_spellings() -> None:
     assert args.read_ahead == 2048 and args.read_only
     with pytest.raises(UsageError, match="KiB"):
         parse(["s", "m", "--read-ahead", "1M"])
+
+
+# --- the vfs's read-ahead policy (vfs/reader.py topup) -------------------------------------
+
+UNIT = 64  # chunks per read-ahead request (4 MiB of 64 KiB chunks)
+
+
+def test_a_full_window_is_kept_full_one_request_at_a_time() -> None:
+    from b2cryptfs.vfs.reader import topup
+
+    window = 4 * UNIT
+    upto = 100 + window + 1  # the window just topped up after a read ending in chunk 100
+    reads_end = [100 + 16 * k for k in range(1, 40)]  # then 1 MiB reads, one after another
+    asked = []
+    for last in reads_end:
+        top = topup(last, upto, window, UNIT)
+        if top is not None:
+            first, count = top
+            assert first == upto and count == UNIT  # whole requests, back to back
+            # Each request goes out with three quarters of the window still ahead of the
+            # reader: it has that long to arrive (a top-up of half the window had half).
+            assert first - last > window * 3 // 4 - 16
+            upto += count
+            asked.append(last)
+    assert len(asked) >= 8
+    assert all(b - a == UNIT for a, b in zip(asked, asked[1:], strict=False))
+
+
+def test_a_small_window_is_topped_up_by_halves_in_whole_requests() -> None:
+    from b2cryptfs.vfs.reader import topup
+
+    assert topup(10, 30, 32, UNIT) is None  # more than half of it still ahead
+    assert topup(20, 30, 32, UNIT) == (30, UNIT)  # rounded up to one whole request
+    assert topup(40, 30, 32, UNIT) == (41, UNIT)  # the reader went past it: from the reader

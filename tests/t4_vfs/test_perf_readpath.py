@@ -246,6 +246,44 @@ def test_readers_of_one_file_at_different_places(tmp_path: Path) -> None:
     run(main)
 
 
+def test_reads_of_several_chunks_reuse_reply_buffers_never_one_still_held(
+    tmp_path: Path,
+) -> None:
+    """A sequential reader's 1 MiB reads are decrypted into the fetcher's kept reply buffers
+    (no buffer per read, no join); a reply its caller still holds is never written again."""
+    data = os.urandom(8 * 1024 * 1024 + 4321)
+
+    async def body() -> None:
+        async with open_vfs(tmp_path, identity=x25519_identity()) as vfs:
+            await write_file(vfs, "f", data)
+            await vfs.outbox.drain()
+            fh, _ = await vfs.open(await ino_of(vfs, "f"), os.O_RDONLY)
+            kept, reused, off, step = [], 0, 0, 1 << 20
+            while piece := await vfs.read(fh, off, step):
+                assert piece == data[off : off + len(piece)]
+                if off // step % 3 == 0:
+                    kept.append((off, piece))  # held on while later reads go on
+                elif isinstance(piece, memoryview):
+                    reused += any(piece.obj is b for b in vfs.fetcher.replies._bufs)
+                off += len(piece)
+                del piece
+            await vfs.release(fh)
+            assert off == len(data)
+            assert all(p == data[o : o + len(p)] for o, p in kept)
+            assert reused >= 3
+            # A read that had to wait for its chunks (another handle, far from the first
+            # one's read-ahead) is decrypted into a reply buffer too.
+            fh, _ = await vfs.open(await ino_of(vfs, "f"), os.O_RDONLY)
+            far = len(data) - step - 4321
+            vfs.fetcher.memory.clear()
+            piece = await vfs.read(fh, far, step)
+            assert piece == data[far : far + step]
+            assert any(memoryview(piece).obj is b for b in vfs.fetcher.replies._bufs)
+            await vfs.release(fh)
+
+    run(body)
+
+
 class RangeStore(RecordingStore):
     """A real DirStore that records every range read: (object name, offset, length)."""
 

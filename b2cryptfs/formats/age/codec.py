@@ -41,12 +41,19 @@ class AgeReader(ContentReader):
         return stream.chunk_span(index, self.plaintext_size)
 
     def decrypt_chunk(self, index: int, ciphertext: bytes) -> bytes:
+        self._check_span(index, ciphertext)
+        return self._cipher.open_chunk(index, ciphertext, index == self._last_index)
+
+    def decrypt_chunk_into(self, index: int, ciphertext: bytes, out: memoryview) -> None:
+        self._check_span(index, ciphertext)
+        self._cipher.open_chunk_into(index, ciphertext, index == self._last_index, out)
+
+    def _check_span(self, index: int, ciphertext: bytes) -> None:
         start, end = self.chunk_span(index)
         if len(ciphertext) != end - start:
             raise IntegrityError(
                 f"age payload: chunk {index} is {len(ciphertext)} bytes, expected {end - start}"
             )
-        return self._cipher.open_chunk(index, ciphertext, index == self._last_index)
 
 
 class AgeCodec(Codec):

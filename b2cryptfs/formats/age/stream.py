@@ -123,19 +123,39 @@ class PayloadCipher:
 
     def open_chunk(self, index: int, ciphertext: bytes, last: bool) -> bytes:
         """Plaintext of one chunk; IntegrityError if it is not chunk ``index`` (and last)."""
-        if len(ciphertext) < TAG_SIZE or len(ciphertext) > ENC_CHUNK_SIZE:
-            raise IntegrityError(f"age payload: chunk {index} has an impossible length")
-        if not last and len(ciphertext) != ENC_CHUNK_SIZE:
-            raise IntegrityError(f"age payload: chunk {index} is short but not final")
-        if last and index > 0 and len(ciphertext) == TAG_SIZE:
-            raise IntegrityError("age payload: empty final chunk after other chunks")
+        nonce = self._chunk_checked(index, ciphertext, last)
         try:
-            return self._aead.decrypt(chunk_nonce(index, last), ciphertext, None)
+            return self._aead.decrypt(nonce, ciphertext, None)
         except InvalidTag:
-            raise IntegrityError(
-                f"age payload: chunk {index} fails authentication "
-                "(tampered, truncated, reordered or not this key's content)"
-            ) from None
+            raise _auth_failed(index) from None
+
+    def open_chunk_into(self, index: int, ciphertext: Any, last: bool, out: memoryview) -> None:
+        """open_chunk, written into ``out`` (exactly the plaintext's length): no new buffer
+        per chunk, no join after it. On failure ``out`` holds nothing to be used."""
+        nonce = self._chunk_checked(index, ciphertext, last)
+        try:
+            self._aead.decrypt_into(nonce, ciphertext, None, out)
+        except InvalidTag:
+            raise _auth_failed(index) from None
+
+    @staticmethod
+    def _chunk_checked(index: int, ciphertext: Any, last: bool) -> bytes:
+        """The nonce of chunk ``index``, once its length is one that chunk can have."""
+        size = len(memoryview(ciphertext))
+        if size < TAG_SIZE or size > ENC_CHUNK_SIZE:
+            raise IntegrityError(f"age payload: chunk {index} has an impossible length")
+        if not last and size != ENC_CHUNK_SIZE:
+            raise IntegrityError(f"age payload: chunk {index} is short but not final")
+        if last and index > 0 and size == TAG_SIZE:
+            raise IntegrityError("age payload: empty final chunk after other chunks")
+        return chunk_nonce(index, last)
+
+
+def _auth_failed(index: int) -> IntegrityError:
+    return IntegrityError(
+        f"age payload: chunk {index} fails authentication "
+        "(tampered, truncated, reordered or not this key's content)"
+    )
 
 
 def read_full(src: BinaryIO, n: int) -> bytes:
