@@ -15,8 +15,9 @@
   retries and re-authorization as b2sdk's own calls.
 - Range reads, one-request uploads and listings go over store/b2wire.py (http.client, a
   kept-alive connection per thread) rather than requests, whose fixed cost per request is
-  several times a small transfer's; b2sdk still builds their headers, owns the URLs and
-  tokens and interprets error replies. With proxy variables set, requests makes them.
+  several times a small transfer's; their error replies are b2wire's WireError (mapped to
+  the same errors.py classes); b2sdk still owns the URLs and tokens. With proxy variables
+  set, requests makes them.
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
   download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
   private classmethod is overridden, checked by ``check_b2sdk_internals``.
@@ -84,7 +85,6 @@ try:
         B2Api,
         B2Http,
         B2HttpApiConfig,
-        B2RawHTTPApi,
         B2Session,
         InMemoryAccountInfo,
         InMemoryCache,
@@ -96,7 +96,7 @@ try:
     from b2sdk.v2 import exception as b2exc
     from b2sdk.version import VERSION as b2sdk_version
 
-    from b2cryptfs.store.b2wire import Wire  # imports b2sdk too: inside the same hiding
+    from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
 finally:
     for _name in _HIDDEN:
         del sys.modules[_name]
@@ -231,7 +231,7 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
             for _ in range(try_count - 1):
                 try:
                     return call()
-                except b2exc.B2Error as e:
+                except (b2exc.B2Error, WireError) as e:
                     if not e.should_retry_http():
                         raise
                     delay = e.retry_after_seconds if e.retry_after_seconds is not None else wait
@@ -269,7 +269,6 @@ def _make_wire(http: Any) -> Wire | None:
         return None
     # What b2wire takes from b2sdk; a b2sdk without it keeps its own path.
     needs = [(http, "user_agent"), (B2Http, "TRY_COUNT_OTHER"), (B2Session, "get_upload_url")]
-    needs += [(B2RawHTTPApi, n) for n in ("get_upload_file_headers", "check_b2_filename")]
     needs += [(InMemoryAccountInfo, n) for n in ("take_bucket_upload_url", "put_bucket_upload_url")]
     if not all(hasattr(obj, name) for obj, name in needs):
         log.warning(
@@ -416,6 +415,8 @@ def _is_a(exc: BaseException, class_name: str) -> bool:
 
 
 def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, WireError):
+        return exc.transient
     if isinstance(exc, b2exc.MaxRetriesExceeded):
         inner = getattr(exc, "exception_info_list", None) or []
         return not inner or _is_transient(inner[-1])
@@ -434,6 +435,8 @@ def map_error(exc: BaseException, what: str) -> B2CryptfsError:
     """A b2sdk / network exception as an errors.py exception with a one-line message."""
     if isinstance(exc, B2CryptfsError):
         return exc
+    if isinstance(exc, WireError):
+        return exc.mapped(what)
     if isinstance(exc, b2exc.MaxRetriesExceeded):
         inner = getattr(exc, "exception_info_list", None) or []
         if inner and not _is_transient(inner[-1]):
@@ -857,7 +860,7 @@ class B2Store:
                 self._wire.forget(conn)
                 if pos[0] > begin:
                     raise _Progress() from exc
-                raise b2exc.B2ConnectionError(f"read cut: {exc!r}") from None
+                raise network_error(f"read cut: {exc!r}") from None
             if not resp.isclosed() or resp.will_close:
                 self._wire.forget(conn)  # bytes left unread: the connection cannot serve again
             _check_delivered(pos[0], begin, start, end)
@@ -871,7 +874,9 @@ class B2Store:
         for _ in range(2):
             try:
                 return call(info.get_account_auth_token())
-            except b2exc.InvalidAuthToken:
+            except (b2exc.InvalidAuthToken, WireError) as exc:
+                if isinstance(exc, WireError) and not exc.bad_token:
+                    raise
                 if not self.api.authorize_automatically():
                     raise
         return call(info.get_account_auth_token())
@@ -997,24 +1002,12 @@ class B2Store:
         after it served (a URL that failed is dropped, as b2sdk does)."""
         assert self._wire is not None
         session = self.api.session
-        raw = session.raw_api
-        raw.check_b2_filename(full)
         account = self.api.account_info
         url, token = account.take_bucket_upload_url(self.bucket_id)
         if url is None or token is None:
             got = session.get_upload_url(self.bucket_id)
             url, token = got["uploadUrl"], got["authorizationToken"]
-        headers = raw.get_upload_file_headers(
-            upload_auth_token=token,
-            file_name=full,
-            content_length=len(data),
-            content_type=CONTENT_TYPE,
-            content_sha1=sha1,
-            file_info=dict(info),
-            server_side_encryption=None,
-            file_retention=None,
-            legal_hold=None,
-        )
+        headers = upload_headers(token, full, len(data), CONTENT_TYPE, sha1, info)
         d = self._wire.post_json(url, headers, data)
         account.put_bucket_upload_url(self.bucket_id, url, token)
         return d
