@@ -74,6 +74,10 @@ def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) 
     # One listing call proves credentials, bucket and the right to list it.
     started = time.monotonic()
     root = store.list_dir("")
+    # Open: the first upload's URL is asked for now, not when a file is closed.
+    prefetch = getattr(store, "prefetch_upload_url", None)
+    if prefetch is not None:
+        prefetch()
     return Opened(store, name_root.result(), root, started)
 
 

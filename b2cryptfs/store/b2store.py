@@ -35,7 +35,6 @@ import bisect
 import hashlib
 import io
 import itertools
-import json
 import logging
 import math
 import os
@@ -45,7 +44,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from b2cryptfs.errors import (
     AuthError,
@@ -96,6 +97,9 @@ try:
     from b2sdk.v2 import exception as b2exc
     from b2sdk.version import VERSION as b2sdk_version
 
+    from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
+    from b2cryptfs.store.b2retry import API_TRIES, retrying
+    from b2cryptfs.store.b2retry import transfer as _transfer
     from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
 finally:
     for _name in _HIDDEN:
@@ -107,7 +111,7 @@ T = TypeVar("T")
 CONTENT_TYPE = "application/octet-stream"
 LARGE_FILE_SHA1 = "large_file_sha1"
 LIST_PAGE = 10000  # B2's maximum maxFileCount
-LIST_API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
+API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
 FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk received
 # How long a transfer retries transient failures unless told (the CLI's budget; a mount
 # passes its --io-timeout).
@@ -163,10 +167,9 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
 
 # --- retries ---------------------------------------------------------------------------
 
-# Set while a transfer (read, download, upload, copy) runs in this thread: its own loop
-# retries until the caller's deadline, so b2sdk's HTTP layer makes one try per request
-# there instead of stacking its fixed-count retries on top.
-_transfer = threading.local()
+# b2retry.transfer.active is set while a transfer (read, download, upload, copy) runs in
+# this thread: its own loop retries until the caller's deadline, so b2sdk's HTTP layer makes
+# one try per request there instead of stacking its fixed-count retries on top.
 MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
 
 # The b2sdk internals this module depends on (see check_b2sdk_internals).
@@ -218,27 +221,8 @@ def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
     class TunedHttp(B2Http):
         @classmethod
         def _translate_and_retry(cls, fcn, try_count, post_params=None):
-            return cls.retrying(lambda: cls._translate_errors(fcn, post_params), try_count)
-
-        @staticmethod
-        def retrying(call: Callable[[], T], try_count: int) -> T:
-            """``call()`` with these retries (b2wire's requests use them too)."""
-            if getattr(_transfer, "active", False):
-                return call()
-            if max_tries is not None:
-                try_count = max(1, min(try_count, max_tries))
-            wait = backoff
-            for _ in range(try_count - 1):
-                try:
-                    return call()
-                except (b2exc.B2Error, WireError) as e:
-                    if not e.should_retry_http():
-                        raise
-                    delay = e.retry_after_seconds if e.retry_after_seconds is not None else wait
-                    log.info("B2 call failed (%s); retrying in %.1f s", e, delay)
-                    time.sleep(min(float(delay), 64.0))
-                    wait = min(wait * 1.5, 64.0) * (1 + random.random() / 10)
-            return call()
+            call = lambda: cls._translate_errors(fcn, post_params)  # noqa: E731
+            return retrying(call, try_count, max_tries, backoff)
 
     return TunedHttp
 
@@ -414,6 +398,13 @@ def _is_a(exc: BaseException, class_name: str) -> bool:
     return any(c.__name__ == class_name for c in type(exc).__mro__)
 
 
+def _bad_token(exc: BaseException) -> bool:
+    """B2 refused the account token (expired or bad): authorize again."""
+    if isinstance(exc, WireError):
+        return exc.bad_token
+    return _is_a(exc, "InvalidAuthToken")
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, WireError):
         return exc.transient
@@ -535,8 +526,43 @@ class B2Store:
         else:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
+        self._max_tries = max_tries
+        self._key = (key_id, key)
+        self._auth_lock = threading.Lock()
         self.api, self._http = _make_api(max_tries, backoff, workers)
         self._wire = _make_wire(self._http)
+        if self._wire is not None:
+            self.account = self._authorize()
+            self.api.account_info.set_auth_data(**self.account.sdk_auth_data())
+            self.bucket_id = self._b2(
+                lambda: bucket_id(bucket, self.account, partial(self._api, "b2_list_buckets")),
+                f"cannot open bucket {bucket}",
+            )
+            self.bucket = self.api.BUCKET_CLASS(self.api, self.bucket_id, name=bucket)
+        else:
+            self._sdk_authorize(realm, key_id, key, bucket)
+        self._upload_urls = UploadUrls(
+            partial(self._api, "b2_get_upload_url", {"bucketId": self.bucket_id})
+        )
+        # A key restricted to a name prefix (b2_authorize_account's "allowed" block) sees
+        # nothing above it: listings and stats there answer what the key can see.
+        self.allowed_prefix: str = self.account.allowed.get("namePrefix") or ""
+
+    def _authorize(self) -> Account:
+        """b2_authorize_account over b2wire, with an API call's retries."""
+        realm, (key_id, key) = self.realm, self._key
+        try:
+            return retrying(
+                lambda: authorize(self._wire, realm, key_id, key),
+                API_TRIES,
+                self._max_tries,
+                self.backoff,
+            )
+        except Exception as exc:
+            raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
+
+    def _sdk_authorize(self, realm: str, key_id: str, key: str, bucket: str) -> None:
+        """Authorization and the bucket's look-up by b2sdk (where requests makes the calls)."""
         try:
             self.api.authorize_account(realm, key_id, key)
         except (b2exc.Unauthorized, b2exc.AccessDenied):
@@ -553,10 +579,26 @@ class B2Store:
         except Exception as exc:
             raise map_error(exc, f"cannot open bucket {bucket}") from None
         self.bucket_id = self.bucket.id_
-        # A key restricted to a name prefix (b2_authorize_account's "allowed" block) sees
-        # nothing above it: listings and stats there answer what the key can see.
-        allowed = self.api.account_info.get_allowed() or {}
-        self.allowed_prefix: str = allowed.get("namePrefix") or ""
+        info = self.api.account_info
+        self.account = Account(
+            realm=realm,
+            key_id=key_id,
+            key=key,
+            account_id=info.get_account_id(),
+            token=info.get_account_auth_token(),
+            api_url=info.get_api_url(),
+            download_url=info.get_download_url(),
+            s3_api_url=info.get_s3_api_url(),
+            recommended_part_size=info.get_recommended_part_size(),
+            absolute_minimum_part_size=info.get_absolute_minimum_part_size(),
+            allowed=info.get_allowed() or {},
+        )
+
+    def prefetch_upload_url(self) -> None:
+        """Fetch an upload URL in the background (a mount's first upload then waits for
+        no b2_get_upload_url)."""
+        if self._wire is not None:
+            self._upload_urls.prefetch()
 
     def _above_allowed(self, full: str) -> bool:
         """``full`` is outside the key's prefix but leads to it (e.g. "" for "a/b/")."""
@@ -663,26 +705,26 @@ class B2Store:
                 time.sleep(delay * random.uniform(0.9, 1.0) if after is None else delay)
                 wait = min(wait * 1.5, MAX_BACKOFF)
 
-    def _list_call(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A raw list call (b2sdk's listings have no ``delimiter``), with the same retries.
-
-        Made with b2sdk's public HTTP client and account info; an expired token is renewed
-        with B2Api.authorize_automatically, as b2sdk does for its own calls.
+    def _api(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One API call (b2sdk's listings have no ``delimiter``, so list calls are made
+        here), with an API call's retries; an expired token is renewed and the call made
+        again, as b2sdk does for its own calls. Over b2wire (a reply of 10,000 names is
+        megabytes: read in one piece), else through b2sdk's HTTP client.
         """
-        info = self.api.account_info
-
         wire = self._wire
-        retrying = getattr(self._http, "retrying", None)
 
         def call(token: str) -> dict[str, Any]:
-            url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
-            headers = {"Authorization": token}
-            if wire is None or retrying is None:
-                return self._http.post_json_return_json(url, headers, params)
-            # A reply of 10,000 names is megabytes: read in one piece, not through requests.
-            body = json.dumps(params).encode()
-            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-            return retrying(lambda: wire.post_json(url, headers, body), B2Http.TRY_COUNT_OTHER)
+            if wire is None:
+                info = self.api.account_info
+                url = f"{info.get_api_url()}/b2api/{API_VERSION}/{endpoint}"
+                return self._http.post_json_return_json(url, {"Authorization": token}, params)
+            api_url = self.account.api_url
+            return retrying(
+                lambda: api_call(wire, api_url, token, endpoint, params),
+                API_TRIES,
+                self._max_tries,
+                self.backoff,
+            )
 
         return self._authorized(call)
 
@@ -690,7 +732,7 @@ class B2Store:
         params = {"bucketId": self.bucket_id, "maxFileCount": LIST_PAGE, **params}
         while True:
             what = f"list {self.url}{self._rel(params.get('prefix') or self.prefix)}"
-            page = self._b2(lambda p=dict(params): self._list_call(endpoint, p), what)
+            page = self._b2(lambda p=dict(params): self._api(endpoint, p), what)
             yield from page.get("files") or []
             nxt = page.get("nextFileName")
             if nxt is None:
@@ -734,7 +776,7 @@ class B2Store:
             return None  # not there, as far as this key can see
         params = {"bucketId": self.bucket_id, "prefix": full, "startFileName": full}
         page = self._b2(
-            lambda: self._list_call("b2_list_file_names", {**params, "maxFileCount": 1}),
+            lambda: self._api("b2_list_file_names", {**params, "maxFileCount": 1}),
             f"stat {name}",
         )
         files = page.get("files") or []
@@ -812,10 +854,10 @@ class B2Store:
                 pos[0] += n
 
         def once() -> None:
-            url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
             if self._wire is not None:
-                return lean(url, begin)
+                return lean(self._download_url(obj), begin)
+            url = session.get_download_url_by_id(obj.version_id)
             try:
                 with session.download_file_from_url(url, (begin, end - 1)) as resp:
                     body = _raw_body(resp)
@@ -867,19 +909,35 @@ class B2Store:
 
         return once
 
+    def _token(self) -> str:
+        if self._wire is None:
+            return self.api.account_info.get_account_auth_token()  # b2sdk renews it
+        return self.account.token
+
     def _authorized(self, call: Callable[[str], T]) -> T:
         """``call(account token)``, again after a re-authorization while B2 refuses the
         token (twice at most, as b2sdk's own calls do)."""
-        info = self.api.account_info
         for _ in range(2):
+            token = self._token()
             try:
-                return call(info.get_account_auth_token())
-            except (b2exc.InvalidAuthToken, WireError) as exc:
-                if isinstance(exc, WireError) and not exc.bad_token:
+                return call(token)
+            except Exception as exc:
+                if not _bad_token(exc):
                     raise
-                if not self.api.authorize_automatically():
-                    raise
-        return call(info.get_account_auth_token())
+                self._reauthorize(token)
+        return call(self._token())
+
+    def _reauthorize(self, refused: str) -> None:
+        """A new account token, unless another thread got one since ``refused`` failed."""
+        if self._wire is None:
+            if not self.api.authorize_automatically():
+                raise AuthError("B2 refused the authorization and it cannot be renewed")
+            return
+        with self._auth_lock:
+            if self.account.token != refused:
+                return
+            self.account = self._authorize()
+            self.api.account_info.set_auth_data(**self.account.sdk_auth_data())
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
@@ -924,10 +982,13 @@ class B2Store:
 
     # --- writing -----------------------------------------------------------------------
 
+    def _download_url(self, obj: ObjectInfo) -> str:
+        base = self.account.download_url
+        return f"{base}/b2api/{API_VERSION}/b2_download_file_by_id?fileId={quote(obj.version_id)}"
+
     def _effective_sizes(self) -> tuple[int, int]:
-        info = self.api.account_info
-        part = self.part_size or info.get_recommended_part_size()
-        minimum = self.min_part_size or min(info.get_absolute_minimum_part_size(), part)
+        part = self.part_size or self.account.recommended_part_size
+        minimum = self.min_part_size or min(self.account.absolute_minimum_part_size, part)
         return part, minimum
 
     def _upload(
@@ -998,18 +1059,13 @@ class B2Store:
         return self._retry(once, f"upload {name}")
 
     def _upload_lean(self, full: str, data: bytes, sha1: str, info: dict[str, str]) -> dict:
-        """One b2_upload_file over b2wire with a URL of b2sdk's pool, given back only
-        after it served (a URL that failed is dropped, as b2sdk does)."""
+        """One b2_upload_file over b2wire with a URL of the pool, given back only after it
+        served (a URL that failed is dropped, as b2sdk does)."""
         assert self._wire is not None
-        session = self.api.session
-        account = self.api.account_info
-        url, token = account.take_bucket_upload_url(self.bucket_id)
-        if url is None or token is None:
-            got = session.get_upload_url(self.bucket_id)
-            url, token = got["uploadUrl"], got["authorizationToken"]
+        url, token = self._upload_urls.take()
         headers = upload_headers(token, full, len(data), CONTENT_TYPE, sha1, info)
         d = self._wire.post_json(url, headers, data)
-        account.put_bucket_upload_url(self.bucket_id, url, token)
+        self._upload_urls.give_back(url, token)
         return d
 
     def _cancel_unfinished(self, full: str, sha1: str) -> None:
