@@ -1,4 +1,5 @@
-"""B2Store: the Store protocol over Backblaze B2, through b2sdk (v2 API).
+"""B2Store: the Store protocol over Backblaze B2: b2wire for what a mount does all the time,
+b2sdk (v2 API) for the rest, imported the first time it is needed.
 
 - ``b2://BUCKET[/PREFIX]``: the prefix is added to every name given and stripped from every
   name returned, so upper layers never see it.
@@ -13,27 +14,27 @@
   are not walked. b2sdk's listings have no delimiter (``Bucket.ls`` skips ahead instead:
   a call per sub-folder that outgrows a page), so these calls are made here, with the same
   retries and re-authorization as b2sdk's own calls.
-- Range reads, one-request uploads and listings go over store/b2wire.py (http.client, a
-  kept-alive connection per thread) rather than requests, whose fixed cost per request is
-  several times a small transfer's; their error replies are b2wire's WireError (mapped to
-  the same errors.py classes); b2sdk still owns the URLs and tokens. With proxy variables
-  set, requests makes them.
+- Authorization, the bucket's id, upload URLs (store/b2account.py), listings, range reads
+  and one-request uploads go over store/b2wire.py (http.client, a kept-alive connection per
+  thread): requests' fixed cost per request is several times a small transfer's, and b2sdk
+  with requests is most of a mount's start-up CPU and memory. Copies, hides, deletes and
+  larger uploads go through b2sdk (store/b2sdkpart.py), built on the account data held
+  here. With proxy variables set, b2sdk and requests make every call (requests applies
+  them and their no_proxy rules).
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
-  download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
-  private classmethod is overridden, checked by ``check_b2sdk_internals``.
-- Uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size`` long
-  becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
+  download where it stopped; API calls retry a few times (store/b2retry.py).
+- Larger uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size``
+  long becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
   info (which therefore must leave room for that entry); smaller ones carry their SHA-1.
-- Every b2sdk exception is mapped to an errors.py class with a one-line message.
-- Thread-safe: b2sdk's B2Api is used from many threads by design; this class keeps no
-  mutable state of its own after construction.
+- Every failure is mapped to an errors.py class with a one-line message.
+- Thread-safe: the account (renewed under a lock), the upload URL pool and b2sdk's B2Api are
+  shared by all threads; connections are per thread.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import itertools
 import logging
 import math
@@ -42,22 +43,23 @@ import random
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from b2cryptfs import __version__
 from b2cryptfs.errors import (
     AuthError,
     B2CryptfsError,
     InvalidName,
-    NoSuchBucket,
-    NotFound,
     StoreError,
     TransientError,
-    UsageError,
 )
+from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
+from b2cryptfs.store.b2retry import API_TRIES, retrying
+from b2cryptfs.store.b2retry import transfer as _transfer
+from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
 from b2cryptfs.store.base import (
     MAX_INFO_BYTES,
     MAX_INFO_ENTRIES,
@@ -69,41 +71,8 @@ from b2cryptfs.store.base import (
     validate_name,
 )
 
-# Modules b2sdk and requests import only in case they are wanted, hidden during the import
-# (the mount waits for it): pydantic (b2sdk re-exports it; a fifth of b2sdk's import time),
-# tqdm (b2sdk's progress bars) and charset_normalizer (requests guesses the character set of
-# a reply without one with it; B2's replies are JSON, utf-8 by definition).
-_HIDDEN = [m for m in ("pydantic", "tqdm", "charset_normalizer", "chardet") if m not in sys.modules]
-for _name in _HIDDEN:
-    sys.modules[_name] = None  # type: ignore[assignment]
-try:
-    with warnings.catch_warnings():
-        # requests warns when it finds no character set detector: none is wanted here.
-        warnings.simplefilter("ignore")
-        import requests
-    from b2sdk.v2 import (
-        AbstractProgressListener,
-        B2Api,
-        B2Http,
-        B2HttpApiConfig,
-        B2Session,
-        InMemoryAccountInfo,
-        InMemoryCache,
-        SqliteAccountInfo,
-        UploadSourceBytes,
-        UploadSourceLocalFile,
-        WriteIntent,
-    )
-    from b2sdk.v2 import exception as b2exc
-    from b2sdk.version import VERSION as b2sdk_version
-
-    from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
-    from b2cryptfs.store.b2retry import API_TRIES, retrying
-    from b2cryptfs.store.b2retry import transfer as _transfer
-    from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
-finally:
-    for _name in _HIDDEN:
-        del sys.modules[_name]
+if TYPE_CHECKING:  # b2sdk's part is imported when first needed (B2Store._sdk)
+    from b2cryptfs.store.b2sdkpart import Sdk
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +85,7 @@ FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk rec
 # How long a transfer retries transient failures unless told (the CLI's budget; a mount
 # passes its --io-timeout).
 DEFAULT_RETRY_TIME = 120.0
-USER_AGENT = "b2cryptfs"
+USER_AGENT = f"b2cryptfs/{__version__} python/{sys.version.split()[0]}"
 
 
 # --- credentials -----------------------------------------------------------------------
@@ -151,17 +120,9 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
             "no B2 credentials: set B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY, "
             "or run `b2 account authorize`"
         )
-    try:
-        db = SqliteAccountInfo(file_name=path)
-        try:
-            key_id, key = db.get_application_key_id(), db.get_application_key()
-            db_realm = db.get_realm()
-        finally:
-            db.close()
-    except b2exc.MissingAccountData:
-        raise AuthError(f"the b2 account file {path} holds no authorized account") from None
-    except Exception as exc:  # a corrupt or foreign sqlite file
-        raise AuthError(f"cannot read the b2 account file {path}: {exc}") from None
+    from b2cryptfs.store.b2sdkpart import read_account_db  # b2sdk reads its sqlite file
+
+    key_id, key, db_realm = read_account_db(path)
     return key_id, key, realm or env_realm or db_realm or "production"
 
 
@@ -172,183 +133,9 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
 # one try per request there instead of stacking its fixed-count retries on top.
 MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
 
-# The b2sdk internals this module depends on (see check_b2sdk_internals).
-B2SDK_INTERNALS = (
-    "B2Http._translate_and_retry(fcn, try_count, post_params)",
-    "B2Http._translate_errors(fcn, post_params)",
-    "B2Session.B2HTTP_CLASS",
-    "B2Api.SESSION_CLASS",
-)
-
-
-def check_b2sdk_internals() -> list[str]:
-    """What is missing of the b2sdk internals the tuned HTTP layer overrides ([] if none).
-
-    b2sdk has no public way to bound its HTTP retries; the override below replaces one
-    private classmethod. When b2sdk changes it, the store falls back to b2sdk's own HTTP
-    layer (fixed retry counts) with a warning, and tests/test_store_retries.py fails.
-    """
-    import inspect
-
-    problems = []
-    for name, params in (
-        ("_translate_and_retry", ["fcn", "try_count", "post_params"]),
-        ("_translate_errors", ["fcn", "post_params"]),
-    ):
-        fn = getattr(B2Http, name, None)
-        if fn is None:
-            problems.append(f"b2sdk.v2.B2Http.{name} is gone")
-            continue
-        got = list(inspect.signature(fn).parameters)
-        if got[: len(params)] != params:
-            problems.append(f"b2sdk.v2.B2Http.{name} takes {got}, expected {params}")
-    if not isinstance(B2Session.__dict__.get("B2HTTP_CLASS"), staticmethod):
-        problems.append("b2sdk.v2.B2Session.B2HTTP_CLASS is not a staticmethod attribute")
-    if not hasattr(B2Api, "SESSION_CLASS"):
-        problems.append("b2sdk.v2.B2Api.SESSION_CLASS is gone")
-    return problems
-
-
-def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
-    """b2sdk's HTTP layer with a configurable retry budget and first backoff.
-
-    b2sdk retries 5xx, 429 (honouring Retry-After) and connection errors itself, 5 times
-    for API calls and 20 for data, starting at 1 s; ``max_tries`` caps those counts (tests
-    use it so that a persistent fault fails in seconds, not minutes). Inside a transfer,
-    one try: the transfer's deadline-bound loop does the retrying.
-    """
-
-    class TunedHttp(B2Http):
-        @classmethod
-        def _translate_and_retry(cls, fcn, try_count, post_params=None):
-            call = lambda: cls._translate_errors(fcn, post_params)  # noqa: E731
-            return retrying(call, try_count, max_tries, backoff)
-
-    return TunedHttp
-
-
-def _http_session() -> requests.Session:
-    """A requests session that reads the environment once, not at every request.
-
-    requests looks for proxy variables, CA bundle variables and ~/.netrc on each request
-    (about half a millisecond of the interpreter, the largest fixed cost of a download
-    range). Without proxy variables (whose no_proxy rules only requests applies) the CA
-    bundle it would pick is taken here, once, and the look is skipped (B2 authorizes by
-    header, never by .netrc).
-    """
-    session = requests.Session()
-    if not any(k.lower().endswith("_proxy") for k in os.environ):
-        session.trust_env = False
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
-
-
-def _make_wire(http: Any) -> Wire | None:
-    """The lean client for data requests (b2wire), or None where requests must make them:
-    with proxy variables set (requests applies them and their no_proxy rules)."""
-    session = getattr(http, "session", None)
-    if session is None or getattr(session, "trust_env", True):
-        return None
-    # What b2wire takes from b2sdk; a b2sdk without it keeps its own path.
-    needs = [(http, "user_agent"), (B2Http, "TRY_COUNT_OTHER"), (B2Session, "get_upload_url")]
-    needs += [(InMemoryAccountInfo, n) for n in ("take_bucket_upload_url", "put_bucket_upload_url")]
-    if not all(hasattr(obj, name) for obj, name in needs):
-        log.warning(
-            "b2sdk %s lacks what b2wire needs: data requests go through requests", b2sdk_version
-        )
-        return None
-    verify = session.verify
-    cafile = verify if isinstance(verify, str) else requests.certs.where()
-    return Wire(http.user_agent, cafile)
-
-
-def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
-    """(the B2Api, an HTTP client with the same retries for the calls b2sdk cannot make)."""
-    config = B2HttpApiConfig(user_agent_append=USER_AGENT, http_session_factory=_http_session)
-    problems = check_b2sdk_internals()
-    if problems:
-        log.warning(
-            "b2sdk %s changed its internals (%s): using its default HTTP retries",
-            b2sdk_version,
-            "; ".join(problems),
-        )
-        http_cls: type[B2Http] = B2Http
-        api_cls: type[B2Api] = B2Api
-    else:
-        http_cls = _http_class(max_tries, backoff)
-
-        class Session(B2Session):
-            B2HTTP_CLASS = staticmethod(http_cls)
-
-        class Api(B2Api):
-            SESSION_CLASS = staticmethod(Session)
-
-        api_cls = Api
-    api = api_cls(
-        InMemoryAccountInfo(),
-        cache=InMemoryCache(),
-        max_upload_workers=workers,
-        max_copy_workers=workers,
-        max_download_workers=workers,
-        api_config=config,
-    )
-    return api, http_cls(config)
-
-
-# --- errors ----------------------------------------------------------------------------
-
-_TRANSIENT_B2 = (
-    b2exc.B2ConnectionError,
-    b2exc.B2RequestTimeout,
-    b2exc.ServiceError,
-    b2exc.TooManyRequests,
-    b2exc.TruncatedOutput,
-    b2exc.ConnectionReset,
-    b2exc.BrokenPipe,
-    b2exc.UnknownHost,
-    b2exc.RequestTimeout,
-    b2exc.ChecksumMismatch,
-    b2exc.AlreadyFailed,
-    b2exc.MaxRetriesExceeded,
-)
-_TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
-
-
-class _Listener(AbstractProgressListener):
-    """b2sdk's progress listener, turned into a plain callback of the bytes sent so far
-    (b2sdk types stay in this module)."""
-
-    def __init__(self, callback: Callable[[int], None]) -> None:
-        super().__init__()
-        self._callback = callback
-
-    def set_total_bytes(self, total_byte_count: int) -> None:
-        pass  # the caller knows the size of what it uploads
-
-    def bytes_completed(self, byte_count: int) -> None:
-        self._callback(byte_count)
-
 
 class _ShortRead(Exception):
     """A ranged read returned fewer bytes than asked (a connection cut short)."""
-
-
-def _clipped_chunks(resp: Any, begin: int, end: int, pos: list[int]) -> Iterator[bytes]:
-    """The body of a range response for bytes [begin, end), in chunks; ``pos[0]`` is where
-    the next chunk goes, which the caller advances as it takes each one. A server that
-    ignored the Range header (status 200) has its leading bytes skipped."""
-    skip = begin if resp.status_code == 200 else 0
-    for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
-        if skip:
-            cut = min(skip, len(chunk))
-            chunk, skip = chunk[cut:], skip - cut
-        chunk = chunk[: end - pos[0]]
-        if chunk:
-            yield chunk
-        if pos[0] >= end:
-            break
 
 
 def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
@@ -364,22 +151,8 @@ def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
 # handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
 _COPY_MAX = 256 * 1024
 # Uploads up to this size (and without a progress listener) go in one b2_upload_file from
-# memory (B2Store._upload_small), far below any part size. Not empty ones: requests would
-# send an empty stream chunked, which B2 refuses.
+# memory (B2Store._upload_small), far below any part size.
 _SMALL_UPLOAD = 1024 * 1024
-
-
-def _raw_body(resp: Any) -> Any:
-    """The response's body as a file object to ``readinto`` from (http.client's, below
-    urllib3), or None where its bytes must go through requests: not a plain 206 answer,
-    content-encoded, or urllib3 read some already."""
-    raw = getattr(resp, "raw", None)
-    fp = getattr(raw, "_fp", None)
-    if resp.status_code != 206 or not hasattr(fp, "readinto"):
-        return None
-    if resp.headers.get("Content-Encoding") or getattr(raw, "_fp_bytes_read", 1) != 0:
-        return None
-    return fp
 
 
 class _Progress(Exception):
@@ -388,14 +161,19 @@ class _Progress(Exception):
 
 def _one_line(exc: BaseException) -> str:
     inner = getattr(exc, "exception_info_list", None)
-    if isinstance(exc, b2exc.MaxRetriesExceeded) and inner:
+    if _is_a(exc, "MaxRetriesExceeded") and inner:
         exc = inner[-1]
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _is_a(exc: BaseException, class_name: str) -> bool:
-    """isinstance by name, for b2sdk classes that b2sdk.v2 does not export."""
+    """isinstance by name, for b2sdk classes (b2sdk is not imported here)."""
     return any(c.__name__ == class_name for c in type(exc).__mro__)
+
+
+def _from_sdk(exc: BaseException) -> bool:
+    """Raised by b2sdk or below it (then b2sdkpart is loaded: it says what it means)."""
+    return type(exc).__module__.startswith(("b2sdk", "requests", "urllib3"))
 
 
 def _bad_token(exc: BaseException) -> bool:
@@ -408,58 +186,39 @@ def _bad_token(exc: BaseException) -> bool:
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, WireError):
         return exc.transient
-    if isinstance(exc, b2exc.MaxRetriesExceeded):
-        inner = getattr(exc, "exception_info_list", None) or []
-        return not inner or _is_transient(inner[-1])
-    if isinstance(exc, _TRANSIENT_B2 + _TRANSIENT_NET + (_ShortRead,)):
+    if isinstance(exc, _ShortRead | ConnectionError | TimeoutError):
         return True
-    if isinstance(exc, b2exc.InvalidAuthToken) and exc.code == "expired_auth_token":
-        return True  # b2sdk re-authorizes once per call; another attempt re-authorizes again
-    try:
-        from urllib3.exceptions import HTTPError as Urllib3Error
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, Urllib3Error)
+    if _from_sdk(exc):
+        from b2cryptfs.store import b2sdkpart
+
+        return b2sdkpart.is_transient(exc)
+    return False
 
 
 def map_error(exc: BaseException, what: str) -> B2CryptfsError:
-    """A b2sdk / network exception as an errors.py exception with a one-line message."""
+    """A store failure as an errors.py exception with a one-line message."""
     if isinstance(exc, B2CryptfsError):
         return exc
     if isinstance(exc, WireError):
         return exc.mapped(what)
-    if isinstance(exc, b2exc.MaxRetriesExceeded):
-        inner = getattr(exc, "exception_info_list", None) or []
-        if inner and not _is_transient(inner[-1]):
-            return map_error(inner[-1], what)
-        last = f": {inner[-1]}" if inner else ""
-        return TransientError(f"{what}: B2 kept failing after {len(inner)} attempts{last}")
-    if isinstance(exc, b2exc.InvalidAuthToken):
-        return AuthError(f"{what}: B2 rejected the authorization ({exc.message})")
-    if isinstance(exc, b2exc.RestrictedBucket | b2exc.BucketNotAllowed):
-        return AuthError(f"{what}: the application key is restricted to another bucket")
-    if isinstance(exc, b2exc.Unauthorized | b2exc.NotAllowedByAppKeyError | b2exc.AccessDenied):
-        msg = getattr(exc, "message", None) or str(exc)
-        return AuthError(f"{what}: the application key is not allowed to do this ({msg})")
-    if isinstance(exc, b2exc.NonExistentBucket | b2exc.BucketIdNotFound):
-        return NoSuchBucket(f"{what}: no such bucket")
-    if isinstance(exc, b2exc.FileNotPresent) or _is_a(exc, "ResourceNotFound"):
-        return NotFound(f"{what}: no such object or version")
-    if isinstance(exc, b2exc.UnusableFileName | b2exc.FileNameNotAllowed):
-        return InvalidName(f"{what}: B2 refuses this name ({exc})")
-    if isinstance(exc, b2exc.CapExceeded):
-        return StoreError(f"{what}: a B2 account cap is exceeded ({exc})")
-    if isinstance(exc, b2exc.ClockSkew):
-        return StoreError(f"{what}: the local clock differs too much from B2's ({exc})")
-    if isinstance(exc, b2exc.PotentialS3EndpointPassedAsRealm):
-        return UsageError(f"{what}: the realm looks like an S3 endpoint; give the B2 API URL")
+    if _from_sdk(exc):
+        from b2cryptfs.store import b2sdkpart
+
+        return b2sdkpart.map_error(exc, what)
     if _is_transient(exc):
         return TransientError(f"{what}: B2 unreachable or failing after retries ({exc})")
-    if isinstance(exc, b2exc.BadRequest):
-        return StoreError(f"{what}: B2 refused the request ({exc})")
-    if isinstance(exc, b2exc.B2Error):
-        return StoreError(f"{what}: {exc}")
     return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _make_wire() -> Wire | None:
+    """The lean HTTP client (b2wire), or None where requests must make every call: with
+    proxy variables set (requests applies them and their no_proxy rules)."""
+    if any(k.lower().endswith("_proxy") for k in os.environ):
+        return None
+    # The CA bundle requests would take (its variables, else certifi's, at the first TLS
+    # connection).
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return Wire(USER_AGENT, bundle or None)
 
 
 def _sha1_file(path: str) -> tuple[str, int]:
@@ -529,18 +288,20 @@ class B2Store:
         self._max_tries = max_tries
         self._key = (key_id, key)
         self._auth_lock = threading.Lock()
-        self.api, self._http = _make_api(max_tries, backoff, workers)
-        self._wire = _make_wire(self._http)
+        self._workers = workers
+        self._sdk_made: Sdk | None = None
+        self._sdk_lock = threading.Lock()
+        self._wire = _make_wire()
         if self._wire is not None:
             self.account = self._authorize()
-            self.api.account_info.set_auth_data(**self.account.sdk_auth_data())
             self.bucket_id = self._b2(
                 lambda: bucket_id(bucket, self.account, partial(self._api, "b2_list_buckets")),
                 f"cannot open bucket {bucket}",
             )
-            self.bucket = self.api.BUCKET_CLASS(self.api, self.bucket_id, name=bucket)
         else:
-            self._sdk_authorize(realm, key_id, key, bucket)
+            sdk = self._sdk()
+            self.account = sdk.authorize(realm, key_id, key, bucket)
+            self.bucket_id = sdk.bucket.id_
         self._upload_urls = UploadUrls(
             partial(self._api, "b2_get_upload_url", {"bucketId": self.bucket_id})
         )
@@ -561,38 +322,28 @@ class B2Store:
         except Exception as exc:
             raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
 
-    def _sdk_authorize(self, realm: str, key_id: str, key: str, bucket: str) -> None:
-        """Authorization and the bucket's look-up by b2sdk (where requests makes the calls)."""
-        try:
-            self.api.authorize_account(realm, key_id, key)
-        except (b2exc.Unauthorized, b2exc.AccessDenied):
-            raise AuthError(
-                f"B2 rejected the application key {key_id} (check B2_APPLICATION_KEY_ID / "
-                "B2_APPLICATION_KEY or the saved b2 account)"
-            ) from None
-        except Exception as exc:
-            raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
-        try:
-            self.bucket = self.api.get_bucket_by_name(bucket)
-        except b2exc.NonExistentBucket:
-            raise NoSuchBucket(f"no such B2 bucket: {bucket}") from None
-        except Exception as exc:
-            raise map_error(exc, f"cannot open bucket {bucket}") from None
-        self.bucket_id = self.bucket.id_
-        info = self.api.account_info
-        self.account = Account(
-            realm=realm,
-            key_id=key_id,
-            key=key,
-            account_id=info.get_account_id(),
-            token=info.get_account_auth_token(),
-            api_url=info.get_api_url(),
-            download_url=info.get_download_url(),
-            s3_api_url=info.get_s3_api_url(),
-            recommended_part_size=info.get_recommended_part_size(),
-            absolute_minimum_part_size=info.get_absolute_minimum_part_size(),
-            allowed=info.get_allowed() or {},
-        )
+    def _sdk(self) -> Sdk:
+        """b2sdk's part, imported and built the first time an operation needs it."""
+        with self._sdk_lock:
+            if self._sdk_made is None:
+                from b2cryptfs.store.b2sdkpart import Sdk
+
+                sdk = Sdk(self._max_tries, self.backoff, self._workers)
+                if self._wire is not None:
+                    sdk.adopt(self.account, self.bucket_name, self.bucket_id)
+                log.debug("b2sdk loaded for %s", self.url)
+                self._sdk_made = sdk
+            return self._sdk_made
+
+    @property
+    def api(self) -> Any:
+        """b2sdk's B2Api on this store's account (loads b2sdk)."""
+        return self._sdk().api
+
+    @property
+    def bucket(self) -> Any:
+        """b2sdk's Bucket (loads b2sdk)."""
+        return self._sdk().bucket
 
     def prefetch_upload_url(self) -> None:
         """Fetch an upload URL in the background (a mount's first upload then waits for
@@ -715,9 +466,7 @@ class B2Store:
 
         def call(token: str) -> dict[str, Any]:
             if wire is None:
-                info = self.api.account_info
-                url = f"{info.get_api_url()}/b2api/{API_VERSION}/{endpoint}"
-                return self._http.post_json_return_json(url, {"Authorization": token}, params)
+                return self._sdk().api_call(endpoint, token, params)
             api_url = self.account.api_url
             return retrying(
                 lambda: api_call(wire, api_url, token, endpoint, params),
@@ -806,24 +555,58 @@ class B2Store:
 
         Each try asks only for what earlier tries did not deliver.
         """
-        session = self.api.session
         pos = [start]
 
         def once() -> None:
-            url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
             try:
-                with session.download_file_from_url(url, (begin, end - 1)) as resp:
-                    for chunk in _clipped_chunks(resp, begin, end, pos):
-                        sink(chunk)
-                        pos[0] += len(chunk)
+                if self._wire is None:
+                    self._sdk().stream(obj.version_id, begin, end, pos, sink)
+                else:
+                    lean(begin)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
 
+        def lean(begin: int) -> None:
+            wire = self._wire
+            assert wire is not None
+            conn, resp = self._ranged(wire, obj, begin, end)
+            while pos[0] < end:
+                try:
+                    chunk = resp.read(min(FETCH_CHUNK, end - pos[0]))
+                except Exception as exc:
+                    wire.forget(conn)
+                    raise network_error(f"read cut: {exc!r}") from None
+                if not chunk:
+                    break
+                sink(chunk)
+                pos[0] += len(chunk)
+            if not resp.isclosed() or resp.will_close:
+                wire.forget(conn)
+
         return once
+
+    def _ranged(self, wire: Wire, obj: ObjectInfo, begin: int, end: int) -> tuple[Any, Any]:
+        """(connection, response) of a GET of bytes [begin, end) of ``obj``, the body read
+        up to ``begin`` (a server that ignored the Range header sends the leading bytes)."""
+        rng = {"Range": f"bytes={begin}-{end - 1}"}
+        conn, resp = self._authorized(
+            lambda t: wire.request("GET", self._download_url(obj), {**rng, "Authorization": t})
+        )
+        skip = begin if resp.status == 200 else 0
+        try:
+            while skip:
+                got = len(resp.read(min(skip, FETCH_CHUNK)))
+                if not got:
+                    break
+                skip -= got
+        except Exception as exc:
+            wire.forget(conn)
+            raise network_error(f"read cut: {exc!r}") from None
+        return conn, resp
 
     def _fetch_into(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
         """One try (for ``_retry``) that fills ``buffers``, in order, with the bytes of
@@ -833,7 +616,6 @@ class B2Store:
         range read otherwise copies every byte two or three times on its way (urllib3's
         buffers, the pieces, their join), and it is the daemon's one interpreter that does it.
         """
-        session = self.api.session
         views = [memoryview(b) for b in buffers]
         starts = list(itertools.accumulate((len(v) for v in views), initial=start))
         end = starts[-1]
@@ -856,43 +638,19 @@ class B2Store:
         def once() -> None:
             begin = pos[0]
             if self._wire is not None:
-                return lean(self._download_url(obj), begin)
-            url = session.get_download_url_by_id(obj.version_id)
+                return lean(begin)
             try:
-                with session.download_file_from_url(url, (begin, end - 1)) as resp:
-                    body = _raw_body(resp)
-                    if body is not None:
-                        while pos[0] < end:
-                            n = body.readinto(free_space())
-                            if not n:
-                                break
-                            pos[0] += n
-                        if pos[0] == end:
-                            # Read to its end: the connection can serve the next request.
-                            resp.raw.release_conn()
-                    else:
-                        for chunk in _clipped_chunks(resp, begin, end, pos):
-                            take(chunk)
+                self._sdk().stream_into(obj.version_id, begin, end, pos, free_space, take)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
 
-        def lean(url: str, begin: int) -> None:
+        def lean(begin: int) -> None:
             assert self._wire is not None
-            rng = {"Range": f"bytes={begin}-{end - 1}"}
-            conn, resp = self._authorized(
-                lambda t: self._wire.request("GET", url, {**rng, "Authorization": t})
-            )
+            conn, resp = self._ranged(self._wire, obj, begin, end)
             try:
-                # A server that ignored the Range header (200) sends the leading bytes too.
-                skip = begin if resp.status == 200 else 0
-                while skip:
-                    got = len(resp.read(min(skip, FETCH_CHUNK)))
-                    if not got:
-                        break
-                    skip -= got
                 while pos[0] < end:
                     n = resp.readinto(free_space())
                     if not n:
@@ -911,7 +669,7 @@ class B2Store:
 
     def _token(self) -> str:
         if self._wire is None:
-            return self.api.account_info.get_account_auth_token()  # b2sdk renews it
+            return self._sdk().token()
         return self.account.token
 
     def _authorized(self, call: Callable[[str], T]) -> T:
@@ -930,14 +688,13 @@ class B2Store:
     def _reauthorize(self, refused: str) -> None:
         """A new account token, unless another thread got one since ``refused`` failed."""
         if self._wire is None:
-            if not self.api.authorize_automatically():
-                raise AuthError("B2 refused the authorization and it cannot be renewed")
-            return
+            return self._sdk().reauthorize()
         with self._auth_lock:
             if self.account.token != refused:
                 return
             self.account = self._authorize()
-            self.api.account_info.set_auth_data(**self.account.sdk_auth_data())
+            if self._sdk_made is not None:
+                self._sdk_made.renew(self.account)
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
@@ -994,7 +751,7 @@ class B2Store:
     def _upload(
         self,
         full: str,
-        source: Any,
+        source: Callable[[Sdk], Any],
         size: int,
         sha1: str,
         info: dict[str, str],
@@ -1016,21 +773,12 @@ class B2Store:
                     f"({len(info)} entries)"
                 )
         name = self._rel(full)
+        sdk = self._sdk()
+        src = source(sdk)
+        sizes = (part, minimum, self.max_part_size)
 
         def once() -> ObjectInfo:
-            fv = self.bucket.create_file(
-                [WriteIntent(source)],
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=dict(info),
-                recommended_upload_part_size=part,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-                large_file_sha1=sha1,
-                # b2sdk closes its listener: a new one for each attempt.
-                progress_listener=_Listener(progress) if progress is not None else None,
-            )
-            return self._from_version(fv)
+            return self._from_version(sdk.create_file(full, src, sha1, info, sizes, progress))
 
         try:
             return self._retry(once, f"upload {name}")
@@ -1040,23 +788,23 @@ class B2Store:
             raise
 
     def _upload_small(self, full: str, data: bytes, sha1: str, info: dict[str, str]):
-        """One b2_upload_file of a body held in memory, straight through b2sdk's session
-        (its pool of upload URLs, its auth retries): none of the upload manager's planning
-        and threads, which cost more CPU than a few KiB's transfer does."""
+        """One b2_upload_file of a body held in memory (over b2wire, else b2sdk's session):
+        none of the upload manager's planning and threads, which cost more CPU than a few
+        KiB's transfer does."""
         validate_info(info)
-        session = self.api.session
         name = self._rel(full)
 
         def once() -> ObjectInfo:
             if self._wire is not None:
                 return self._obj(self._upload_lean(full, data, sha1, info))
-            # A fresh stream each try; a URL that failed is not given back to the pool.
-            d = session.upload_file(
-                self.bucket_id, full, len(data), CONTENT_TYPE, sha1, dict(info), io.BytesIO(data)
-            )
-            return self._obj(d)
+            return self._obj(self._sdk().upload_small(full, data, sha1, info))
 
         return self._retry(once, f"upload {name}")
+
+    def _small(self, size: int) -> bool:
+        """Uploaded in one b2_upload_file from memory; empty ones too over b2wire (requests
+        would send an empty body chunked, which B2 refuses: b2sdk's emerger uploads those)."""
+        return size <= _SMALL_UPLOAD and (size > 0 or self._wire is not None)
 
     def _upload_lean(self, full: str, data: bytes, sha1: str, info: dict[str, str]) -> dict:
         """One b2_upload_file over b2wire with a URL of the pool, given back only after it
@@ -1075,9 +823,7 @@ class B2Store:
         cancelled, never another writer's.
         """
         try:
-            for f in self.bucket.list_unfinished_large_files(prefix=full):
-                if f.file_name == full and (f.file_info or {}).get(LARGE_FILE_SHA1) == sha1:
-                    self.bucket.cancel_large_file(f.file_id)
+            self._sdk().cancel_unfinished(full, sha1, LARGE_FILE_SHA1)
         except Exception as exc:
             log.warning("could not cancel the unfinished upload of %s: %s", full, exc)
 
@@ -1095,7 +841,7 @@ class B2Store:
                 sha1, size = _sha1_file(path)
             else:
                 size = os.path.getsize(path)  # hashed by the caller: one read, the upload's
-            small = 0 < size <= _SMALL_UPLOAD and progress is None
+            small = self._small(size) and progress is None
             if small:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -1103,78 +849,53 @@ class B2Store:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
         if small and len(data) == size:
             return self._upload_small(full, data, sha1, info)
-        source = UploadSourceLocalFile(path, content_sha1=sha1)
-        return self._upload(full, source, size, sha1, info, progress)
+        return self._upload(
+            full, lambda sdk: sdk.file_source(path, sha1), size, sha1, info, progress
+        )
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
         full = self._full(name)
         sha1 = hashlib.sha1(data).hexdigest()
-        if 0 < len(data) <= _SMALL_UPLOAD:
+        if self._small(len(data)):
             return self._upload_small(full, bytes(data), sha1, info)
-        return self._upload(full, UploadSourceBytes(data, content_sha1=sha1), len(data), sha1, info)
+        source = lambda sdk: sdk.bytes_source(data, sha1)  # noqa: E731
+        return self._upload(full, source, len(data), sha1, info)
 
     def copy(
         self, src: ObjectInfo, dst_name: str, info: dict[str, str] | None = None
     ) -> ObjectInfo:
         full = self._full(dst_name)
-        _, minimum = self._effective_sizes()
         if info is not None:
             validate_info(info)
         new_info = dict(src.info if info is None else info)
-
-        def once() -> ObjectInfo:
-            # Info given explicitly: b2sdk's multi-part copy would not carry it over.
-            fv = self.bucket.copy(
-                src.version_id,
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=new_info,
-                length=src.size,
-                source_file_info=dict(src.info),
-                source_content_type=CONTENT_TYPE,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-            )
-            return self._from_version(fv)
-
-        return self._retry(once, f"copy {src.name} to {dst_name}")
+        return self._copy(src, full, new_info, f"copy {src.name} to {dst_name}")
 
     def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:
         """Server-side copy of that version onto its own name with new info (REPLACE)."""
         validate_info(info)
         full = self._full(obj.name)
+        return self._copy(obj, full, dict(info), f"update the file info of {obj.name}")
+
+    def _copy(self, src: ObjectInfo, full: str, info: dict[str, str], what: str) -> ObjectInfo:
         _, minimum = self._effective_sizes()
+        sdk = self._sdk()
+        sizes = (minimum, self.max_part_size)
 
         def once() -> ObjectInfo:
-            fv = self.bucket.copy(
-                obj.version_id,
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=dict(info),
-                length=obj.size,
-                source_file_info=dict(obj.info),
-                source_content_type=CONTENT_TYPE,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-            )
+            fv = sdk.copy(src.version_id, full, info, src.size, src.info, sizes)
             return self._from_version(fv)
 
-        return self._retry(once, f"update the file info of {obj.name}")
+        return self._retry(once, what)
 
     # --- removing ----------------------------------------------------------------------
 
     def hide(self, name: str) -> None:
         full = self._full(name)
-        try:
-            self.bucket.hide_file(full)
-        except (b2exc.FileNotPresent, b2exc.FileAlreadyHidden):
-            return
-        except Exception as exc:
-            raise map_error(exc, f"hide {name}") from None
+        self._b2(lambda: self._sdk().hide(full), f"hide {name}")
 
     def delete_version(self, obj: ObjectInfo) -> None:
         full = self._full(obj.name)
         self._b2(
-            lambda: self.bucket.delete_file_version(obj.version_id, full),
+            lambda: self._sdk().delete_version(obj.version_id, full),
             f"delete {obj.name} version {obj.version_id}",
         )

@@ -218,7 +218,15 @@ class Wire:
 
     def _context(self) -> ssl.SSLContext:
         if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self._cafile)
+            cafile = self._cafile
+            if cafile is None:
+                try:  # requests' bundle (a B2 host is trusted as it was through requests)
+                    import certifi
+
+                    cafile = certifi.where()
+                except ImportError:
+                    pass  # the system's
+            self._tls = ssl.create_default_context(cafile=cafile)
         return self._tls
 
     def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
