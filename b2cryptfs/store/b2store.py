@@ -210,6 +210,27 @@ def map_error(exc: BaseException, what: str) -> B2CryptfsError:
     return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
 
 
+class _Counted:
+    """A file read by http.client, with ``progress(bytes read so far)`` after each block."""
+
+    def __init__(self, f: Any, progress: Callable[[int], None]) -> None:
+        self._f = f
+        self._progress = progress
+        self._start = f.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if data:
+            self._progress(self._f.tell() - self._start)
+        return data
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int) -> int:
+        return self._f.seek(pos)
+
+
 def _make_wire() -> Wire | None:
     """The lean HTTP client (b2wire), or None where requests must make every call: with
     proxy variables set (requests applies them and their no_proxy rules)."""
@@ -801,6 +822,37 @@ class B2Store:
 
         return self._retry(once, f"upload {name}")
 
+    def _upload_stream(
+        self,
+        full: str,
+        path: str,
+        size: int,
+        sha1: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None,
+    ) -> ObjectInfo:
+        """One b2_upload_file over b2wire of a file up to a part's size, streamed from it in
+        large blocks with the SHA-1 known beforehand: none of b2sdk's emerger, its threads
+        and its import."""
+        validate_info(info)
+        wire = self._wire
+        assert wire is not None
+
+        def once() -> ObjectInfo:
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+            with f:
+                url, token = self._upload_urls.take()
+                headers = upload_headers(token, full, size, CONTENT_TYPE, sha1, info)
+                body = f if progress is None else _Counted(f, progress)
+                d = wire.post_json(url, headers, body)
+            self._upload_urls.give_back(url, token)
+            return self._obj(d)
+
+        return self._retry(once, f"upload {self._rel(full)}")
+
     def _small(self, size: int) -> bool:
         """Uploaded in one b2_upload_file from memory; empty ones too over b2wire (requests
         would send an empty body chunked, which B2 refuses: b2sdk's emerger uploads those)."""
@@ -849,6 +901,8 @@ class B2Store:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
         if small and len(data) == size:
             return self._upload_small(full, data, sha1, info)
+        if self._wire is not None and size <= self._effective_sizes()[0]:
+            return self._upload_stream(full, path, size, sha1, info, progress)
         return self._upload(
             full, lambda sdk: sdk.file_source(path, sha1), size, sha1, info, progress
         )

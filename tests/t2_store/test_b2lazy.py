@@ -8,13 +8,17 @@ then and the rename is stored. B2Store's b2sdk part starts from the account data
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mountutil import Keys, StoreSpec, mounted, rsa_keys  # noqa: F401
 from reliability_util import b2_spec, fuse_test, outbox_entries, versions, wait_until  # noqa: F401
+
+from b2cryptfs.errors import StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER = "b2sdk was never loaded"
@@ -45,6 +49,32 @@ def test_b2sdk_loads_for_a_copy_and_does_not_authorize_again(b2_bucket):
     stats = server.stats()
     assert "b2_authorize_account" not in stats and "b2_list_buckets" not in stats, stats
     assert (stats.get("b2_copy_file"), stats.get("b2_hide_file")) == (1, 1), stats
+
+
+def test_a_file_up_to_a_part_is_one_upload_streamed_over_b2wire(b2_bucket, tmp_path):
+    store = b2_bucket.store(part_size=5_000_000, min_part_size=5_000_000, retry_time=60.0)
+    server = b2_bucket.server
+    data = os.urandom(5_000_000)  # a part's size: still one request
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    sha1 = hashlib.sha1(data).hexdigest()
+    server.reset_stats()
+    seen: list[int] = []
+    obj = store.upload_file("f.enc", str(path), {"k": "v"}, progress=seen.append, sha1=sha1)
+    assert server.stats() == {"b2_get_upload_url": 1, "b2_upload_file": 1}
+    assert store._sdk_made is None
+    assert seen[-1] == len(data) and seen == sorted(seen) and len(seen) < 10
+    assert (obj.size, obj.info) == (len(data), {"k": "v"})
+    assert store.read(obj) == data
+    # Cut mid-body: tried again from the file's start, with another upload URL.
+    server.inject("b2_upload_file", "drop", 3)
+    again = store.upload_file("g.enc", str(path), {})
+    assert store.read(again) == data
+    assert server.fault_counts().get("b2_upload_file") == 3
+    # A refused SHA-1 (the file changed since it was hashed) is an error, not a retry loop.
+    with pytest.raises(StoreError):
+        store.upload_file("h.enc", str(path), {}, sha1="0" * 40)
+    assert store._sdk_made is None
 
 
 def test_with_a_proxy_variable_requests_makes_every_call(b2_bucket, monkeypatch, tmp_path):
