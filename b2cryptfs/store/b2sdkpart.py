@@ -1,9 +1,9 @@
 """b2sdk's part of B2Store: the operations b2wire does not make, loaded when first needed.
 
 b2sdk (with requests and urllib3) costs a mount a quarter of a second of CPU and 26 MB at
-start-up; listings, range reads and one-request uploads do not need it (b2wire, b2account).
-This module is imported the first time something else is asked for: a copy (a rename, new
-file info), a hide, a delete, a large file's upload and the cancelling of an unfinished one,
+start-up; listings, range reads and uploads of files do not need it (b2wire, b2account,
+b2large). This module is imported the first time something else is asked for: a copy (a
+rename, new file info), a hide, a delete, an upload of bytes above 1 MiB (and its cancel),
 or the b2 tool's sqlite account file. ``Sdk`` is then built from the account data B2Store
 holds (``set_auth_data``), so b2sdk does not authorize again. With proxy variables set,
 everything goes through here and requests (which applies them and their no_proxy rules).

@@ -15,17 +15,20 @@ b2sdk (v2 API) for the rest, imported the first time it is needed.
   a call per sub-folder that outgrows a page), so these calls are made here, with the same
   retries and re-authorization as b2sdk's own calls.
 - Authorization, the bucket's id, upload URLs (store/b2account.py), listings, range reads
-  and one-request uploads go over store/b2wire.py (http.client, a kept-alive connection per
+  and uploads of files go over store/b2wire.py (http.client, a kept-alive connection per
   thread): requests' fixed cost per request is several times a small transfer's, and b2sdk
   with requests is most of a mount's start-up CPU and memory. Copies, hides, deletes and
-  larger uploads go through b2sdk (store/b2sdkpart.py), built on the account data held
-  here. With proxy variables set, b2sdk and requests make every call (requests applies
+  the uploads below that b2wire does not make go through b2sdk (store/b2sdkpart.py),
+  built on the account data held here. With proxy variables set, b2sdk and requests make every call (requests applies
   them and their no_proxy rules).
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
   download where it stopped; API calls retry a few times (store/b2retry.py).
-- Larger uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size``
-  long becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
-  info (which therefore must leave room for that entry); smaller ones carry their SHA-1.
+- Uploads: up to 1 MiB from memory in one request; a file up to ``part_size`` streamed in
+  one request; a file of at least ``part_size + min_part_size`` as a large file in parallel
+  parts (store/b2large.py) with ``large_file_sha1`` in its file info (which therefore must
+  leave room for that entry). The rest (bytes above 1 MiB, a file between those two sizes,
+  everything with proxy variables set) goes through b2sdk's emerger, which makes the same
+  choice. Every object carries its SHA-1.
 - Every failure is mapped to an errors.py class with a one-line message.
 - Thread-safe: the account (renewed under a lock), the upload URL pool and b2sdk's B2Api are
   shared by all threads; connections are per thread.
@@ -57,6 +60,7 @@ from b2cryptfs.errors import (
     TransientError,
 )
 from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
+from b2cryptfs.store.b2large import LARGE_FILE_SHA1, part_sizes, upload_large
 from b2cryptfs.store.b2retry import API_TRIES, retrying
 from b2cryptfs.store.b2retry import transfer as _transfer
 from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
@@ -78,7 +82,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONTENT_TYPE = "application/octet-stream"
-LARGE_FILE_SHA1 = "large_file_sha1"
 LIST_PAGE = 10000  # B2's maximum maxFileCount
 API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
 FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk received
@@ -208,6 +211,21 @@ def map_error(exc: BaseException, what: str) -> B2CryptfsError:
     if _is_transient(exc):
         return TransientError(f"{what}: B2 unreachable or failing after retries ({exc})")
     return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _check_room(info: dict[str, str]) -> None:
+    """A large file carries large_file_sha1 in its info too: it must fit B2's limits."""
+    if (
+        len(info) >= MAX_INFO_ENTRIES
+        or sum(len(k.encode()) + len(v.encode()) for k, v in info.items())
+        + len(LARGE_FILE_SHA1)
+        + 40
+        > MAX_INFO_BYTES
+    ):
+        raise InvalidName(
+            f"file info leaves no room for {LARGE_FILE_SHA1} on a large object "
+            f"({len(info)} entries)"
+        )
 
 
 class _Counted:
@@ -781,18 +799,7 @@ class B2Store:
         validate_info(info)
         part, minimum = self._effective_sizes()
         if size > part:
-            # b2sdk adds large_file_sha1 to large files: it must fit B2's limits too.
-            if (
-                len(info) >= MAX_INFO_ENTRIES
-                or sum(len(k.encode()) + len(v.encode()) for k, v in info.items())
-                + len(LARGE_FILE_SHA1)
-                + 40
-                > MAX_INFO_BYTES
-            ):
-                raise InvalidName(
-                    f"file info leaves no room for {LARGE_FILE_SHA1} on a large object "
-                    f"({len(info)} entries)"
-                )
+            _check_room(info)
         name = self._rel(full)
         sdk = self._sdk()
         src = source(sdk)
@@ -821,6 +828,44 @@ class B2Store:
             return self._obj(self._sdk().upload_small(full, data, sha1, info))
 
         return self._retry(once, f"upload {name}")
+
+    def _fits(self, part: int) -> bool:
+        return self.max_part_size is None or part <= self.max_part_size
+
+    def _upload_large(
+        self,
+        full: str,
+        path: str,
+        sizes: list[int],
+        sha1: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None,
+    ) -> ObjectInfo:
+        """A large file over b2wire, its parts in parallel (store/b2large.py)."""
+        validate_info(info)
+        _check_room(info)
+        wire = self._wire
+        assert wire is not None
+        what = f"upload {self._rel(full)}"
+
+        def run() -> dict[str, Any]:
+            return upload_large(
+                wire,
+                self._api,
+                self._retry,
+                bucket_id=self.bucket_id,
+                full=full,
+                path=path,
+                sizes=sizes,
+                sha1=sha1,
+                info=info,
+                content_type=CONTENT_TYPE,
+                workers=self._workers,
+                progress=progress,
+                what=what,
+            )
+
+        return self._obj(self._b2(run, what))
 
     def _upload_stream(
         self,
@@ -901,8 +946,12 @@ class B2Store:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
         if small and len(data) == size:
             return self._upload_small(full, data, sha1, info)
-        if self._wire is not None and size <= self._effective_sizes()[0]:
+        part, minimum = self._effective_sizes()
+        if self._wire is not None and size <= part:
             return self._upload_stream(full, path, size, sha1, info, progress)
+        sizes = part_sizes(size, part, minimum)
+        if self._wire is not None and size >= part + minimum and self._fits(sizes[-1]):
+            return self._upload_large(full, path, sizes, sha1, info, progress)
         return self._upload(
             full, lambda sdk: sdk.file_source(path, sha1), size, sha1, info, progress
         )

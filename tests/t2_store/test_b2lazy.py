@@ -18,7 +18,7 @@ import pytest
 from mountutil import Keys, StoreSpec, mounted, rsa_keys  # noqa: F401
 from reliability_util import b2_spec, fuse_test, outbox_entries, versions, wait_until  # noqa: F401
 
-from b2cryptfs.errors import StoreError
+from b2cryptfs.errors import StoreError, TransientError
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER = "b2sdk was never loaded"
@@ -75,6 +75,46 @@ def test_a_file_up_to_a_part_is_one_upload_streamed_over_b2wire(b2_bucket, tmp_p
     with pytest.raises(StoreError):
         store.upload_file("h.enc", str(path), {}, sha1="0" * 40)
     assert store._sdk_made is None
+
+
+def test_a_large_file_goes_in_parallel_parts_over_b2wire(b2_bucket, tmp_path):
+    part = 5_000_000
+    store = b2_bucket.store(part_size=part, min_part_size=part, retry_time=60.0, backoff=0.05)
+    server = b2_bucket.server
+    data = os.urandom(3 * part + 123)  # three parts, the tail joined to the last
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    server.reset_stats()
+    seen: list[int] = []
+    obj = store.upload_file("big.enc", str(path), {"k": "v"}, progress=seen.append)
+    stats = server.stats()
+    assert stats.get("b2_start_large_file") == stats.get("b2_finish_large_file") == 1, stats
+    assert stats.get("b2_upload_part") == 3 and stats.get("b2_get_upload_part_url", 0) <= 3
+    assert store._sdk_made is None
+    assert obj.info == {"k": "v", "large_file_sha1": hashlib.sha1(data).hexdigest()}
+    assert obj.size == len(data) and max(seen) == len(data)
+    assert store.read(obj) == data
+    # Parts cut mid-body are sent again from their start.
+    server.inject("b2_upload_part", "drop", 4)
+    again = store.upload_file("again.enc", str(path), {})
+    assert store.read(again, part - 5, 10) == data[part - 5 : part + 5]
+    assert server.fault_counts().get("b2_upload_part") == 4
+    assert store._sdk_made is None
+
+
+def test_a_large_file_that_cannot_be_sent_is_cancelled(b2_bucket, tmp_path):
+    part = 5_000_000
+    store = b2_bucket.store(part_size=part, min_part_size=part, retry_time=1.0, backoff=0.05)
+    path = tmp_path / "big"
+    path.write_bytes(b"\1" * (2 * part))
+    b2_bucket.server.inject("b2_upload_part", "503", 10_000)
+    with pytest.raises(TransientError) as err:
+        store.upload_file("never.enc", str(path), {})
+    assert "\n" not in str(err.value) and "never.enc" in str(err.value)
+    b2_bucket.server.clear_faults()
+    assert b2_bucket.versions() == []  # the started large file was cancelled, parts and all
+    assert b2_bucket.server.stats().get("b2_cancel_large_file") == 1
+    assert store._sdk_made is None  # cancelled by its id, over b2wire
 
 
 def test_with_a_proxy_variable_requests_makes_every_call(b2_bucket, monkeypatch, tmp_path):
