@@ -409,6 +409,8 @@ def _serve(prepared: Prepared) -> Callable[[Callable[[], None]], None]:
             store, pairs, root = prepared.opened()
             run_mount(prepared.config, store, ready, notify, pairs=pairs, root=root)
         log.info("unmounted %s", prepared.config.mountpoint)
+        # b2sdk is imported only for what b2wire does not do (store/b2sdkpart.py).
+        log.debug("b2sdk was %s", "loaded" if "b2sdk" in sys.modules else "never loaded")
 
     return serve
 

@@ -1,7 +1,8 @@
 """Opening a mount's store in a thread while the keys load.
 
-Opening a B2 store is mostly waiting: b2sdk's import, then authorization, the bucket's id, a
-listing of the root and the look-up of a name key, each a round trip. Loading the keys needs no
+Opening a B2 store is mostly waiting: the store's import (b2wire and http.client; b2sdk only
+later, for what b2wire does not do), then authorization, the bucket's id, a listing of the
+root and the look-up of a name key, each a round trip; then an upload URL is fetched ahead. Loading the keys needs no
 network (a passphrase's key derivation is CPU work), so the two overlap. A key error is still
 reported before a store error. A daemon is forked only once the store is open; a mount in the
 foreground is made while it still opens (see ``b2cryptfs.fs.gate``).
@@ -59,8 +60,8 @@ class Opened:
 def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) -> Opened:
     try:
         if not imported.is_set():
-            # b2sdk first: its import is most of what this thread does with the interpreter;
-            # the round trips that follow leave it to the caller's own imports.
+            # The store's modules first: their import is most of what this thread does with
+            # the interpreter; the round trips that follow leave it to the caller's imports.
             import b2cryptfs.store.b2store  # noqa: F401
     except ImportError:
         pass  # open_store() reports it
@@ -74,6 +75,10 @@ def _open_and_check(open_store: Callable[[], Store], imported: threading.Event) 
     # One listing call proves credentials, bucket and the right to list it.
     started = time.monotonic()
     root = store.list_dir("")
+    # Open: the first upload's URL is asked for now, not when a file is closed.
+    prefetch = getattr(store, "prefetch_upload_url", None)
+    if prefetch is not None:
+        prefetch()
     return Opened(store, name_root.result(), root, started)
 
 
@@ -83,11 +88,11 @@ class StoreOpening:
     def __init__(self, open_store: Callable[[], Store], *, b2: bool = True) -> None:
         self._imported = threading.Event()
         if not b2:
-            self._imported.set()  # b2sdk is not wanted
+            self._imported.set()  # no B2 modules are wanted
         self._job = _Job(lambda: _open_and_check(open_store, self._imported), "store-open")
 
     def wait_imported(self) -> None:
-        """Until the store's modules are imported (b2sdk for B2): a caller that imports its
+        """Until the store's modules are imported: a caller that imports its
         own next runs while the store's requests are out, not against b2sdk's import."""
         self._imported.wait()
 

@@ -1,7 +1,7 @@
-"""Object stores: B2 (through b2sdk) and a local directory with the same layout.
+"""Object stores: B2 and a local directory with the same layout.
 
-``open_store`` turns a store URL into a Store. b2sdk is imported only when a ``b2://`` URL is
-opened, and only inside this package.
+``open_store`` turns a store URL into a Store. b2sdk is imported only inside this package,
+and only when a B2 store needs it (store/b2sdkpart.py).
 """
 
 from __future__ import annotations

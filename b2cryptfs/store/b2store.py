@@ -1,4 +1,5 @@
-"""B2Store: the Store protocol over Backblaze B2, through b2sdk (v2 API).
+"""B2Store: the Store protocol over Backblaze B2: b2wire for what a mount does all the time,
+b2sdk (v2 API) for the rest, imported the first time it is needed.
 
 - ``b2://BUCKET[/PREFIX]``: the prefix is added to every name given and stripped from every
   name returned, so upper layers never see it.
@@ -13,28 +14,31 @@
   are not walked. b2sdk's listings have no delimiter (``Bucket.ls`` skips ahead instead:
   a call per sub-folder that outgrows a page), so these calls are made here, with the same
   retries and re-authorization as b2sdk's own calls.
-- Range reads, one-request uploads and listings go over store/b2wire.py (http.client, a
-  kept-alive connection per thread) rather than requests, whose fixed cost per request is
-  several times a small transfer's; b2sdk still builds their headers, owns the URLs and
-  tokens and interprets error replies. With proxy variables set, requests makes them.
+- Authorization, the bucket's id, upload URLs (store/b2account.py), listings, range reads
+  and uploads of files go over store/b2wire.py (http.client, a kept-alive connection per
+  thread): requests' fixed cost per request is several times a small transfer's, and b2sdk
+  with requests is most of a mount's start-up CPU and memory. Copies, hides, deletes and
+  the uploads below that b2wire does not make go through b2sdk (store/b2sdkpart.py),
+  built on the account data held here. With proxy variables set, b2sdk and requests make every call (requests applies
+  them and their no_proxy rules).
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
-  download where it stopped. b2sdk has no public way to bound its own HTTP retries: one
-  private classmethod is overridden, checked by ``check_b2sdk_internals``.
-- Uploads go through b2sdk's emerger: a file at least ``part_size + min_part_size`` long
-  becomes a large file uploaded in parallel parts with ``large_file_sha1`` in its file
-  info (which therefore must leave room for that entry); smaller ones carry their SHA-1.
-- Every b2sdk exception is mapped to an errors.py class with a one-line message.
-- Thread-safe: b2sdk's B2Api is used from many threads by design; this class keeps no
-  mutable state of its own after construction.
+  download where it stopped; API calls retry a few times (store/b2retry.py).
+- Uploads: up to 1 MiB from memory in one request; a file up to ``part_size`` streamed in
+  one request; a file of at least ``part_size + min_part_size`` as a large file in parallel
+  parts (store/b2large.py) with ``large_file_sha1`` in its file info (which therefore must
+  leave room for that entry). The rest (bytes above 1 MiB, a file between those two sizes,
+  everything with proxy variables set) goes through b2sdk's emerger, which makes the same
+  choice. Every object carries its SHA-1.
+- Every failure is mapped to an errors.py class with a one-line message.
+- Thread-safe: the account (renewed under a lock), the upload URL pool and b2sdk's B2Api are
+  shared by all threads; connections are per thread.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import itertools
-import json
 import logging
 import math
 import os
@@ -42,20 +46,24 @@ import random
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
+from b2cryptfs import __version__
 from b2cryptfs.errors import (
     AuthError,
     B2CryptfsError,
     InvalidName,
-    NoSuchBucket,
-    NotFound,
     StoreError,
     TransientError,
-    UsageError,
 )
+from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
+from b2cryptfs.store.b2large import LARGE_FILE_SHA1, part_sizes, upload_large
+from b2cryptfs.store.b2retry import API_TRIES, retrying
+from b2cryptfs.store.b2retry import transfer as _transfer
+from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
 from b2cryptfs.store.base import (
     MAX_INFO_BYTES,
     MAX_INFO_ENTRIES,
@@ -67,52 +75,20 @@ from b2cryptfs.store.base import (
     validate_name,
 )
 
-# Modules b2sdk and requests import only in case they are wanted, hidden during the import
-# (the mount waits for it): pydantic (b2sdk re-exports it; a fifth of b2sdk's import time),
-# tqdm (b2sdk's progress bars) and charset_normalizer (requests guesses the character set of
-# a reply without one with it; B2's replies are JSON, utf-8 by definition).
-_HIDDEN = [m for m in ("pydantic", "tqdm", "charset_normalizer", "chardet") if m not in sys.modules]
-for _name in _HIDDEN:
-    sys.modules[_name] = None  # type: ignore[assignment]
-try:
-    with warnings.catch_warnings():
-        # requests warns when it finds no character set detector: none is wanted here.
-        warnings.simplefilter("ignore")
-        import requests
-    from b2sdk.v2 import (
-        AbstractProgressListener,
-        B2Api,
-        B2Http,
-        B2HttpApiConfig,
-        B2RawHTTPApi,
-        B2Session,
-        InMemoryAccountInfo,
-        InMemoryCache,
-        SqliteAccountInfo,
-        UploadSourceBytes,
-        UploadSourceLocalFile,
-        WriteIntent,
-    )
-    from b2sdk.v2 import exception as b2exc
-    from b2sdk.version import VERSION as b2sdk_version
-
-    from b2cryptfs.store.b2wire import Wire  # imports b2sdk too: inside the same hiding
-finally:
-    for _name in _HIDDEN:
-        del sys.modules[_name]
+if TYPE_CHECKING:  # b2sdk's part is imported when first needed (B2Store._sdk)
+    from b2cryptfs.store.b2sdkpart import Sdk
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONTENT_TYPE = "application/octet-stream"
-LARGE_FILE_SHA1 = "large_file_sha1"
 LIST_PAGE = 10000  # B2's maximum maxFileCount
-LIST_API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
+API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
 FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk received
 # How long a transfer retries transient failures unless told (the CLI's budget; a mount
 # passes its --io-timeout).
 DEFAULT_RETRY_TIME = 120.0
-USER_AGENT = "b2cryptfs"
+USER_AGENT = f"b2cryptfs/{__version__} python/{sys.version.split()[0]}"
 
 
 # --- credentials -----------------------------------------------------------------------
@@ -147,225 +123,22 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
             "no B2 credentials: set B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY, "
             "or run `b2 account authorize`"
         )
-    try:
-        db = SqliteAccountInfo(file_name=path)
-        try:
-            key_id, key = db.get_application_key_id(), db.get_application_key()
-            db_realm = db.get_realm()
-        finally:
-            db.close()
-    except b2exc.MissingAccountData:
-        raise AuthError(f"the b2 account file {path} holds no authorized account") from None
-    except Exception as exc:  # a corrupt or foreign sqlite file
-        raise AuthError(f"cannot read the b2 account file {path}: {exc}") from None
+    from b2cryptfs.store.b2sdkpart import read_account_db  # b2sdk reads its sqlite file
+
+    key_id, key, db_realm = read_account_db(path)
     return key_id, key, realm or env_realm or db_realm or "production"
 
 
 # --- retries ---------------------------------------------------------------------------
 
-# Set while a transfer (read, download, upload, copy) runs in this thread: its own loop
-# retries until the caller's deadline, so b2sdk's HTTP layer makes one try per request
-# there instead of stacking its fixed-count retries on top.
-_transfer = threading.local()
+# b2retry.transfer.active is set while a transfer (read, download, upload, copy) runs in
+# this thread: its own loop retries until the caller's deadline, so b2sdk's HTTP layer makes
+# one try per request there instead of stacking its fixed-count retries on top.
 MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
-
-# The b2sdk internals this module depends on (see check_b2sdk_internals).
-B2SDK_INTERNALS = (
-    "B2Http._translate_and_retry(fcn, try_count, post_params)",
-    "B2Http._translate_errors(fcn, post_params)",
-    "B2Session.B2HTTP_CLASS",
-    "B2Api.SESSION_CLASS",
-)
-
-
-def check_b2sdk_internals() -> list[str]:
-    """What is missing of the b2sdk internals the tuned HTTP layer overrides ([] if none).
-
-    b2sdk has no public way to bound its HTTP retries; the override below replaces one
-    private classmethod. When b2sdk changes it, the store falls back to b2sdk's own HTTP
-    layer (fixed retry counts) with a warning, and tests/test_store_retries.py fails.
-    """
-    import inspect
-
-    problems = []
-    for name, params in (
-        ("_translate_and_retry", ["fcn", "try_count", "post_params"]),
-        ("_translate_errors", ["fcn", "post_params"]),
-    ):
-        fn = getattr(B2Http, name, None)
-        if fn is None:
-            problems.append(f"b2sdk.v2.B2Http.{name} is gone")
-            continue
-        got = list(inspect.signature(fn).parameters)
-        if got[: len(params)] != params:
-            problems.append(f"b2sdk.v2.B2Http.{name} takes {got}, expected {params}")
-    if not isinstance(B2Session.__dict__.get("B2HTTP_CLASS"), staticmethod):
-        problems.append("b2sdk.v2.B2Session.B2HTTP_CLASS is not a staticmethod attribute")
-    if not hasattr(B2Api, "SESSION_CLASS"):
-        problems.append("b2sdk.v2.B2Api.SESSION_CLASS is gone")
-    return problems
-
-
-def _http_class(max_tries: int | None, backoff: float) -> type[B2Http]:
-    """b2sdk's HTTP layer with a configurable retry budget and first backoff.
-
-    b2sdk retries 5xx, 429 (honouring Retry-After) and connection errors itself, 5 times
-    for API calls and 20 for data, starting at 1 s; ``max_tries`` caps those counts (tests
-    use it so that a persistent fault fails in seconds, not minutes). Inside a transfer,
-    one try: the transfer's deadline-bound loop does the retrying.
-    """
-
-    class TunedHttp(B2Http):
-        @classmethod
-        def _translate_and_retry(cls, fcn, try_count, post_params=None):
-            return cls.retrying(lambda: cls._translate_errors(fcn, post_params), try_count)
-
-        @staticmethod
-        def retrying(call: Callable[[], T], try_count: int) -> T:
-            """``call()`` with these retries (b2wire's requests use them too)."""
-            if getattr(_transfer, "active", False):
-                return call()
-            if max_tries is not None:
-                try_count = max(1, min(try_count, max_tries))
-            wait = backoff
-            for _ in range(try_count - 1):
-                try:
-                    return call()
-                except b2exc.B2Error as e:
-                    if not e.should_retry_http():
-                        raise
-                    delay = e.retry_after_seconds if e.retry_after_seconds is not None else wait
-                    log.info("B2 call failed (%s); retrying in %.1f s", e, delay)
-                    time.sleep(min(float(delay), 64.0))
-                    wait = min(wait * 1.5, 64.0) * (1 + random.random() / 10)
-            return call()
-
-    return TunedHttp
-
-
-def _http_session() -> requests.Session:
-    """A requests session that reads the environment once, not at every request.
-
-    requests looks for proxy variables, CA bundle variables and ~/.netrc on each request
-    (about half a millisecond of the interpreter, the largest fixed cost of a download
-    range). Without proxy variables (whose no_proxy rules only requests applies) the CA
-    bundle it would pick is taken here, once, and the look is skipped (B2 authorizes by
-    header, never by .netrc).
-    """
-    session = requests.Session()
-    if not any(k.lower().endswith("_proxy") for k in os.environ):
-        session.trust_env = False
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
-
-
-def _make_wire(http: Any) -> Wire | None:
-    """The lean client for data requests (b2wire), or None where requests must make them:
-    with proxy variables set (requests applies them and their no_proxy rules)."""
-    session = getattr(http, "session", None)
-    if session is None or getattr(session, "trust_env", True):
-        return None
-    # What b2wire takes from b2sdk; a b2sdk without it keeps its own path.
-    needs = [(http, "user_agent"), (B2Http, "TRY_COUNT_OTHER"), (B2Session, "get_upload_url")]
-    needs += [(B2RawHTTPApi, n) for n in ("get_upload_file_headers", "check_b2_filename")]
-    needs += [(InMemoryAccountInfo, n) for n in ("take_bucket_upload_url", "put_bucket_upload_url")]
-    if not all(hasattr(obj, name) for obj, name in needs):
-        log.warning(
-            "b2sdk %s lacks what b2wire needs: data requests go through requests", b2sdk_version
-        )
-        return None
-    verify = session.verify
-    cafile = verify if isinstance(verify, str) else requests.certs.where()
-    return Wire(http.user_agent, cafile)
-
-
-def _make_api(max_tries: int | None, backoff: float, workers: int) -> tuple[B2Api, B2Http]:
-    """(the B2Api, an HTTP client with the same retries for the calls b2sdk cannot make)."""
-    config = B2HttpApiConfig(user_agent_append=USER_AGENT, http_session_factory=_http_session)
-    problems = check_b2sdk_internals()
-    if problems:
-        log.warning(
-            "b2sdk %s changed its internals (%s): using its default HTTP retries",
-            b2sdk_version,
-            "; ".join(problems),
-        )
-        http_cls: type[B2Http] = B2Http
-        api_cls: type[B2Api] = B2Api
-    else:
-        http_cls = _http_class(max_tries, backoff)
-
-        class Session(B2Session):
-            B2HTTP_CLASS = staticmethod(http_cls)
-
-        class Api(B2Api):
-            SESSION_CLASS = staticmethod(Session)
-
-        api_cls = Api
-    api = api_cls(
-        InMemoryAccountInfo(),
-        cache=InMemoryCache(),
-        max_upload_workers=workers,
-        max_copy_workers=workers,
-        max_download_workers=workers,
-        api_config=config,
-    )
-    return api, http_cls(config)
-
-
-# --- errors ----------------------------------------------------------------------------
-
-_TRANSIENT_B2 = (
-    b2exc.B2ConnectionError,
-    b2exc.B2RequestTimeout,
-    b2exc.ServiceError,
-    b2exc.TooManyRequests,
-    b2exc.TruncatedOutput,
-    b2exc.ConnectionReset,
-    b2exc.BrokenPipe,
-    b2exc.UnknownHost,
-    b2exc.RequestTimeout,
-    b2exc.ChecksumMismatch,
-    b2exc.AlreadyFailed,
-    b2exc.MaxRetriesExceeded,
-)
-_TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
-
-
-class _Listener(AbstractProgressListener):
-    """b2sdk's progress listener, turned into a plain callback of the bytes sent so far
-    (b2sdk types stay in this module)."""
-
-    def __init__(self, callback: Callable[[int], None]) -> None:
-        super().__init__()
-        self._callback = callback
-
-    def set_total_bytes(self, total_byte_count: int) -> None:
-        pass  # the caller knows the size of what it uploads
-
-    def bytes_completed(self, byte_count: int) -> None:
-        self._callback(byte_count)
 
 
 class _ShortRead(Exception):
     """A ranged read returned fewer bytes than asked (a connection cut short)."""
-
-
-def _clipped_chunks(resp: Any, begin: int, end: int, pos: list[int]) -> Iterator[bytes]:
-    """The body of a range response for bytes [begin, end), in chunks; ``pos[0]`` is where
-    the next chunk goes, which the caller advances as it takes each one. A server that
-    ignored the Range header (status 200) has its leading bytes skipped."""
-    skip = begin if resp.status_code == 200 else 0
-    for chunk in resp.iter_content(chunk_size=FETCH_CHUNK):
-        if skip:
-            cut = min(skip, len(chunk))
-            chunk, skip = chunk[cut:], skip - cut
-        chunk = chunk[: end - pos[0]]
-        if chunk:
-            yield chunk
-        if pos[0] >= end:
-            break
 
 
 def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
@@ -381,22 +154,8 @@ def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
 # handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
 _COPY_MAX = 256 * 1024
 # Uploads up to this size (and without a progress listener) go in one b2_upload_file from
-# memory (B2Store._upload_small), far below any part size. Not empty ones: requests would
-# send an empty stream chunked, which B2 refuses.
+# memory (B2Store._upload_small), far below any part size.
 _SMALL_UPLOAD = 1024 * 1024
-
-
-def _raw_body(resp: Any) -> Any:
-    """The response's body as a file object to ``readinto`` from (http.client's, below
-    urllib3), or None where its bytes must go through requests: not a plain 206 answer,
-    content-encoded, or urllib3 read some already."""
-    raw = getattr(resp, "raw", None)
-    fp = getattr(raw, "_fp", None)
-    if resp.status_code != 206 or not hasattr(fp, "readinto"):
-        return None
-    if resp.headers.get("Content-Encoding") or getattr(raw, "_fp_bytes_read", 1) != 0:
-        return None
-    return fp
 
 
 class _Progress(Exception):
@@ -405,67 +164,100 @@ class _Progress(Exception):
 
 def _one_line(exc: BaseException) -> str:
     inner = getattr(exc, "exception_info_list", None)
-    if isinstance(exc, b2exc.MaxRetriesExceeded) and inner:
+    if _is_a(exc, "MaxRetriesExceeded") and inner:
         exc = inner[-1]
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _is_a(exc: BaseException, class_name: str) -> bool:
-    """isinstance by name, for b2sdk classes that b2sdk.v2 does not export."""
+    """isinstance by name, for b2sdk classes (b2sdk is not imported here)."""
     return any(c.__name__ == class_name for c in type(exc).__mro__)
 
 
+def _from_sdk(exc: BaseException) -> bool:
+    """Raised by b2sdk or below it (then b2sdkpart is loaded: it says what it means)."""
+    return type(exc).__module__.startswith(("b2sdk", "requests", "urllib3"))
+
+
+def _bad_token(exc: BaseException) -> bool:
+    """B2 refused the account token (expired or bad): authorize again."""
+    if isinstance(exc, WireError):
+        return exc.bad_token
+    return _is_a(exc, "InvalidAuthToken")
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, b2exc.MaxRetriesExceeded):
-        inner = getattr(exc, "exception_info_list", None) or []
-        return not inner or _is_transient(inner[-1])
-    if isinstance(exc, _TRANSIENT_B2 + _TRANSIENT_NET + (_ShortRead,)):
+    if isinstance(exc, WireError):
+        return exc.transient
+    if isinstance(exc, _ShortRead | ConnectionError | TimeoutError):
         return True
-    if isinstance(exc, b2exc.InvalidAuthToken) and exc.code == "expired_auth_token":
-        return True  # b2sdk re-authorizes once per call; another attempt re-authorizes again
-    try:
-        from urllib3.exceptions import HTTPError as Urllib3Error
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, Urllib3Error)
+    if _from_sdk(exc):
+        from b2cryptfs.store import b2sdkpart
+
+        return b2sdkpart.is_transient(exc)
+    return False
 
 
 def map_error(exc: BaseException, what: str) -> B2CryptfsError:
-    """A b2sdk / network exception as an errors.py exception with a one-line message."""
+    """A store failure as an errors.py exception with a one-line message."""
     if isinstance(exc, B2CryptfsError):
         return exc
-    if isinstance(exc, b2exc.MaxRetriesExceeded):
-        inner = getattr(exc, "exception_info_list", None) or []
-        if inner and not _is_transient(inner[-1]):
-            return map_error(inner[-1], what)
-        last = f": {inner[-1]}" if inner else ""
-        return TransientError(f"{what}: B2 kept failing after {len(inner)} attempts{last}")
-    if isinstance(exc, b2exc.InvalidAuthToken):
-        return AuthError(f"{what}: B2 rejected the authorization ({exc.message})")
-    if isinstance(exc, b2exc.RestrictedBucket | b2exc.BucketNotAllowed):
-        return AuthError(f"{what}: the application key is restricted to another bucket")
-    if isinstance(exc, b2exc.Unauthorized | b2exc.NotAllowedByAppKeyError | b2exc.AccessDenied):
-        msg = getattr(exc, "message", None) or str(exc)
-        return AuthError(f"{what}: the application key is not allowed to do this ({msg})")
-    if isinstance(exc, b2exc.NonExistentBucket | b2exc.BucketIdNotFound):
-        return NoSuchBucket(f"{what}: no such bucket")
-    if isinstance(exc, b2exc.FileNotPresent) or _is_a(exc, "ResourceNotFound"):
-        return NotFound(f"{what}: no such object or version")
-    if isinstance(exc, b2exc.UnusableFileName | b2exc.FileNameNotAllowed):
-        return InvalidName(f"{what}: B2 refuses this name ({exc})")
-    if isinstance(exc, b2exc.CapExceeded):
-        return StoreError(f"{what}: a B2 account cap is exceeded ({exc})")
-    if isinstance(exc, b2exc.ClockSkew):
-        return StoreError(f"{what}: the local clock differs too much from B2's ({exc})")
-    if isinstance(exc, b2exc.PotentialS3EndpointPassedAsRealm):
-        return UsageError(f"{what}: the realm looks like an S3 endpoint; give the B2 API URL")
+    if isinstance(exc, WireError):
+        return exc.mapped(what)
+    if _from_sdk(exc):
+        from b2cryptfs.store import b2sdkpart
+
+        return b2sdkpart.map_error(exc, what)
     if _is_transient(exc):
         return TransientError(f"{what}: B2 unreachable or failing after retries ({exc})")
-    if isinstance(exc, b2exc.BadRequest):
-        return StoreError(f"{what}: B2 refused the request ({exc})")
-    if isinstance(exc, b2exc.B2Error):
-        return StoreError(f"{what}: {exc}")
     return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _check_room(info: dict[str, str]) -> None:
+    """A large file carries large_file_sha1 in its info too: it must fit B2's limits."""
+    if (
+        len(info) >= MAX_INFO_ENTRIES
+        or sum(len(k.encode()) + len(v.encode()) for k, v in info.items())
+        + len(LARGE_FILE_SHA1)
+        + 40
+        > MAX_INFO_BYTES
+    ):
+        raise InvalidName(
+            f"file info leaves no room for {LARGE_FILE_SHA1} on a large object "
+            f"({len(info)} entries)"
+        )
+
+
+class _Counted:
+    """A file read by http.client, with ``progress(bytes read so far)`` after each block."""
+
+    def __init__(self, f: Any, progress: Callable[[int], None]) -> None:
+        self._f = f
+        self._progress = progress
+        self._start = f.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if data:
+            self._progress(self._f.tell() - self._start)
+        return data
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int) -> int:
+        return self._f.seek(pos)
+
+
+def _make_wire() -> Wire | None:
+    """The lean HTTP client (b2wire), or None where requests must make every call: with
+    proxy variables set (requests applies them and their no_proxy rules)."""
+    if any(k.lower().endswith("_proxy") for k in os.environ):
+        return None
+    # The CA bundle requests would take (its variables, else certifi's, at the first TLS
+    # connection).
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return Wire(USER_AGENT, bundle or None)
 
 
 def _sha1_file(path: str) -> tuple[str, int]:
@@ -532,28 +324,71 @@ class B2Store:
         else:
             key_id, key, realm = b2_credentials(realm)
         self.realm = realm
-        self.api, self._http = _make_api(max_tries, backoff, workers)
-        self._wire = _make_wire(self._http)
-        try:
-            self.api.authorize_account(realm, key_id, key)
-        except (b2exc.Unauthorized, b2exc.AccessDenied):
-            raise AuthError(
-                f"B2 rejected the application key {key_id} (check B2_APPLICATION_KEY_ID / "
-                "B2_APPLICATION_KEY or the saved b2 account)"
-            ) from None
-        except Exception as exc:
-            raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
-        try:
-            self.bucket = self.api.get_bucket_by_name(bucket)
-        except b2exc.NonExistentBucket:
-            raise NoSuchBucket(f"no such B2 bucket: {bucket}") from None
-        except Exception as exc:
-            raise map_error(exc, f"cannot open bucket {bucket}") from None
-        self.bucket_id = self.bucket.id_
+        self._max_tries = max_tries
+        self._key = (key_id, key)
+        self._auth_lock = threading.Lock()
+        self._workers = workers
+        self._sdk_made: Sdk | None = None
+        self._sdk_lock = threading.Lock()
+        self._wire = _make_wire()
+        if self._wire is not None:
+            self.account = self._authorize()
+            self.bucket_id = self._b2(
+                lambda: bucket_id(bucket, self.account, partial(self._api, "b2_list_buckets")),
+                f"cannot open bucket {bucket}",
+            )
+        else:
+            sdk = self._sdk()
+            self.account = sdk.authorize(realm, key_id, key, bucket)
+            self.bucket_id = sdk.bucket.id_
+        self._upload_urls = UploadUrls(
+            partial(self._api, "b2_get_upload_url", {"bucketId": self.bucket_id})
+        )
         # A key restricted to a name prefix (b2_authorize_account's "allowed" block) sees
         # nothing above it: listings and stats there answer what the key can see.
-        allowed = self.api.account_info.get_allowed() or {}
-        self.allowed_prefix: str = allowed.get("namePrefix") or ""
+        self.allowed_prefix: str = self.account.allowed.get("namePrefix") or ""
+
+    def _authorize(self) -> Account:
+        """b2_authorize_account over b2wire, with an API call's retries."""
+        realm, (key_id, key) = self.realm, self._key
+        try:
+            return retrying(
+                lambda: authorize(self._wire, realm, key_id, key),
+                API_TRIES,
+                self._max_tries,
+                self.backoff,
+            )
+        except Exception as exc:
+            raise map_error(exc, f"cannot authorize with B2 at {realm}") from None
+
+    def _sdk(self) -> Sdk:
+        """b2sdk's part, imported and built the first time an operation needs it."""
+        with self._sdk_lock:
+            if self._sdk_made is None:
+                from b2cryptfs.store.b2sdkpart import Sdk
+
+                sdk = Sdk(self._max_tries, self.backoff, self._workers)
+                if self._wire is not None:
+                    sdk.adopt(self.account, self.bucket_name, self.bucket_id)
+                log.debug("b2sdk loaded for %s", self.url)
+                self._sdk_made = sdk
+            return self._sdk_made
+
+    @property
+    def api(self) -> Any:
+        """b2sdk's B2Api on this store's account (loads b2sdk)."""
+        return self._sdk().api
+
+    @property
+    def bucket(self) -> Any:
+        """b2sdk's Bucket (loads b2sdk)."""
+        return self._sdk().bucket
+
+    def prefetch_upload_url(self) -> None:
+        """Fetch an upload URL in the background (a mount's first upload then waits for
+        no b2_get_upload_url)."""
+        if self._wire is not None:
+            self._upload_urls.prefetch()
 
     def _above_allowed(self, full: str) -> bool:
         """``full`` is outside the key's prefix but leads to it (e.g. "" for "a/b/")."""
@@ -660,26 +495,24 @@ class B2Store:
                 time.sleep(delay * random.uniform(0.9, 1.0) if after is None else delay)
                 wait = min(wait * 1.5, MAX_BACKOFF)
 
-    def _list_call(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A raw list call (b2sdk's listings have no ``delimiter``), with the same retries.
-
-        Made with b2sdk's public HTTP client and account info; an expired token is renewed
-        with B2Api.authorize_automatically, as b2sdk does for its own calls.
+    def _api(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One API call (b2sdk's listings have no ``delimiter``, so list calls are made
+        here), with an API call's retries; an expired token is renewed and the call made
+        again, as b2sdk does for its own calls. Over b2wire (a reply of 10,000 names is
+        megabytes: read in one piece), else through b2sdk's HTTP client.
         """
-        info = self.api.account_info
-
         wire = self._wire
-        retrying = getattr(self._http, "retrying", None)
 
         def call(token: str) -> dict[str, Any]:
-            url = f"{info.get_api_url()}/b2api/{LIST_API_VERSION}/{endpoint}"
-            headers = {"Authorization": token}
-            if wire is None or retrying is None:
-                return self._http.post_json_return_json(url, headers, params)
-            # A reply of 10,000 names is megabytes: read in one piece, not through requests.
-            body = json.dumps(params).encode()
-            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-            return retrying(lambda: wire.post_json(url, headers, body), B2Http.TRY_COUNT_OTHER)
+            if wire is None:
+                return self._sdk().api_call(endpoint, token, params)
+            api_url = self.account.api_url
+            return retrying(
+                lambda: api_call(wire, api_url, token, endpoint, params),
+                API_TRIES,
+                self._max_tries,
+                self.backoff,
+            )
 
         return self._authorized(call)
 
@@ -687,7 +520,7 @@ class B2Store:
         params = {"bucketId": self.bucket_id, "maxFileCount": LIST_PAGE, **params}
         while True:
             what = f"list {self.url}{self._rel(params.get('prefix') or self.prefix)}"
-            page = self._b2(lambda p=dict(params): self._list_call(endpoint, p), what)
+            page = self._b2(lambda p=dict(params): self._api(endpoint, p), what)
             yield from page.get("files") or []
             nxt = page.get("nextFileName")
             if nxt is None:
@@ -731,7 +564,7 @@ class B2Store:
             return None  # not there, as far as this key can see
         params = {"bucketId": self.bucket_id, "prefix": full, "startFileName": full}
         page = self._b2(
-            lambda: self._list_call("b2_list_file_names", {**params, "maxFileCount": 1}),
+            lambda: self._api("b2_list_file_names", {**params, "maxFileCount": 1}),
             f"stat {name}",
         )
         files = page.get("files") or []
@@ -761,24 +594,58 @@ class B2Store:
 
         Each try asks only for what earlier tries did not deliver.
         """
-        session = self.api.session
         pos = [start]
 
         def once() -> None:
-            url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
             try:
-                with session.download_file_from_url(url, (begin, end - 1)) as resp:
-                    for chunk in _clipped_chunks(resp, begin, end, pos):
-                        sink(chunk)
-                        pos[0] += len(chunk)
+                if self._wire is None:
+                    self._sdk().stream(obj.version_id, begin, end, pos, sink)
+                else:
+                    lean(begin)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
 
+        def lean(begin: int) -> None:
+            wire = self._wire
+            assert wire is not None
+            conn, resp = self._ranged(wire, obj, begin, end)
+            while pos[0] < end:
+                try:
+                    chunk = resp.read(min(FETCH_CHUNK, end - pos[0]))
+                except Exception as exc:
+                    wire.forget(conn)
+                    raise network_error(f"read cut: {exc!r}") from None
+                if not chunk:
+                    break
+                sink(chunk)
+                pos[0] += len(chunk)
+            if not resp.isclosed() or resp.will_close:
+                wire.forget(conn)
+
         return once
+
+    def _ranged(self, wire: Wire, obj: ObjectInfo, begin: int, end: int) -> tuple[Any, Any]:
+        """(connection, response) of a GET of bytes [begin, end) of ``obj``, the body read
+        up to ``begin`` (a server that ignored the Range header sends the leading bytes)."""
+        rng = {"Range": f"bytes={begin}-{end - 1}"}
+        conn, resp = self._authorized(
+            lambda t: wire.request("GET", self._download_url(obj), {**rng, "Authorization": t})
+        )
+        skip = begin if resp.status == 200 else 0
+        try:
+            while skip:
+                got = len(resp.read(min(skip, FETCH_CHUNK)))
+                if not got:
+                    break
+                skip -= got
+        except Exception as exc:
+            wire.forget(conn)
+            raise network_error(f"read cut: {exc!r}") from None
+        return conn, resp
 
     def _fetch_into(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
         """One try (for ``_retry``) that fills ``buffers``, in order, with the bytes of
@@ -788,7 +655,6 @@ class B2Store:
         range read otherwise copies every byte two or three times on its way (urllib3's
         buffers, the pieces, their join), and it is the daemon's one interpreter that does it.
         """
-        session = self.api.session
         views = [memoryview(b) for b in buffers]
         starts = list(itertools.accumulate((len(v) for v in views), initial=start))
         end = starts[-1]
@@ -809,45 +675,21 @@ class B2Store:
                 pos[0] += n
 
         def once() -> None:
-            url = session.get_download_url_by_id(obj.version_id)
             begin = pos[0]
             if self._wire is not None:
-                return lean(url, begin)
+                return lean(begin)
             try:
-                with session.download_file_from_url(url, (begin, end - 1)) as resp:
-                    body = _raw_body(resp)
-                    if body is not None:
-                        while pos[0] < end:
-                            n = body.readinto(free_space())
-                            if not n:
-                                break
-                            pos[0] += n
-                        if pos[0] == end:
-                            # Read to its end: the connection can serve the next request.
-                            resp.raw.release_conn()
-                    else:
-                        for chunk in _clipped_chunks(resp, begin, end, pos):
-                            take(chunk)
+                self._sdk().stream_into(obj.version_id, begin, end, pos, free_space, take)
             except Exception as exc:
                 if pos[0] > begin and _is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
 
-        def lean(url: str, begin: int) -> None:
+        def lean(begin: int) -> None:
             assert self._wire is not None
-            rng = {"Range": f"bytes={begin}-{end - 1}"}
-            conn, resp = self._authorized(
-                lambda t: self._wire.request("GET", url, {**rng, "Authorization": t})
-            )
+            conn, resp = self._ranged(self._wire, obj, begin, end)
             try:
-                # A server that ignored the Range header (200) sends the leading bytes too.
-                skip = begin if resp.status == 200 else 0
-                while skip:
-                    got = len(resp.read(min(skip, FETCH_CHUNK)))
-                    if not got:
-                        break
-                    skip -= got
                 while pos[0] < end:
                     n = resp.readinto(free_space())
                     if not n:
@@ -857,24 +699,41 @@ class B2Store:
                 self._wire.forget(conn)
                 if pos[0] > begin:
                     raise _Progress() from exc
-                raise b2exc.B2ConnectionError(f"read cut: {exc!r}") from None
+                raise network_error(f"read cut: {exc!r}") from None
             if not resp.isclosed() or resp.will_close:
                 self._wire.forget(conn)  # bytes left unread: the connection cannot serve again
             _check_delivered(pos[0], begin, start, end)
 
         return once
 
+    def _token(self) -> str:
+        if self._wire is None:
+            return self._sdk().token()
+        return self.account.token
+
     def _authorized(self, call: Callable[[str], T]) -> T:
         """``call(account token)``, again after a re-authorization while B2 refuses the
         token (twice at most, as b2sdk's own calls do)."""
-        info = self.api.account_info
         for _ in range(2):
+            token = self._token()
             try:
-                return call(info.get_account_auth_token())
-            except b2exc.InvalidAuthToken:
-                if not self.api.authorize_automatically():
+                return call(token)
+            except Exception as exc:
+                if not _bad_token(exc):
                     raise
-        return call(info.get_account_auth_token())
+                self._reauthorize(token)
+        return call(self._token())
+
+    def _reauthorize(self, refused: str) -> None:
+        """A new account token, unless another thread got one since ``refused`` failed."""
+        if self._wire is None:
+            return self._sdk().reauthorize()
+        with self._auth_lock:
+            if self.account.token != refused:
+                return
+            self.account = self._authorize()
+            if self._sdk_made is not None:
+                self._sdk_made.renew(self.account)
 
     def read(self, obj: ObjectInfo, offset: int = 0, length: int | None = None) -> bytes:
         """The bytes; a read of more than ``_COPY_MAX`` comes as the ``bytearray`` it was
@@ -919,16 +778,19 @@ class B2Store:
 
     # --- writing -----------------------------------------------------------------------
 
+    def _download_url(self, obj: ObjectInfo) -> str:
+        base = self.account.download_url
+        return f"{base}/b2api/{API_VERSION}/b2_download_file_by_id?fileId={quote(obj.version_id)}"
+
     def _effective_sizes(self) -> tuple[int, int]:
-        info = self.api.account_info
-        part = self.part_size or info.get_recommended_part_size()
-        minimum = self.min_part_size or min(info.get_absolute_minimum_part_size(), part)
+        part = self.part_size or self.account.recommended_part_size
+        minimum = self.min_part_size or min(self.account.absolute_minimum_part_size, part)
         return part, minimum
 
     def _upload(
         self,
         full: str,
-        source: Any,
+        source: Callable[[Sdk], Any],
         size: int,
         sha1: str,
         info: dict[str, str],
@@ -937,34 +799,14 @@ class B2Store:
         validate_info(info)
         part, minimum = self._effective_sizes()
         if size > part:
-            # b2sdk adds large_file_sha1 to large files: it must fit B2's limits too.
-            if (
-                len(info) >= MAX_INFO_ENTRIES
-                or sum(len(k.encode()) + len(v.encode()) for k, v in info.items())
-                + len(LARGE_FILE_SHA1)
-                + 40
-                > MAX_INFO_BYTES
-            ):
-                raise InvalidName(
-                    f"file info leaves no room for {LARGE_FILE_SHA1} on a large object "
-                    f"({len(info)} entries)"
-                )
+            _check_room(info)
         name = self._rel(full)
+        sdk = self._sdk()
+        src = source(sdk)
+        sizes = (part, minimum, self.max_part_size)
 
         def once() -> ObjectInfo:
-            fv = self.bucket.create_file(
-                [WriteIntent(source)],
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=dict(info),
-                recommended_upload_part_size=part,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-                large_file_sha1=sha1,
-                # b2sdk closes its listener: a new one for each attempt.
-                progress_listener=_Listener(progress) if progress is not None else None,
-            )
-            return self._from_version(fv)
+            return self._from_version(sdk.create_file(full, src, sha1, info, sizes, progress))
 
         try:
             return self._retry(once, f"upload {name}")
@@ -974,49 +816,101 @@ class B2Store:
             raise
 
     def _upload_small(self, full: str, data: bytes, sha1: str, info: dict[str, str]):
-        """One b2_upload_file of a body held in memory, straight through b2sdk's session
-        (its pool of upload URLs, its auth retries): none of the upload manager's planning
-        and threads, which cost more CPU than a few KiB's transfer does."""
+        """One b2_upload_file of a body held in memory (over b2wire, else b2sdk's session):
+        none of the upload manager's planning and threads, which cost more CPU than a few
+        KiB's transfer does."""
         validate_info(info)
-        session = self.api.session
         name = self._rel(full)
 
         def once() -> ObjectInfo:
             if self._wire is not None:
                 return self._obj(self._upload_lean(full, data, sha1, info))
-            # A fresh stream each try; a URL that failed is not given back to the pool.
-            d = session.upload_file(
-                self.bucket_id, full, len(data), CONTENT_TYPE, sha1, dict(info), io.BytesIO(data)
-            )
-            return self._obj(d)
+            return self._obj(self._sdk().upload_small(full, data, sha1, info))
 
         return self._retry(once, f"upload {name}")
 
+    def _fits(self, part: int) -> bool:
+        return self.max_part_size is None or part <= self.max_part_size
+
+    def _upload_large(
+        self,
+        full: str,
+        path: str,
+        sizes: list[int],
+        sha1: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None,
+    ) -> ObjectInfo:
+        """A large file over b2wire, its parts in parallel (store/b2large.py)."""
+        validate_info(info)
+        _check_room(info)
+        wire = self._wire
+        assert wire is not None
+        what = f"upload {self._rel(full)}"
+
+        def run() -> dict[str, Any]:
+            return upload_large(
+                wire,
+                self._api,
+                self._retry,
+                bucket_id=self.bucket_id,
+                full=full,
+                path=path,
+                sizes=sizes,
+                sha1=sha1,
+                info=info,
+                content_type=CONTENT_TYPE,
+                workers=self._workers,
+                progress=progress,
+                what=what,
+            )
+
+        return self._obj(self._b2(run, what))
+
+    def _upload_stream(
+        self,
+        full: str,
+        path: str,
+        size: int,
+        sha1: str,
+        info: dict[str, str],
+        progress: Callable[[int], None] | None,
+    ) -> ObjectInfo:
+        """One b2_upload_file over b2wire of a file up to a part's size, streamed from it in
+        large blocks with the SHA-1 known beforehand: none of b2sdk's emerger, its threads
+        and its import."""
+        validate_info(info)
+        wire = self._wire
+        assert wire is not None
+
+        def once() -> ObjectInfo:
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+            with f:
+                url, token = self._upload_urls.take()
+                headers = upload_headers(token, full, size, CONTENT_TYPE, sha1, info)
+                body = f if progress is None else _Counted(f, progress)
+                d = wire.post_json(url, headers, body)
+            self._upload_urls.give_back(url, token)
+            return self._obj(d)
+
+        return self._retry(once, f"upload {self._rel(full)}")
+
+    def _small(self, size: int) -> bool:
+        """Uploaded in one b2_upload_file from memory; empty ones too over b2wire (requests
+        would send an empty body chunked, which B2 refuses: b2sdk's emerger uploads those)."""
+        return size <= _SMALL_UPLOAD and (size > 0 or self._wire is not None)
+
     def _upload_lean(self, full: str, data: bytes, sha1: str, info: dict[str, str]) -> dict:
-        """One b2_upload_file over b2wire with a URL of b2sdk's pool, given back only
-        after it served (a URL that failed is dropped, as b2sdk does)."""
+        """One b2_upload_file over b2wire with a URL of the pool, given back only after it
+        served (a URL that failed is dropped, as b2sdk does)."""
         assert self._wire is not None
-        session = self.api.session
-        raw = session.raw_api
-        raw.check_b2_filename(full)
-        account = self.api.account_info
-        url, token = account.take_bucket_upload_url(self.bucket_id)
-        if url is None or token is None:
-            got = session.get_upload_url(self.bucket_id)
-            url, token = got["uploadUrl"], got["authorizationToken"]
-        headers = raw.get_upload_file_headers(
-            upload_auth_token=token,
-            file_name=full,
-            content_length=len(data),
-            content_type=CONTENT_TYPE,
-            content_sha1=sha1,
-            file_info=dict(info),
-            server_side_encryption=None,
-            file_retention=None,
-            legal_hold=None,
-        )
+        url, token = self._upload_urls.take()
+        headers = upload_headers(token, full, len(data), CONTENT_TYPE, sha1, info)
         d = self._wire.post_json(url, headers, data)
-        account.put_bucket_upload_url(self.bucket_id, url, token)
+        self._upload_urls.give_back(url, token)
         return d
 
     def _cancel_unfinished(self, full: str, sha1: str) -> None:
@@ -1026,9 +920,7 @@ class B2Store:
         cancelled, never another writer's.
         """
         try:
-            for f in self.bucket.list_unfinished_large_files(prefix=full):
-                if f.file_name == full and (f.file_info or {}).get(LARGE_FILE_SHA1) == sha1:
-                    self.bucket.cancel_large_file(f.file_id)
+            self._sdk().cancel_unfinished(full, sha1, LARGE_FILE_SHA1)
         except Exception as exc:
             log.warning("could not cancel the unfinished upload of %s: %s", full, exc)
 
@@ -1046,7 +938,7 @@ class B2Store:
                 sha1, size = _sha1_file(path)
             else:
                 size = os.path.getsize(path)  # hashed by the caller: one read, the upload's
-            small = 0 < size <= _SMALL_UPLOAD and progress is None
+            small = self._small(size) and progress is None
             if small:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -1054,78 +946,59 @@ class B2Store:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
         if small and len(data) == size:
             return self._upload_small(full, data, sha1, info)
-        source = UploadSourceLocalFile(path, content_sha1=sha1)
-        return self._upload(full, source, size, sha1, info, progress)
+        part, minimum = self._effective_sizes()
+        if self._wire is not None and size <= part:
+            return self._upload_stream(full, path, size, sha1, info, progress)
+        sizes = part_sizes(size, part, minimum)
+        if self._wire is not None and size >= part + minimum and self._fits(sizes[-1]):
+            return self._upload_large(full, path, sizes, sha1, info, progress)
+        return self._upload(
+            full, lambda sdk: sdk.file_source(path, sha1), size, sha1, info, progress
+        )
 
     def upload_bytes(self, name: str, data: bytes, info: dict[str, str]) -> ObjectInfo:
         full = self._full(name)
         sha1 = hashlib.sha1(data).hexdigest()
-        if 0 < len(data) <= _SMALL_UPLOAD:
+        if self._small(len(data)):
             return self._upload_small(full, bytes(data), sha1, info)
-        return self._upload(full, UploadSourceBytes(data, content_sha1=sha1), len(data), sha1, info)
+        source = lambda sdk: sdk.bytes_source(data, sha1)  # noqa: E731
+        return self._upload(full, source, len(data), sha1, info)
 
     def copy(
         self, src: ObjectInfo, dst_name: str, info: dict[str, str] | None = None
     ) -> ObjectInfo:
         full = self._full(dst_name)
-        _, minimum = self._effective_sizes()
         if info is not None:
             validate_info(info)
         new_info = dict(src.info if info is None else info)
-
-        def once() -> ObjectInfo:
-            # Info given explicitly: b2sdk's multi-part copy would not carry it over.
-            fv = self.bucket.copy(
-                src.version_id,
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=new_info,
-                length=src.size,
-                source_file_info=dict(src.info),
-                source_content_type=CONTENT_TYPE,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-            )
-            return self._from_version(fv)
-
-        return self._retry(once, f"copy {src.name} to {dst_name}")
+        return self._copy(src, full, new_info, f"copy {src.name} to {dst_name}")
 
     def update_info(self, obj: ObjectInfo, info: dict[str, str]) -> ObjectInfo:
         """Server-side copy of that version onto its own name with new info (REPLACE)."""
         validate_info(info)
         full = self._full(obj.name)
+        return self._copy(obj, full, dict(info), f"update the file info of {obj.name}")
+
+    def _copy(self, src: ObjectInfo, full: str, info: dict[str, str], what: str) -> ObjectInfo:
         _, minimum = self._effective_sizes()
+        sdk = self._sdk()
+        sizes = (minimum, self.max_part_size)
 
         def once() -> ObjectInfo:
-            fv = self.bucket.copy(
-                obj.version_id,
-                full,
-                content_type=CONTENT_TYPE,
-                file_info=dict(info),
-                length=obj.size,
-                source_file_info=dict(obj.info),
-                source_content_type=CONTENT_TYPE,
-                min_part_size=minimum,
-                max_part_size=self.max_part_size,
-            )
+            fv = sdk.copy(src.version_id, full, info, src.size, src.info, sizes)
             return self._from_version(fv)
 
-        return self._retry(once, f"update the file info of {obj.name}")
+        return self._retry(once, what)
 
     # --- removing ----------------------------------------------------------------------
 
     def hide(self, name: str) -> None:
         full = self._full(name)
-        try:
-            self.bucket.hide_file(full)
-        except (b2exc.FileNotPresent, b2exc.FileAlreadyHidden):
-            return
-        except Exception as exc:
-            raise map_error(exc, f"hide {name}") from None
+        self._b2(lambda: self._sdk().hide(full), f"hide {name}")
 
     def delete_version(self, obj: ObjectInfo) -> None:
         full = self._full(obj.name)
         self._b2(
-            lambda: self.bucket.delete_file_version(obj.version_id, full),
+            lambda: self._sdk().delete_version(obj.version_id, full),
             f"delete {obj.name} version {obj.version_id}",
         )

@@ -18,7 +18,7 @@ from reliability_util import b2_spec, fuse_test, outbox_entries, versions, wait_
 
 from b2cryptfs.bucket.layout import ROOT_META_OBJECT
 from b2cryptfs.errors import TransientError
-from b2cryptfs.store.b2store import B2SDK_INTERNALS, check_b2sdk_internals
+from b2cryptfs.store.b2sdkhttp import B2SDK_INTERNALS, check_b2sdk_internals
 
 MB = 1000 * 1000
 PART = 5 * MB
@@ -121,7 +121,7 @@ def test_a_lasting_outage_ends_in_one_transient_error_line(b2_bucket):
 def test_b2sdk_internals_are_still_there():
     problems = check_b2sdk_internals()
     assert problems == [], (
-        "b2sdk changed internals that b2cryptfs/store/b2store.py overrides to bound its HTTP "
+        "b2sdk changed internals that b2cryptfs/store/b2sdkhttp.py overrides to bound its HTTP "
         f"retries ({', '.join(B2SDK_INTERNALS)}): {'; '.join(problems)}. Adapt _http_class "
         "(or drop the override if b2sdk now has a public retry setting)."
     )
