@@ -419,3 +419,24 @@ def test_garbage_key_objects(garbage: bytes, x_id) -> None:
         AgeCodec().describe_recipients(garbage)
     with pytest.raises(FormatError):
         AgeCodec().open(garbage, [x_id], BytesSource(bytes(64)))
+
+
+def test_open_chunk_into_matches_open_chunk_and_refuses_tampering() -> None:
+    cipher = stream.PayloadCipher(os.urandom(16), os.urandom(16))
+    for index, size, last in [
+        (0, stream.CHUNK_SIZE, False),
+        (3, stream.CHUNK_SIZE, True),
+        (7, 1000, True),
+        (0, 0, True),
+    ]:
+        plain = os.urandom(size)
+        sealed = bytearray(cipher.seal_chunk(index, plain, last))
+        out = bytearray(size)
+        cipher.open_chunk_into(index, sealed, last, memoryview(out))
+        assert bytes(out) == plain == cipher.open_chunk(index, bytes(sealed), last)
+        if size:
+            sealed[size // 2] ^= 1
+            with pytest.raises(IntegrityError, match=f"chunk {index} fails authentication"):
+                cipher.open_chunk_into(index, sealed, last, memoryview(out))
+    with pytest.raises(IntegrityError, match="short but not final"):
+        cipher.open_chunk_into(0, bytes(100), False, memoryview(bytearray(84)))

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from b2cryptfs.errors import FormatError, IntegrityError
-from b2cryptfs.formats.age.nogil import ChunkAuthError, RunAead
 
 NONCE_SIZE = 16
 CHUNK_SIZE = 64 * 1024
@@ -37,10 +36,6 @@ def chunk_nonce(index: int, last: bool) -> bytes:
     if not 0 <= index < _MAX_COUNTER:
         raise FormatError("age payload: chunk counter out of range")
     return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
-
-
-def _run_nonces(first: int, count: int, final: bool) -> list[bytes]:
-    return [chunk_nonce(first + k, final and k == count - 1) for k in range(count)]
 
 
 def plaintext_size(payload_size: int) -> int:
@@ -85,33 +80,6 @@ class PayloadCipher:
         self.nonce = nonce
         key = payload_key(file_key, nonce)
         self._aead = ChaCha20Poly1305(key)
-        self._runs = RunAead(key)
-
-    def seal_run_into(self, first: int, plaintext: Any, final: bool, out: Any) -> None:
-        """Seal chunks ``first``, ``first + 1``, ... of ``plaintext`` (full chunks, the last
-        one short only if ``final``) into ``out``, with the GIL released (formats/age/nogil.py):
-        a thread sealing a run does not hold up the event loop."""
-        count = max(1, -(-len(memoryview(plaintext)) // CHUNK_SIZE))
-        self._runs.seal_into(_run_nonces(first, count, final), plaintext, out, CHUNK_SIZE)
-
-    def open_run_into(self, first: int, ciphertext: Any, final: bool, out: Any) -> None:
-        """Open sealed chunks ``first``, ... from ``ciphertext`` into ``out`` (GIL released);
-        IntegrityError naming the first chunk that fails."""
-        size = len(memoryview(ciphertext))
-        count = max(1, -(-size // ENC_CHUNK_SIZE))
-        if not final and size != count * ENC_CHUNK_SIZE:
-            raise IntegrityError(f"age payload: chunk {first + count - 1} is short but not final")
-        try:
-            self._runs.open_into(_run_nonces(first, count, final), ciphertext, out, CHUNK_SIZE)
-        except ChunkAuthError as e:
-            raise IntegrityError(
-                f"age payload: chunk {first + e.index} fails authentication "
-                "(tampered, truncated, reordered or not this key's content)"
-            ) from None
-        except ValueError:
-            raise IntegrityError(
-                f"age payload: chunks {first}..{first + count - 1} have an impossible length"
-            ) from None
 
     def seal_chunk(self, index: int, plaintext: bytes, last: bool) -> bytes:
         return self._aead.encrypt(chunk_nonce(index, last), plaintext, None)
