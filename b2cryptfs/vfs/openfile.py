@@ -295,12 +295,11 @@ class ChunkFetcher:
 
     async def read(self, rc: RemoteContent, offset: int, length: int) -> bytes | memoryview:
         """Plaintext ``[offset, offset+length)`` of a remote version, clipped at its end."""
-        reader = rc.reader
-        end = min(offset + length, reader.plaintext_size)
-        if offset >= end:
+        span = ready.chunk_span(rc.reader, offset, length)
+        if span is None:
             return b""
-        cs = reader.chunk_size
-        first, last = offset // cs, (end - 1) // cs
+        end, first, last = span
+        cs = rc.reader.chunk_size
         plain: dict[int, bytes] = {}
         need = []
         for i in range(first, last + 1):

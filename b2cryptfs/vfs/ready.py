@@ -16,7 +16,17 @@ from b2cryptfs.errors import IntegrityError
 from b2cryptfs.vfs.replybufs import ReplyBuffers
 
 if TYPE_CHECKING:
+    from b2cryptfs.formats import ContentReader
     from b2cryptfs.vfs.openfile import RemoteContent
+
+
+def chunk_span(reader: ContentReader, offset: int, length: int) -> tuple[int, int, int] | None:
+    """(end, first chunk, last chunk) of a read clipped at the content's end; None: empty."""
+    end = min(offset + length, reader.plaintext_size)
+    if offset >= end:
+        return None
+    cs = reader.chunk_size
+    return end, offset // cs, (end - 1) // cs
 
 
 def read_ready(
@@ -25,12 +35,11 @@ def read_ready(
     """Plaintext ``[offset, offset+length)`` (clipped at the end) if every chunk it needs is
     decrypted or its ciphertext is in ``memory``; None otherwise, or if a chunk fails
     authentication (the waiting path drops it and fetches it again)."""
-    reader = rc.reader
-    end = min(offset + length, reader.plaintext_size)
-    if offset >= end:
+    span = chunk_span(rc.reader, offset, length)
+    if span is None:
         return b""
-    cs = reader.chunk_size
-    first, last = offset // cs, (end - 1) // cs
+    end, first, last = span
+    reader, cs = rc.reader, rc.reader.chunk_size
     if first != last:
         return _into_reply(rc, memory, replies, offset, end)
     p = rc.plain.get(first)
