@@ -25,6 +25,7 @@ from b2cryptfs.errors import (
     TransientError,
     UsageError,
 )
+from b2cryptfs.store.b2errors import is_a
 from b2cryptfs.store.b2retry import retrying
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,6 @@ _TRANSIENT_B2 = (
 _TRANSIENT_NET = (requests.RequestException, ConnectionError, TimeoutError)
 
 
-def _is_a(exc: BaseException, class_name: str) -> bool:
-    """isinstance by name, for b2sdk classes that b2sdk.v2 does not export."""
-    return any(c.__name__ == class_name for c in type(exc).__mro__)
-
-
 def is_transient(exc: BaseException) -> bool:
     """A b2sdk, requests or urllib3 exception worth another try."""
     if isinstance(exc, b2exc.MaxRetriesExceeded):
@@ -196,7 +192,7 @@ def map_error(exc: BaseException, what: str) -> B2CryptfsError:
         return AuthError(f"{what}: the application key is not allowed to do this ({msg})")
     if isinstance(exc, b2exc.NonExistentBucket | b2exc.BucketIdNotFound):
         return NoSuchBucket(f"{what}: no such bucket")
-    if isinstance(exc, b2exc.FileNotPresent) or _is_a(exc, "ResourceNotFound"):
+    if isinstance(exc, b2exc.FileNotPresent) or is_a(exc, "ResourceNotFound"):
         return NotFound(f"{what}: no such object or version")
     if isinstance(exc, b2exc.UnusableFileName | b2exc.FileNameNotAllowed):
         return InvalidName(f"{what}: B2 refuses this name ({exc})")

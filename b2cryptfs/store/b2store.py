@@ -53,17 +53,17 @@ from urllib.parse import quote
 
 from b2cryptfs import __version__
 from b2cryptfs.errors import (
-    AuthError,
-    B2CryptfsError,
     InvalidName,
     StoreError,
     TransientError,
 )
 from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
+from b2cryptfs.store.b2creds import b2_credentials
+from b2cryptfs.store.b2errors import ShortRead, bad_token, is_transient, map_error, one_line
 from b2cryptfs.store.b2large import LARGE_FILE_SHA1, part_sizes, upload_large
 from b2cryptfs.store.b2retry import API_TRIES, retrying
 from b2cryptfs.store.b2retry import transfer as _transfer
-from b2cryptfs.store.b2wire import Wire, WireError, network_error, upload_headers
+from b2cryptfs.store.b2wire import Wire, network_error, upload_headers
 from b2cryptfs.store.base import (
     MAX_INFO_BYTES,
     MAX_INFO_ENTRIES,
@@ -91,44 +91,6 @@ DEFAULT_RETRY_TIME = 120.0
 USER_AGENT = f"b2cryptfs/{__version__} python/{sys.version.split()[0]}"
 
 
-# --- credentials -----------------------------------------------------------------------
-
-
-def _account_db_path() -> str | None:
-    """Where the b2 command-line tool keeps its account, if it exists (no side effects)."""
-    env = os.environ.get("B2_ACCOUNT_INFO")
-    if env:
-        path = os.path.expanduser(env)
-        return path if os.path.exists(path) else None
-    candidates = [os.path.expanduser("~/.b2_account_info")]
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    candidates.append(os.path.join(xdg, "b2", "account_info"))
-    return next((p for p in candidates if os.path.exists(p)), None)
-
-
-def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
-    """(key id, key, realm) from the environment or the b2 tool's saved account."""
-    key_id = os.environ.get("B2_APPLICATION_KEY_ID")
-    key = os.environ.get("B2_APPLICATION_KEY")
-    env_realm = os.environ.get("B2_ENVIRONMENT") or None
-    if key_id or key:
-        if not (key_id and key):
-            raise AuthError(
-                "set both B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY (one is missing)"
-            )
-        return key_id, key, realm or env_realm or "production"
-    path = _account_db_path()
-    if path is None:
-        raise AuthError(
-            "no B2 credentials: set B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY, "
-            "or run `b2 account authorize`"
-        )
-    from b2cryptfs.store.b2sdkpart import read_account_db  # b2sdk reads its sqlite file
-
-    key_id, key, db_realm = read_account_db(path)
-    return key_id, key, realm or env_realm or db_realm or "production"
-
-
 # --- retries ---------------------------------------------------------------------------
 
 # b2retry.transfer.active is set while a transfer (read, download, upload, copy) runs in
@@ -137,17 +99,13 @@ def b2_credentials(realm: str | None = None) -> tuple[str, str, str]:
 MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
 
 
-class _ShortRead(Exception):
-    """A ranged read returned fewer bytes than asked (a connection cut short)."""
-
-
 def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
     """After one try that began at ``begin``: a short body that still moved forward is
     progress (the next try asks for the rest); one that brought nothing is a short read."""
     if pos != end:
         if pos > begin:
             raise _Progress()
-        raise _ShortRead(f"got {pos - start} of {end - start} bytes")
+        raise ShortRead(f"got {pos - start} of {end - start} bytes")
 
 
 # Reads up to this size (key objects, names, the first range of a content object) are
@@ -160,57 +118,6 @@ _SMALL_UPLOAD = 1024 * 1024
 
 class _Progress(Exception):
     """A ranged read was cut after some bytes arrived: go on from there at once."""
-
-
-def _one_line(exc: BaseException) -> str:
-    inner = getattr(exc, "exception_info_list", None)
-    if _is_a(exc, "MaxRetriesExceeded") and inner:
-        exc = inner[-1]
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _is_a(exc: BaseException, class_name: str) -> bool:
-    """isinstance by name, for b2sdk classes (b2sdk is not imported here)."""
-    return any(c.__name__ == class_name for c in type(exc).__mro__)
-
-
-def _from_sdk(exc: BaseException) -> bool:
-    """Raised by b2sdk or below it (then b2sdkpart is loaded: it says what it means)."""
-    return type(exc).__module__.startswith(("b2sdk", "requests", "urllib3"))
-
-
-def _bad_token(exc: BaseException) -> bool:
-    """B2 refused the account token (expired or bad): authorize again."""
-    if isinstance(exc, WireError):
-        return exc.bad_token
-    return _is_a(exc, "InvalidAuthToken")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, WireError):
-        return exc.transient
-    if isinstance(exc, _ShortRead | ConnectionError | TimeoutError):
-        return True
-    if _from_sdk(exc):
-        from b2cryptfs.store import b2sdkpart
-
-        return b2sdkpart.is_transient(exc)
-    return False
-
-
-def map_error(exc: BaseException, what: str) -> B2CryptfsError:
-    """A store failure as an errors.py exception with a one-line message."""
-    if isinstance(exc, B2CryptfsError):
-        return exc
-    if isinstance(exc, WireError):
-        return exc.mapped(what)
-    if _from_sdk(exc):
-        from b2cryptfs.store import b2sdkpart
-
-        return b2sdkpart.map_error(exc, what)
-    if _is_transient(exc):
-        return TransientError(f"{what}: B2 unreachable or failing after retries ({exc})")
-    return StoreError(f"{what}: unexpected {type(exc).__name__}: {exc}")
 
 
 def _check_room(info: dict[str, str]) -> None:
@@ -479,18 +386,18 @@ class B2Store:
             if exc is not None:
                 left = math.inf if deadline is None else deadline - time.monotonic()
                 capped = self.op_attempts is not None and attempt >= self.op_attempts
-                if not _is_transient(exc) or left <= 0 or capped:
-                    if _is_transient(exc):
+                if not is_transient(exc) or left <= 0 or capped:
+                    if is_transient(exc):
                         raise TransientError(
                             f"{what}: B2 unreachable or failing for {time.monotonic() - start:.0f}"
-                            f" s ({attempt} tries; last: {_one_line(exc)})"
+                            f" s ({attempt} tries; last: {one_line(exc)})"
                         ) from None
                     raise map_error(exc, what) from None
                 after = getattr(exc, "retry_after_seconds", None)  # a 429
                 delay = min(float(after) if after is not None else wait, MAX_BACKOFF, left)
                 # DEBUG: the caller logs once when the retries are spent, not once per try.
                 log.debug(
-                    "%s failed (%s); try %d again in %.1f s", what, _one_line(exc), attempt, delay
+                    "%s failed (%s); try %d again in %.1f s", what, one_line(exc), attempt, delay
                 )
                 time.sleep(delay * random.uniform(0.9, 1.0) if after is None else delay)
                 wait = min(wait * 1.5, MAX_BACKOFF)
@@ -604,7 +511,7 @@ class B2Store:
                 else:
                     lean(begin)
             except Exception as exc:
-                if pos[0] > begin and _is_transient(exc):
+                if pos[0] > begin and is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
@@ -681,7 +588,7 @@ class B2Store:
             try:
                 self._sdk().stream_into(obj.version_id, begin, end, pos, free_space, take)
             except Exception as exc:
-                if pos[0] > begin and _is_transient(exc):
+                if pos[0] > begin and is_transient(exc):
                     raise _Progress() from exc
                 raise
             _check_delivered(pos[0], begin, start, end)
@@ -719,7 +626,7 @@ class B2Store:
             try:
                 return call(token)
             except Exception as exc:
-                if not _bad_token(exc):
+                if not bad_token(exc):
                     raise
                 self._reauthorize(token)
         return call(self._token())

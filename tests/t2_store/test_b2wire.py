@@ -199,7 +199,7 @@ def test_error_replies_mean_what_b2sdks_exceptions_meant(status, code, want):
     # that reply gave through map_error.
     from b2sdk.v2.exception import InvalidAuthToken, interpret_b2_error
 
-    from b2cryptfs.store.b2store import _is_transient, map_error
+    from b2cryptfs.store.b2errors import is_transient, map_error
 
     ours = WireError(status, code, "msg", 2)
     theirs = interpret_b2_error(status, code, "msg", {"retry-after": 2}, {})
@@ -208,7 +208,7 @@ def test_error_replies_mean_what_b2sdks_exceptions_meant(status, code, want):
         # b2sdk.v2 interprets it as _internal's BucketIdNotFound, not the v2 class map_error
         # names: that came out as NotFound, where "no such bucket" was meant.
         assert type(map_error(theirs, "op")) is want
-    assert ours.transient == _is_transient(theirs)
+    assert ours.transient == is_transient(theirs)
     assert ours.should_retry_http() == theirs.should_retry_http()
     assert ours.bad_token == isinstance(theirs, InvalidAuthToken)
     assert "\n" not in str(ours.mapped("op"))
