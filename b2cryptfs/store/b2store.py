@@ -22,7 +22,7 @@ b2sdk (v2 API) for the rest, imported the first time it is needed.
   built on the account data held here. With proxy variables set, b2sdk and requests make every call (requests applies
   them and their no_proxy rules).
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
-  download where it stopped; API calls retry a few times (store/b2retry.py).
+  download where it stopped (store/b2fetch.py); API calls retry a few times (store/b2retry.py).
 - Uploads: up to 1 MiB from memory in one request; a file up to ``part_size`` streamed in
   one request; a file of at least ``part_size + min_part_size`` as a large file in parallel
   parts (store/b2large.py) with ``large_file_sha1`` in its file info (which therefore must
@@ -36,9 +36,7 @@ b2sdk (v2 API) for the rest, imported the first time it is needed.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
 import logging
 import math
 import os
@@ -59,7 +57,8 @@ from b2cryptfs.errors import (
 )
 from b2cryptfs.store.b2account import Account, UploadUrls, api_call, authorize, bucket_id
 from b2cryptfs.store.b2creds import b2_credentials
-from b2cryptfs.store.b2errors import ShortRead, bad_token, is_transient, map_error, one_line
+from b2cryptfs.store.b2errors import bad_token, is_transient, map_error, one_line
+from b2cryptfs.store.b2fetch import FETCH_CHUNK, Progress, Ranged, into_try, stream_try
 from b2cryptfs.store.b2large import LARGE_FILE_SHA1, part_sizes, upload_large
 from b2cryptfs.store.b2retry import API_TRIES, retrying
 from b2cryptfs.store.b2retry import transfer as _transfer
@@ -84,7 +83,6 @@ T = TypeVar("T")
 CONTENT_TYPE = "application/octet-stream"
 LIST_PAGE = 10000  # B2's maximum maxFileCount
 API_VERSION = "v3"  # b2_list_file_names with delimiter is the same in v2..v4
-FETCH_CHUNK = 256 * 1024  # a cut download resumes from the last whole chunk received
 # How long a transfer retries transient failures unless told (the CLI's budget; a mount
 # passes its --io-timeout).
 DEFAULT_RETRY_TIME = 120.0
@@ -99,25 +97,12 @@ USER_AGENT = f"b2cryptfs/{__version__} python/{sys.version.split()[0]}"
 MAX_BACKOFF = 16.0  # longest pause between two tries of a transfer
 
 
-def _check_delivered(pos: int, begin: int, start: int, end: int) -> None:
-    """After one try that began at ``begin``: a short body that still moved forward is
-    progress (the next try asks for the rest); one that brought nothing is a short read."""
-    if pos != end:
-        if pos > begin:
-            raise _Progress()
-        raise ShortRead(f"got {pos - start} of {end - start} bytes")
-
-
 # Reads up to this size (key objects, names, the first range of a content object) are
 # handed on as bytes; larger ones (the read path's ranges) as the buffer they came into.
 _COPY_MAX = 256 * 1024
 # Uploads up to this size (and without a progress listener) go in one b2_upload_file from
 # memory (B2Store._upload_small), far below any part size.
 _SMALL_UPLOAD = 1024 * 1024
-
-
-class _Progress(Exception):
-    """A ranged read was cut after some bytes arrived: go on from there at once."""
 
 
 def _check_room(info: dict[str, str]) -> None:
@@ -376,7 +361,7 @@ class B2Store:
             _transfer.active = True
             try:
                 return fn()
-            except _Progress:
+            except Progress:
                 wait = first  # bytes arrived before the cut: not an overloaded server
                 exc: BaseException | None = None
             except Exception as e:
@@ -496,44 +481,11 @@ class B2Store:
 
     # --- reading -----------------------------------------------------------------------
 
-    def _fetch(self, obj: ObjectInfo, start: int, end: int, sink: Callable[[bytes], None]):
-        """One try (for ``_retry``) that streams bytes [start, end) of ``obj`` into ``sink``.
+    def _ranger(self, obj: ObjectInfo) -> Ranged:
+        return lambda begin, end: self._ranged(self._wire, obj, begin, end)  # type: ignore[arg-type]
 
-        Each try asks only for what earlier tries did not deliver.
-        """
-        pos = [start]
-
-        def once() -> None:
-            begin = pos[0]
-            try:
-                if self._wire is None:
-                    self._sdk().stream(obj.version_id, begin, end, pos, sink)
-                else:
-                    lean(begin)
-            except Exception as exc:
-                if pos[0] > begin and is_transient(exc):
-                    raise _Progress() from exc
-                raise
-            _check_delivered(pos[0], begin, start, end)
-
-        def lean(begin: int) -> None:
-            wire = self._wire
-            assert wire is not None
-            conn, resp = self._ranged(wire, obj, begin, end)
-            while pos[0] < end:
-                try:
-                    chunk = resp.read(min(FETCH_CHUNK, end - pos[0]))
-                except Exception as exc:
-                    wire.forget(conn)
-                    raise network_error(f"read cut: {exc!r}") from None
-                if not chunk:
-                    break
-                sink(chunk)
-                pos[0] += len(chunk)
-            if not resp.isclosed() or resp.will_close:
-                wire.forget(conn)
-
-        return once
+    def _into_try(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
+        return into_try(self._wire, self._sdk, self._ranger(obj), obj, start, buffers)
 
     def _ranged(self, wire: Wire, obj: ObjectInfo, begin: int, end: int) -> tuple[Any, Any]:
         """(connection, response) of a GET of bytes [begin, end) of ``obj``, the body read
@@ -553,65 +505,6 @@ class B2Store:
             wire.forget(conn)
             raise network_error(f"read cut: {exc!r}") from None
         return conn, resp
-
-    def _fetch_into(self, obj: ObjectInfo, start: int, buffers: Sequence[bytearray]):
-        """One try (for ``_retry``) that fills ``buffers``, in order, with the bytes of
-        ``obj`` from ``start``.
-
-        The body goes from the socket straight into them where the response allows it: a
-        range read otherwise copies every byte two or three times on its way (urllib3's
-        buffers, the pieces, their join), and it is the daemon's one interpreter that does it.
-        """
-        views = [memoryview(b) for b in buffers]
-        starts = list(itertools.accumulate((len(v) for v in views), initial=start))
-        end = starts[-1]
-        pos = [start]
-
-        def free_space() -> memoryview:
-            """The unfilled rest of the buffer that byte ``pos`` goes into."""
-            k = bisect.bisect_right(starts, pos[0]) - 1
-            return views[k][pos[0] - starts[k] :]
-
-        def take(chunk: bytes) -> None:
-            data = memoryview(chunk)
-            while data:
-                space = free_space()
-                n = min(len(space), len(data))
-                space[:n] = data[:n]
-                data = data[n:]
-                pos[0] += n
-
-        def once() -> None:
-            begin = pos[0]
-            if self._wire is not None:
-                return lean(begin)
-            try:
-                self._sdk().stream_into(obj.version_id, begin, end, pos, free_space, take)
-            except Exception as exc:
-                if pos[0] > begin and is_transient(exc):
-                    raise _Progress() from exc
-                raise
-            _check_delivered(pos[0], begin, start, end)
-
-        def lean(begin: int) -> None:
-            assert self._wire is not None
-            conn, resp = self._ranged(self._wire, obj, begin, end)
-            try:
-                while pos[0] < end:
-                    n = resp.readinto(free_space())
-                    if not n:
-                        break
-                    pos[0] += n
-            except Exception as exc:
-                self._wire.forget(conn)
-                if pos[0] > begin:
-                    raise _Progress() from exc
-                raise network_error(f"read cut: {exc!r}") from None
-            if not resp.isclosed() or resp.will_close:
-                self._wire.forget(conn)  # bytes left unread: the connection cannot serve again
-            _check_delivered(pos[0], begin, start, end)
-
-        return once
 
     def _token(self) -> str:
         if self._wire is None:
@@ -651,7 +544,7 @@ class B2Store:
         if offset >= end:
             return b""
         buf = bytearray(end - offset)
-        self._retry(self._fetch_into(obj, offset, [buf]), f"read {obj.name}")
+        self._retry(self._into_try(obj, offset, [buf]), f"read {obj.name}")
         return buf if len(buf) > _COPY_MAX else bytes(buf)  # type: ignore[return-value]
 
     def read_into(self, obj: ObjectInfo, offset: int, buffers: Sequence[bytearray]) -> None:
@@ -663,7 +556,7 @@ class B2Store:
         if offset < 0 or end > obj.size:
             raise ValueError(f"range {offset}-{end} outside {obj.name} ({obj.size} bytes)")
         if end > offset:
-            self._retry(self._fetch_into(obj, offset, buffers), f"read {obj.name}")
+            self._retry(self._into_try(obj, offset, buffers), f"read {obj.name}")
 
     def download(self, obj: ObjectInfo, path: str) -> None:
         what = f"download {obj.name}"
@@ -676,7 +569,12 @@ class B2Store:
                     digest.update(chunk)
 
                 if obj.size:
-                    self._retry(self._fetch(obj, 0, obj.size, sink), what)
+                    self._retry(
+                        stream_try(
+                            self._wire, self._sdk, self._ranger(obj), obj, 0, obj.size, sink
+                        ),
+                        what,
+                    )
         except OSError as exc:
             raise StoreError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
         want = obj.info.get(LARGE_FILE_SHA1)
