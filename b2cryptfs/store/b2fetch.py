@@ -35,6 +35,19 @@ def check_delivered(pos: int, begin: int, start: int, end: int) -> None:
         raise ShortRead(f"got {pos - start} of {end - start} bytes")
 
 
+def _one_try(call: Callable[[int], None], pos: list[int], start: int, end: int) -> None:
+    """``call(from where the last try stopped)``; a transient failure after some bytes
+    arrived is progress, and so is a body cut short after some."""
+    begin = pos[0]
+    try:
+        call(begin)
+    except Exception as exc:
+        if pos[0] > begin and is_transient(exc):
+            raise Progress() from exc
+        raise
+    check_delivered(pos[0], begin, start, end)
+
+
 def stream_try(
     wire: Wire | None,
     sdk: Callable[[], Any],
@@ -51,17 +64,10 @@ def stream_try(
     pos = [start]
 
     def once() -> None:
-        begin = pos[0]
-        try:
-            if wire is None:
-                sdk().stream(obj.version_id, begin, end, pos, sink)
-            else:
-                lean(begin)
-        except Exception as exc:
-            if pos[0] > begin and is_transient(exc):
-                raise Progress() from exc
-            raise
-        check_delivered(pos[0], begin, start, end)
+        call = (
+            lean if wire is not None else lambda b: sdk().stream(obj.version_id, b, end, pos, sink)
+        )
+        _one_try(call, pos, start, end)
 
     def lean(begin: int) -> None:
         assert wire is not None
@@ -117,16 +123,14 @@ def into_try(
             pos[0] += n
 
     def once() -> None:
-        begin = pos[0]
         if wire is not None:
-            return lean(begin)
-        try:
-            sdk().stream_into(obj.version_id, begin, end, pos, free_space, take)
-        except Exception as exc:
-            if pos[0] > begin and is_transient(exc):
-                raise Progress() from exc
-            raise
-        check_delivered(pos[0], begin, start, end)
+            return lean(pos[0])
+        _one_try(
+            lambda b: sdk().stream_into(obj.version_id, b, end, pos, free_space, take),
+            pos,
+            start,
+            end,
+        )
 
     def lean(begin: int) -> None:
         assert wire is not None
