@@ -120,6 +120,11 @@ def _check_room(info: dict[str, str]) -> None:
         )
 
 
+# Blocks of an upload with a progress bar: http.client's 1 MiB ones would move a bar over a
+# slow link in steps of 1 MiB, and the socket buffers swallow the first megabytes at once.
+_PROGRESS_BLOCK = 64 * 1024
+
+
 class _Counted:
     """A file read by http.client, with ``progress(bytes read so far)`` after each block."""
 
@@ -129,7 +134,7 @@ class _Counted:
         self._start = f.tell()
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
+        data = self._f.read(n if n < 0 else min(n, _PROGRESS_BLOCK))
         if data:
             self._progress(self._f.tell() - self._start)
         return data
