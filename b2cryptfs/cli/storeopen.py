@@ -2,8 +2,9 @@
 
 Opening a B2 store is mostly waiting: the store's import (b2wire and http.client; b2sdk only
 later, for what b2wire does not do), then authorization, the bucket's id, a listing of the
-root and the look-up of a name key, each a round trip; then an upload URL is fetched ahead. Loading the keys needs no
-network (a passphrase's key derivation is CPU work), so the two overlap. A key error is still
+root and the look-up of a name key, each a round trip; then an upload URL is fetched ahead.
+Loading the keys needs no network (a passphrase's key derivation is CPU work), so the two
+overlap. A key error is still
 reported before a store error. A daemon is forked only once the store is open; a mount in the
 foreground is made while it still opens (see ``b2cryptfs.fs.gate``).
 """
@@ -92,8 +93,8 @@ class StoreOpening:
         self._job = _Job(lambda: _open_and_check(open_store, self._imported), "store-open")
 
     def wait_imported(self) -> None:
-        """Until the store's modules are imported: a caller that imports its
-        own next runs while the store's requests are out, not against b2sdk's import."""
+        """Until the store's modules are imported: a caller that imports its own next runs
+        while the store's requests are out, not against the store's import."""
         self._imported.wait()
 
     def done(self) -> bool:

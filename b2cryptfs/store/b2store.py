@@ -19,8 +19,8 @@ b2sdk (v2 API) for the rest, imported the first time it is needed.
   thread): requests' fixed cost per request is several times a small transfer's, and b2sdk
   with requests is most of a mount's start-up CPU and memory. Copies, hides, deletes and
   the uploads below that b2wire does not make go through b2sdk (store/b2sdkpart.py),
-  built on the account data held here. With proxy variables set, b2sdk and requests make every call (requests applies
-  them and their no_proxy rules).
+  built on the account data held here. With proxy variables set, b2sdk and requests make
+  every call (requests applies them and their no_proxy rules).
 - Transfers retry transient failures until ``retry_time`` (see B2Store), resuming a cut
   download where it stopped (store/b2fetch.py); API calls retry a few times (store/b2retry.py).
 - Uploads: up to 1 MiB from memory in one request; a file up to ``part_size`` streamed in
