@@ -62,21 +62,25 @@ def _into_reply(
     reader, vid = rc.reader, rc.version_id
     cs = reader.chunk_size
     first, last = offset // cs, (end - 1) // cs
-    if any(i not in rc.plain and (vid, i) not in memory for i in range(first, last + 1)):
-        return None  # checked first: no chunk is decrypted for a read that then waits
+    # Every chunk taken first, so no chunk is decrypted for a read that then waits; and held
+    # here, as putting one decrypted chunk into rc.plain can push out the next one.
+    held = []
+    for i in range(first, last + 1):
+        p = rc.plain.get(i)
+        cipher = memory.get((vid, i)) if p is None else None
+        if p is None and cipher is None:
+            return None
+        held.append((i, p, cipher))
     out = replies.take(end - offset)
     opened = []
     pos = 0
-    for i in range(first, last + 1):
+    for i, p, cipher in held:
         lo = offset - i * cs if i == first else 0
         hi = min(end - i * cs, cs)
         part = out[pos : pos + hi - lo]
         pos += hi - lo
-        p = rc.plain.get(i)
         try:
             if p is None:
-                cipher = memory.get((vid, i))
-                assert cipher is not None
                 opened.append(i)
                 if lo == 0 and hi == min(cs, reader.plaintext_size - i * cs):
                     reader.decrypt_chunk_into(i, cipher, part)  # read whole: kept nowhere
