@@ -2,8 +2,9 @@
 
 A file of at least a part and a minimum part is uploaded in parts of the part size (a tail
 under the minimum joins the last one), ``workers`` at a time, each streamed from its range
-of the file after a first read for its SHA-1; the whole file's SHA-1 goes into the file info
-as ``large_file_sha1`` (what b2sdk's emerger writes). Each part is a transfer of its own
+of the file in one read: its SHA-1 is taken on the way and sent after it
+(``hex_digits_at_end``, as b2sdk does for streams), not in a read of its own first. The whole
+file's SHA-1 goes into the file info as ``large_file_sha1`` (what b2sdk's emerger writes). Each part is a transfer of its own
 (retried until the caller's deadline, from its start, with another part URL); when one
 fails for good the others stop and the large file is cancelled, so no parts stay billed.
 Nothing of b2sdk is imported: a mount writing big files does not load it either.
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LARGE_FILE_SHA1 = "large_file_sha1"
-_READ = 1 << 20
 
 
 def part_sizes(size: int, part: int, minimum: int) -> list[int]:
@@ -40,43 +40,57 @@ def part_sizes(size: int, part: int, minimum: int) -> list[int]:
     return sizes
 
 
-def _range_sha1(path: str, offset: int, length: int) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        f.seek(offset)
-        left = length
-        while left:
-            chunk = f.read(min(_READ, left))
-            if not chunk:
-                raise StoreError(f"{path} got shorter while it was uploaded")
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
+HEX_DIGITS_AT_END = "hex_digits_at_end"
+_DIGITS = 40  # a SHA-1 in hex, after the part's bytes
+_BLOCK = 1 << 20
 
 
-class _Range:
-    """``length`` bytes of an open file from where it stands, read by http.client; each
-    block read is reported to ``sent``."""
+class _HashedRange:
+    """``length`` bytes of an open file from where it stands, then their SHA-1 in hex: the
+    body of a part sent with ``hex_digits_at_end``, read by http.client. Each block of the
+    file read is reported to ``sent``; going back to the start (a stale connection's second
+    try) starts the hash again."""
 
     def __init__(self, f: Any, length: int, sent: Callable[[int], None]) -> None:
         self._f = f
         self._start = f.tell()
-        self._left = length
+        self._length = length
         self._sent = sent
+        # One buffer read into again and again (http.client sends each block before it
+        # reads the next): a fresh block per read faulted in a part's worth of new pages.
+        self._buf = memoryview(bytearray(_BLOCK))
+        self._rewind()
 
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n < 0 else min(n, self._left)
-        data = self._f.read(n) if n else b""
-        self._left -= len(data)
-        if data:
-            self._sent(len(data))
+    def _rewind(self) -> None:
+        self._left = self._length
+        self._sha = hashlib.sha1()
+        self._tail = b""
+        self.sha1 = ""
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        if self._left:
+            want = min(self._left, len(self._buf) if n < 0 else min(n, len(self._buf)))
+            got = self._f.readinto(self._buf[:want])
+            if not got:
+                raise StoreError(f"{self._f.name} got shorter while it was uploaded")
+            data = self._buf[:got]
+            self._left -= got
+            self._sha.update(data)
+            self._sent(got)
+            if not self._left:
+                self.sha1 = self._sha.hexdigest()
+                self._tail = self.sha1.encode("ascii")
+            return data
+        data, self._tail = self._tail, b""
         return data
 
     def tell(self) -> int:
-        return self._f.tell()
+        return self._start
 
     def seek(self, pos: int) -> int:
-        self._left += self._f.tell() - pos
+        if pos != self._start:
+            raise ValueError("a part is sent again only from its start")
+        self._rewind()
         return self._f.seek(pos)
 
 
@@ -130,7 +144,6 @@ def upload_large(
         if stop.is_set():
             raise _Stopped()
         offset, length = sum(sizes[:k]), sizes[k]
-        part_sha1 = _range_sha1(path, offset, length)
 
         def sent(n: int) -> None:
             if progress is not None:
@@ -139,7 +152,7 @@ def upload_large(
                     done = sum(total)
                 progress(done)
 
-        def once() -> None:
+        def once() -> str:
             if stop.is_set():
                 raise _Stopped()
             url, token = take_url()
@@ -147,21 +160,24 @@ def upload_large(
             headers = {
                 "Authorization": token,
                 "X-Bz-Part-Number": str(k + 1),
-                "Content-Length": str(length),
-                "X-Bz-Content-Sha1": part_sha1,
+                "Content-Length": str(length + _DIGITS),
+                "X-Bz-Content-Sha1": HEX_DIGITS_AT_END,
             }
             with open(path, "rb") as f:
                 f.seek(offset)
-                wire.post_json(url, headers, _Range(f, length, sent))
+                body = _HashedRange(f, length, sent)
+                got = wire.post_json(url, headers, body)
+            if got.get("contentSha1", body.sha1) != body.sha1:
+                raise StoreError(f"{what}: B2 stored part {k + 1} with another SHA-1")
             with lock:
                 urls.append((url, token))  # only a URL that served (as b2sdk's pool)
+            return body.sha1
 
         try:
-            retry(once, f"{what} (part {k + 1} of {len(sizes)})")
+            return retry(once, f"{what} (part {k + 1} of {len(sizes)})")
         except BaseException:
             stop.set()
             raise
-        return part_sha1
 
     try:
         with ThreadPoolExecutor(max(1, min(workers, len(sizes))), "b2-part") as pool:

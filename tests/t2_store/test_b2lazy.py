@@ -169,3 +169,50 @@ def test_a_mount_of_small_files_never_loads_b2sdk(
     with mounted(b2_spec, mnt, tmp_path / "cache-3", args):
         assert sorted(os.listdir(mnt)) == ["c.txt", "d"]
         assert (mnt / "c.txt").read_bytes() == b"a" * 5000
+
+
+class _CountingFile:
+    """A real file that counts the bytes read from it."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by the test
+        self.name = str(path)
+        self.bytes_read = 0
+
+    def readinto(self, buf) -> int:
+        n = self._f.readinto(buf)
+        self.bytes_read += n
+        return n
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int) -> int:
+        return self._f.seek(pos)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def test_a_part_body_reads_its_range_once_and_ends_with_its_sha1(tmp_path):
+    from b2cryptfs.store.b2large import _HashedRange
+
+    data = os.urandom(3 * (1 << 20) + 77)
+    path = tmp_path / "f"
+    path.write_bytes(b"head" + data + b"tail")
+    f = _CountingFile(path)
+    try:
+        f.seek(4)
+        sent: list[int] = []
+        body = _HashedRange(f, len(data), sent.append)
+        first = bytes(body.read(1000))  # a stale connection took this much: sent again
+        assert body.seek(body.tell()) == 4 and first == data[:1000]
+        out = b"".join(bytes(b) for b in iter(lambda: body.read(1 << 20), b""))
+        sha1 = hashlib.sha1(data).hexdigest()
+        assert out == data + sha1.encode() and body.sha1 == sha1
+        # Once per try, no read of its own for the hash (the first try took 1000 bytes).
+        assert f.bytes_read == len(data) + 1000 and sum(sent) == len(data) + 1000
+        with pytest.raises(ValueError):
+            body.seek(5)
+    finally:
+        f.close()
