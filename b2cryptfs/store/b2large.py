@@ -3,10 +3,11 @@
 A file of at least a part and a minimum part is uploaded in parts of the part size (a tail
 under the minimum joins the last one), ``workers`` at a time, each streamed from its range
 of the file in one read: its SHA-1 is taken on the way and sent after it
-(``hex_digits_at_end``, as b2sdk does for streams), not in a read of its own first. The whole
-file's SHA-1 goes into the file info as ``large_file_sha1`` (what b2sdk's emerger writes). Each part is a transfer of its own
-(retried until the caller's deadline, from its start, with another part URL); when one
-fails for good the others stop and the large file is cancelled, so no parts stay billed.
+(``hex_digits_at_end``, as b2sdk does for streams), not in a read of its own first. The
+whole file's SHA-1 goes into the file info as ``large_file_sha1`` (what b2sdk's emerger
+writes). Each part is a transfer of its own (retried until the caller's deadline, from its
+start, with another part URL); when one fails for good the others stop and the large file
+is cancelled, so no parts stay billed.
 Nothing of b2sdk is imported: a mount writing big files does not load it either.
 """
 
@@ -68,6 +69,8 @@ class _HashedRange:
         self.sha1 = ""
 
     def read(self, n: int = -1) -> bytes | memoryview:
+        if n == 0:
+            return b""
         if self._left:
             want = min(self._left, len(self._buf) if n < 0 else min(n, len(self._buf)))
             got = self._f.readinto(self._buf[:want])
