@@ -42,7 +42,7 @@ MAX_READAHEAD_BYTES = 16 << 20
 # Fetched ciphertext not yet decrypted (read-ahead lands here): room for two full windows.
 MEMORY_BYTES = 2 * MAX_READAHEAD_BYTES
 _PLAIN_CHUNKS = 8  # decrypted chunks kept per open version
-# A file larger than this share of the disk cache is not kept there by its read-ahead.
+# A file larger than 1/STREAM_CACHE_SHARE of the disk cache is not kept there by its read-ahead.
 STREAM_CACHE_SHARE = 4
 _THREAD_DECRYPT = 3  # decrypt in a worker thread from this many chunks on
 
