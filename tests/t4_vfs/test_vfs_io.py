@@ -134,29 +134,40 @@ def test_a_stream_over_a_file_above_a_quarter_of_the_cache_is_not_kept_on_disk(
     store = RecordingStore(str(tmp_path / "store"))
     big, small = os.urandom(4 * 1024 * 1024), os.urandom(1024 * 1024)  # cache: 8 MiB
 
-    async def main() -> None:
+    at = 3_000_000  # in chunk 45 of the big file
+    vids: dict[str, str] = {}
+
+    async def stream() -> None:
         async with open_vfs(tmp_path, store=store, identity=ident, cache_size=8 << 20) as vfs:
             await write_file(vfs, "big", big)
             await write_file(vfs, "small", small)
             await vfs.outbox.drain()
             for name, data in (("big", big), ("small", small)):
-                assert await read_file(vfs, name, chunk=64 * 1024) == data
-            await vfs.fetcher.idle()
-            big_vid = vfs.table.by_path["big"].cache_version
-            small_vid = vfs.table.by_path["small"].cache_version
-            cached = {name: [i for i in range(64) if (vid, i) in vfs.disk_cache]
-                      for name, vid in (("big", big_vid), ("small", small_vid))}  # fmt: skip
-            # The small file is kept whole; of the big one only what reads waited for.
-            assert cached["small"] == list(range(16)), cached
-            assert 0 < len(cached["big"]) <= 8, cached
-            # A read that waits (random access) is kept whatever the file's size.
+                fh, _ = await vfs.open(await ino_of(vfs, name), os.O_RDONLY)
+                for off in range(0, len(data), 64 * 1024):
+                    assert await vfs.read(fh, off, 64 * 1024) == data[off : off + 64 * 1024]
+                    # Each read-ahead lands before the next read: no read waits for a fetch.
+                    await vfs.fetcher.idle()
+                await vfs.release(fh)
+                vids[name] = vfs.table.by_path[name].cache_version
+            cached = {
+                n: [i for i in range(64) if (v, i) in vfs.disk_cache] for n, v in vids.items()
+            }
+            # The small file is kept whole; of the big one only the chunk its opening
+            # fetched (a read waited for it), none of its read-ahead.
+            assert cached == {"small": list(range(16)), "big": [0]}, cached
+
+    async def random_read() -> None:
+        # A fresh mount (nothing in memory): a read that waits is kept whatever the size.
+        async with open_vfs(tmp_path, store=store, identity=ident, cache_size=8 << 20) as vfs:
             fh, _ = await vfs.open(await ino_of(vfs, "big"), os.O_RDONLY)
-            assert await vfs.read(fh, 3_000_000, 10) == big[3_000_000:3_000_010]
+            assert await vfs.read(fh, at, 10) == big[at : at + 10]
             await vfs.fetcher.idle()
-            assert (big_vid, 3_000_000 // 65536) in vfs.disk_cache
+            assert (vids["big"], at // 65536) in vfs.disk_cache
             await vfs.release(fh)
 
-    run(main)
+    run(stream)
+    run(random_read)
 
 
 def test_reads_work_with_the_cache_disabled(tmp_path: Path, ident) -> None:
