@@ -41,7 +41,7 @@ def part_sizes(size: int, part: int, minimum: int) -> list[int]:
     return sizes
 
 
-HEX_DIGITS_AT_END = "hex_digits_at_end"
+_HEX_DIGITS_AT_END = "hex_digits_at_end"
 _DIGITS = 40  # a SHA-1 in hex, after the part's bytes
 _BLOCK = 1 << 20
 
@@ -72,7 +72,7 @@ class _HashedRange:
         if n == 0:
             return b""
         if self._left:
-            want = min(self._left, len(self._buf) if n < 0 else min(n, len(self._buf)))
+            want = min(self._left, len(self._buf), n if n > 0 else len(self._buf))
             got = self._f.readinto(self._buf[:want])
             if not got:
                 raise StoreError(f"{self._f.name} got shorter while it was uploaded")
@@ -164,14 +164,13 @@ def upload_large(
                 "Authorization": token,
                 "X-Bz-Part-Number": str(k + 1),
                 "Content-Length": str(length + _DIGITS),
-                "X-Bz-Content-Sha1": HEX_DIGITS_AT_END,
+                "X-Bz-Content-Sha1": _HEX_DIGITS_AT_END,
             }
             with open(path, "rb") as f:
                 f.seek(offset)
                 body = _HashedRange(f, length, sent)
-                got = wire.post_json(url, headers, body)
-            if got.get("contentSha1", body.sha1) != body.sha1:
-                raise StoreError(f"{what}: B2 stored part {k + 1} with another SHA-1")
+                # B2 checks the digits that end the body: a part it took has this SHA-1.
+                wire.post_json(url, headers, body)
             with lock:
                 urls.append((url, token))  # only a URL that served (as b2sdk's pool)
             return body.sha1
